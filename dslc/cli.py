@@ -1,0 +1,92 @@
+"""Command line. Thin: each command parses its flags, calls the library, renders errors.
+
+Backends are imported inside the commands that need them, so `dslc check` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dslc import __version__
+from dslc.diagnostics import DslError, render_all
+
+USER_ERROR = 2
+
+
+def _summary(spec) -> dict:
+    models = []
+    for g in spec.models.values():
+        layers = [{"name": i.name, "op": "input", "shape": list(i.type.shape), "params": 0}
+                  for i in g.inputs]
+        layers += [{"name": n.name, "op": n.op, "shape": list(n.type.shape), "params": n.param_count}
+                   for n in g.nodes]
+        models.append({"name": g.name, "params": g.param_count,
+                       "trainable_params": g.trainable_param_count, "layers": layers})
+    return {"models": models}
+
+
+def cmd_check(args) -> int:
+    from dslc.compiler import compile_file
+
+    spec = compile_file(args.spec)
+    summary = _summary(spec)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for m in summary["models"]:
+        table = Table(title=f"model {m['name']}", title_justify="left")
+        table.add_column("layer")
+        table.add_column("op")
+        table.add_column("output shape")
+        table.add_column("params", justify="right")
+        for layer in m["layers"]:
+            shape = "[" + ", ".join("?" if d is None else str(d) for d in layer["shape"]) + "]"
+            table.add_row(layer["name"], layer["op"], shape, f"{layer['params']:,}")
+        console.print(table)
+        console.print(f"total params: {m['params']:,}   trainable: {m['trainable_params']:,}")
+    return 0
+
+
+COMMANDS = {"check": cmd_check}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dslc", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"dslc {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show framework log output")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check", help="parse, validate, infer shapes; print a summary")
+    p.add_argument("spec")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _register_backend_commands(sub)
+    return parser
+
+
+def _register_backend_commands(sub) -> None:
+    """Each backend-facing command adds its own flags (dslc/commands.py)."""
+    try:
+        from dslc import commands
+    except ImportError:  # pragma: no cover - during bootstrap
+        return
+    commands.register(sub, COMMANDS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DslError as err:
+        print(render_all(err, getattr(err, "sources", None)), file=sys.stderr)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,62 @@
+"""What each data source, preprocessing and augmentation step accepts. Pure Python: the
+check pass reads it without importing numpy; dslc/data/loaders.py does the loading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    doc: str
+    args: dict[str, object]              # accepted arguments and their defaults
+    positional: tuple[str, ...] = ()
+    classes: int | None = None           # known number of classes (integer labels)
+    labels: str = "int"                   # "int" class labels, "float" targets, "unknown"
+    feature_shape: tuple[int, ...] | None = None
+
+
+SPLIT = {"test": 0.2}
+
+SOURCES: dict[str, SourceInfo] = {
+    "digits": SourceInfo("scikit-learn's bundled 8x8 handwritten digits (1,797 images, 0..16)",
+                         {**SPLIT}, classes=10, feature_shape=(8, 8)),
+    "linear": SourceInfo("synthetic regression y = w*x + b + noise",
+                         {**SPLIT, "n": 1000, "w": 3.0, "b": 1.0, "noise": 0.1, "features": 1},
+                         labels="float"),
+    "blobs": SourceInfo("two Gaussian blobs, binary labels",
+                        {**SPLIT, "n": 1000, "features": 2, "spread": 1.0}, classes=2),
+    "sequences": SourceInfo("noisy sine sequences; target is the next value",
+                            {**SPLIT, "n": 1000, "steps": 10, "noise": 0.05}, labels="float"),
+    "npz": SourceInfo("a .npz file with arrays `x` and `y` (or x_train/y_train/x_test/y_test)",
+                      {**SPLIT, "path": None, "x": "x", "y": "y"}, positional=("path",),
+                      labels="unknown"),
+    "npy": SourceInfo("two .npy files: features and labels",
+                      {**SPLIT, "x": None, "y": None}, positional=("x", "y"), labels="unknown"),
+    "csv": SourceInfo("a CSV file, one sample a row; `label` is the target column (name or index)",
+                      {**SPLIT, "path": None, "label": -1, "header": True}, positional=("path",),
+                      labels="unknown"),
+    "idx": SourceInfo("MNIST-style IDX files in a folder (train-images-idx3-ubyte, ...)",
+                      {"path": None, "test": None}, positional=("path",), labels="int"),
+}
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    doc: str
+    args: dict[str, object] = field(default_factory=dict)
+    positional: tuple[str, ...] = ()
+
+
+PREPROCESS: dict[str, StepInfo] = {
+    "scale": StepInfo("multiply features by `factor` (e.g. scale(1/255))", {"factor": None}, ("factor",)),
+    "standardize": StepInfo("zero mean, unit variance per feature, fitted on the training split"),
+    "one_hot": StepInfo("integer labels to one-hot vectors", {"classes": None}, ("classes",)),
+}
+
+AUGMENT: dict[str, StepInfo] = {
+    "shift": StepInfo("random shift of images by up to `fraction` of their size", {"fraction": 0.1},
+                      ("fraction",)),
+    "flip": StepInfo("random flip, `horizontal` or `vertical`", {"axis": "horizontal"}, ("axis",)),
+    "noise": StepInfo("add Gaussian noise with standard deviation `std`", {"std": 0.05}, ("std",)),
+}

@@ -1,0 +1,1 @@
+"""The intermediate representations: the spec's syntax tree (`ast`) and the checked graph (`graph`)."""

@@ -1,0 +1,99 @@
+"""2-D convolution, channels-last."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field
+
+from dslc.ir.graph import ParamSpec, TensorType
+from dslc.ops.registry import Activation, Init, Op, OpAttrs, Padding, ShapeError, fmt, pair, register
+
+IntOrPair = int | tuple[int, int]
+
+
+def window_out(size: int, k: int, s: int, d: int, padding: str) -> int:
+    """Output length of a sliding window (TF/Keras rules; floor mode)."""
+    if padding == "same":
+        return math.ceil(size / s)
+    return (size - d * (k - 1) - 1) // s + 1
+
+
+def same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """TF's `same` padding: the odd extra pixel goes after (bottom/right)."""
+    out = math.ceil(size / s)
+    total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def pads_2d(attrs, in_shape) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) padding for a window op on `[H, W, C]`."""
+    if attrs.padding == "valid":
+        return (0, 0, 0, 0)
+    (kh, kw), (sh, sw) = pair(attrs.kernel), pair(attrs.strides)
+    dh, dw = pair(getattr(attrs, "dilation", 1))
+    top, bottom = same_pads(in_shape[0], kh, sh, dh)
+    left, right = same_pads(in_shape[1], kw, sw, dw)
+    return (top, bottom, left, right)
+
+
+def check_image(op: str, shape) -> None:
+    if len(shape) != 3:
+        hint = None
+        if len(shape) == 2:
+            hint = "add a channel axis to the input, e.g. `f32[28, 28, 1]`"
+        elif len(shape) == 1:
+            hint = "reshape the vector to `[height, width, channels]` first"
+        raise ShapeError(f"{op} expects `[height, width, channels]`, got {fmt(shape)}", hint)
+    if shape[0] is None or shape[1] is None or shape[2] is None:
+        raise ShapeError(f"{op} needs known height, width and channels, got {fmt(shape)}")
+
+
+def window_shape(op: str, attrs, shape, channels: int) -> tuple[int, int, int]:
+    (kh, kw), (sh, sw) = pair(attrs.kernel), pair(attrs.strides)
+    dh, dw = pair(getattr(attrs, "dilation", 1))
+    oh = window_out(shape[0], kh, sh, dh, attrs.padding)
+    ow = window_out(shape[1], kw, sw, dw, attrs.padding)
+    if oh <= 0 or ow <= 0:
+        raise ShapeError(
+            f"{op} window {kh}x{kw} does not fit the input {fmt(shape)}",
+            hint="use `padding=same` or a smaller kernel",
+        )
+    return (oh, ow, channels)
+
+
+@register
+class Conv2D(Op):
+    """2-D convolution over `[H, W, C]`; `padding=same` pads as TensorFlow does."""
+
+    name = "conv2d"
+    positional = ("filters",)
+
+    class Attrs(OpAttrs):
+        filters: int = Field(gt=0)
+        kernel: IntOrPair = 3
+        strides: IntOrPair = 1
+        padding: Padding = "valid"
+        dilation: IntOrPair = 1
+        activation: Activation = "linear"
+        use_bias: bool = True
+        kernel_init: Init = "glorot_uniform"
+        bias_init: Init = "zeros"
+
+    def infer(self, a, inputs):
+        shape = inputs[0].shape
+        check_image("conv2d", shape)
+        for field in ("kernel", "strides", "dilation"):
+            if min(pair(getattr(a, field))) <= 0:
+                raise ShapeError(f"conv2d {field} must be positive")
+        if max(pair(a.strides)) > 1 and max(pair(a.dilation)) > 1:
+            raise ShapeError("conv2d cannot combine strides > 1 with dilation > 1")
+        return TensorType(shape=window_shape("conv2d", a, shape, a.filters))
+
+    def params(self, a, inputs):
+        kh, kw = pair(a.kernel)
+        cin = inputs[0].shape[2]
+        p = {"kernel": ParamSpec(shape=(kh, kw, cin, a.filters), init=a.kernel_init)}
+        if a.use_bias:
+            p["bias"] = ParamSpec(shape=(a.filters,), init=a.bias_init)
+        return p

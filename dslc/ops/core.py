@@ -1,0 +1,104 @@
+"""Dense, flatten, reshape, dropout."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, field_validator
+
+from dslc.ir.graph import ParamSpec, TensorType
+from dslc.ops.registry import Activation, Init, Op, OpAttrs, ShapeError, fmt, register
+
+
+@register
+class Dense(Op):
+    """Fully connected layer on the last axis: `y = activation(x @ kernel + bias)`."""
+
+    name = "dense"
+    positional = ("units",)
+
+    class Attrs(OpAttrs):
+        units: int = Field(gt=0)
+        activation: Activation = "linear"
+        use_bias: bool = True
+        kernel_init: Init = "glorot_uniform"
+        bias_init: Init = "zeros"
+
+    def infer(self, a, inputs):
+        shape = inputs[0].shape
+        if len(shape) == 0:
+            raise ShapeError("dense needs at least one feature axis, got a scalar per sample")
+        if len(shape) > 2:
+            raise ShapeError(
+                f"dense expects a vector per sample, got {fmt(shape)}",
+                hint="add `flatten` before this layer",
+            )
+        if shape[-1] is None:
+            raise ShapeError(f"dense needs a known last axis, got {fmt(shape)}")
+        return TensorType(shape=(*shape[:-1], a.units))
+
+    def params(self, a, inputs):
+        p = {"kernel": ParamSpec(shape=(inputs[0].shape[-1], a.units), init=a.kernel_init)}
+        if a.use_bias:
+            p["bias"] = ParamSpec(shape=(a.units,), init=a.bias_init)
+        return p
+
+
+@register
+class Flatten(Op):
+    """Flattens each sample to a vector in channels-last (row-major `[H, W, C]`) order."""
+
+    name = "flatten"
+
+    def infer(self, a, inputs):
+        shape = inputs[0].shape
+        if any(d is None for d in shape):
+            raise ShapeError(f"flatten needs every axis known, got {fmt(shape)}")
+        return TensorType(shape=(math.prod(shape),))
+
+
+@register
+class Reshape(Op):
+    """Reshapes each sample (row-major, channels-last); one axis may be -1."""
+
+    name = "reshape"
+    positional = ("shape",)
+
+    class Attrs(OpAttrs):
+        shape: tuple[int, ...]
+
+        @field_validator("shape")
+        @classmethod
+        def _check(cls, v):
+            if sum(1 for d in v if d == -1) > 1 or any(d == 0 or d < -1 for d in v):
+                raise ValueError("every axis must be positive, with at most one -1")
+            return v
+
+    def infer(self, a, inputs):
+        shape = inputs[0].shape
+        if any(d is None for d in shape):
+            raise ShapeError(f"reshape needs every axis known, got {fmt(shape)}")
+        total = math.prod(shape)
+        known = math.prod(d for d in a.shape if d != -1)
+        if -1 in a.shape:
+            if total % known:
+                raise ShapeError(f"cannot reshape {fmt(shape)} ({total} values) to {fmt(a.shape)}")
+            return TensorType(shape=tuple(total // known if d == -1 else d for d in a.shape))
+        if known != total:
+            raise ShapeError(
+                f"cannot reshape {fmt(shape)} ({total} values) to {fmt(a.shape)} ({known} values)")
+        return TensorType(shape=a.shape)
+
+
+@register
+class Dropout(Op):
+    """Zeroes a `rate` fraction of values while training; the identity at inference."""
+
+    name = "dropout"
+    positional = ("rate",)
+
+    class Attrs(OpAttrs):
+        rate: float = Field(ge=0.0, lt=1.0)
+
+    def infer(self, a, inputs):
+        return inputs[0]

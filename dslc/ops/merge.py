@@ -1,0 +1,52 @@
+"""Ops that join several tensors."""
+
+from __future__ import annotations
+
+from dslc.ir.graph import TensorType
+from dslc.ops.registry import Op, OpAttrs, ShapeError, fmt, register
+
+
+@register
+class Add(Op):
+    """Element-wise sum of two or more tensors of one shape."""
+
+    name = "add"
+    min_inputs = 2
+    max_inputs = None
+    category = "merge"
+
+    def infer(self, a, inputs):
+        first = inputs[0].shape
+        for other in inputs[1:]:
+            if other.shape != first:
+                raise ShapeError(f"add needs equal shapes, got {fmt(first)} and {fmt(other.shape)}")
+        return inputs[0]
+
+
+@register
+class Concat(Op):
+    """Joins tensors along `axis` (default the last, channels)."""
+
+    name = "concat"
+    min_inputs = 2
+    max_inputs = None
+    category = "merge"
+
+    class Attrs(OpAttrs):
+        axis: int = -1
+
+    def infer(self, a, inputs):
+        rank = len(inputs[0].shape)
+        axis = a.axis if a.axis >= 0 else rank + a.axis
+        if not 0 <= axis < rank:
+            raise ShapeError(f"concat axis {a.axis} is out of range for rank {rank}")
+        total = 0
+        for t in inputs:
+            s = t.shape
+            if len(s) != rank or any(s[i] != inputs[0].shape[i] for i in range(rank) if i != axis):
+                raise ShapeError(
+                    f"concat needs equal shapes off axis {a.axis}, got {fmt(inputs[0].shape)} and {fmt(s)}")
+            total = None if total is None or s[axis] is None else total + s[axis]
+        shape = list(inputs[0].shape)
+        shape[axis] = total
+        return TensorType(shape=tuple(shape))

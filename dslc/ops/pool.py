@@ -1,0 +1,64 @@
+"""Pooling, channels-last, floor mode (as Keras)."""
+
+from __future__ import annotations
+
+from dslc.ir.graph import TensorType
+from dslc.ops.conv import IntOrPair, check_image, window_shape
+from dslc.ops.registry import Op, OpAttrs, Padding, ShapeError, pair, register
+
+
+class PoolAttrs(OpAttrs):
+    kernel: IntOrPair = 2
+    strides: IntOrPair | None = None  # None: the kernel size, as Keras
+    padding: Padding = "valid"
+
+    def model_post_init(self, _ctx) -> None:
+        if self.strides is None:
+            object.__setattr__(self, "strides", self.kernel)
+
+
+class Pool2D(Op):
+    positional = ("kernel",)
+    Attrs = PoolAttrs
+
+    def infer(self, a, inputs):
+        shape = inputs[0].shape
+        check_image(self.name, shape)
+        if min(pair(a.kernel)) <= 0 or min(pair(a.strides)) <= 0:
+            raise ShapeError(f"{self.name} kernel and strides must be positive")
+        return TensorType(shape=window_shape(self.name, a, shape, shape[2]))
+
+
+@register
+class MaxPool2D(Pool2D):
+    """Max over `kernel` windows; `same` padding never picks a padded value."""
+
+    name = "maxpool2d"
+
+
+@register
+class AvgPool2D(Pool2D):
+    """Mean over `kernel` windows; `same` padding averages real pixels only (as Keras)."""
+
+    name = "avgpool2d"
+
+
+class GlobalPool2D(Op):
+    def infer(self, a, inputs):
+        shape = inputs[0].shape
+        check_image(self.name, shape)
+        return TensorType(shape=(shape[2],))
+
+
+@register
+class GlobalAvgPool2D(GlobalPool2D):
+    """Mean over height and width: `[H, W, C]` → `[C]`."""
+
+    name = "global_avgpool2d"
+
+
+@register
+class GlobalMaxPool2D(GlobalPool2D):
+    """Max over height and width: `[H, W, C]` → `[C]`."""
+
+    name = "global_maxpool2d"

@@ -1,0 +1,189 @@
+"""Text → syntax tree. Lark (LALR) does the parsing; this turns its errors into sentences."""
+
+from __future__ import annotations
+
+import ast as pyast
+from functools import lru_cache
+from importlib import resources
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from dslc.diagnostics import Diagnostic, DslError, Span
+from dslc.ir import ast
+
+KEYWORDS = {"model", "block", "train", "input", "output", "let", "use", "repeat"}
+
+# What a user means by each terminal, for "expected ..." messages.
+TOKEN_WORDS = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "LBRACE": "`{`",
+    "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`",
+    "COMMA": "`,`", "EQUAL": "`=`", "COLON": "`:`", "SEMICOLON": "`;`", "PLUS": "`+`",
+    "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`", "QMARK": "`?`", "$END": "end of file",
+}
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    grammar = resources.files("dslc.grammars").joinpath("dslc.lark").read_text(encoding="utf-8")
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def _token_word(tok_type: str) -> str:
+    if tok_type in TOKEN_WORDS:
+        return TOKEN_WORDS[tok_type]
+    if tok_type.isupper() and tok_type.isalpha() and tok_type.lower() in KEYWORDS:
+        return f"`{tok_type.lower()}`"
+    return tok_type.lower()
+
+
+def _describe(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    return f"`{tok.value}`" if tok.value else _token_word(tok.type)
+
+
+def _expected(expected) -> str:
+    words = sorted({_token_word(t) for t in expected if not t.startswith("__")})
+    if len(words) > 6:
+        words = words[:6] + ["..."]
+    return ", ".join(words)
+
+
+def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
+    line, col = max(err.line, 1), max(err.column, 1)
+    if isinstance(err, UnexpectedCharacters):
+        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else "?"
+        hint = "strings use double quotes" if ch == "'" else None
+        return Diagnostic(f"unexpected character `{ch}`", Span(file, line, col), hint)
+    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        return Diagnostic("unexpected end of file", Span(file, line, col),
+                          "a `{`, `(` or `[` is not closed")
+    assert isinstance(err, UnexpectedToken)
+    tok = err.token
+    message = f"unexpected {_describe(tok)}, expected {_expected(err.expected)}"
+    hint = None
+    if tok.type == "EQUAL":
+        hint = "only a name can be assigned to: `name = op(...)`"
+    elif "RPAR" in err.expected and "COMMA" in err.expected:
+        hint = "separate arguments with `,`"
+    elif tok.type == "RBRACE" and "RBRACE" not in err.expected:
+        hint = "an expression is unfinished before `}`"
+    end = Span(file, line, col, tok.end_line, tok.end_column)
+    return Diagnostic(message, end, hint)
+
+
+@v_args(meta=True, inline=True)
+class _ToAst(Transformer):
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _span(self, meta) -> Span:
+        if getattr(meta, "empty", True):
+            return Span(self.file, 1, 1)
+        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok_span(self, tok: Token) -> Span:
+        return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    # expressions
+    def number(self, meta, tok):
+        text = str(tok)
+        is_int = all(c.isdigit() for c in text)
+        return ast.Num(span=self._span(meta), value=int(text) if is_int else float(text))
+
+    def string(self, meta, tok):
+        return ast.Str(span=self._span(meta), value=pyast.literal_eval(str(tok)))
+
+    def name(self, meta, tok):
+        return ast.Name(span=self._span(meta), id=str(tok))
+
+    def kwarg(self, meta, name, value):
+        return ast.KwArg(span=self._span(meta), name=str(name), value=value)
+
+    def call(self, meta, func, *args):
+        pos = [a for a in args if not isinstance(a, ast.KwArg)]
+        kws = [a for a in args if isinstance(a, ast.KwArg)]
+        return ast.Call(span=self._span(meta), func=str(func), func_span=self._tok_span(func),
+                        args=pos, kwargs=kws)
+
+    def list(self, meta, *items):
+        return ast.ListExpr(span=self._span(meta), items=list(items))
+
+    def _bin(op):  # noqa: N805 - a factory used in the class body
+        def method(self, meta, left, right):
+            return ast.BinOp(span=self._span(meta), op=op, left=left, right=right)
+        return method
+
+    add, sub, mul, div = _bin("+"), _bin("-"), _bin("*"), _bin("/")
+
+    def neg(self, meta, operand):
+        return ast.Neg(span=self._span(meta), operand=operand)
+
+    def dynamic_dim(self, meta):
+        return ast.Dynamic(span=self._span(meta))
+
+    # statements
+    def tensor_type(self, meta, dtype, *dims):
+        return (str(dtype), list(dims), self._tok_span(dtype))
+
+    def input_decl(self, meta, name, ttype=None):
+        if ttype is None:
+            return ast.InputDecl(span=self._span(meta), name=str(name))
+        dtype, dims, _ = ttype
+        return ast.InputDecl(span=self._span(meta), name=str(name), dtype=dtype, dims=dims)
+
+    def output_stmt(self, meta, *values):
+        return ast.Output(span=self._span(meta), values=list(values))
+
+    def let_stmt(self, meta, name, value):
+        return ast.Let(span=self._span(meta), name=str(name), value=value)
+
+    def assign(self, meta, *parts):
+        *targets, value = parts
+        return ast.Assign(span=self._span(meta), targets=[str(t) for t in targets], value=value)
+
+    def apply(self, meta, value):
+        return ast.Apply(span=self._span(meta), value=value)
+
+    def empty(self, meta):
+        return None
+
+    def repeat(self, meta, count, *body):
+        return ast.Repeat(span=self._span(meta), count=count, body=[s for s in body if s])
+
+    # items
+    def param(self, meta, name, type_, default=None):
+        return ast.Param(span=self._span(meta), name=str(name), type=str(type_), default=default)
+
+    def model(self, meta, name, *body):
+        return ast.Model(span=self._tok_span(name), name=str(name), body=[s for s in body if s])
+
+    def block(self, meta, name, *rest):
+        params = [p for p in rest if isinstance(p, ast.Param)]
+        body = [s for s in rest if s is not None and not isinstance(s, ast.Param)]
+        return ast.Block(span=self._tok_span(name), name=str(name), params=params, body=body)
+
+    def setting(self, meta, name, value):
+        return ast.Setting(span=self._tok_span(name), name=str(name), value=value)
+
+    def train(self, meta, name, *settings):
+        return ast.Train(span=self._tok_span(name), model=str(name), settings=list(settings))
+
+    def use_stmt(self, meta, path):
+        return ast.Use(span=self._span(meta), path=pyast.literal_eval(str(path)))
+
+    def start(self, meta, *items):
+        return list(items)
+
+
+def parse(text: str, file: str = "<input>") -> ast.Program:
+    """Parse one .dl file. Raises DslError with a located, readable message."""
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as err:
+        raise DslError(_syntax_error(err, file, text)) from None
+    return ast.Program(file=file, items=_ToAst(file).transform(tree))

@@ -1,0 +1,285 @@
+"""`train` block → TrainConfig, checked against its model: loss vs output shape and
+activation, labels vs classes, metric names, optimizer arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from dslc.data.catalog import AUGMENT, PREPROCESS, SOURCES
+from dslc.diagnostics import Collector, DslError, Span, did_you_mean, one_of
+from dslc.ir import ast
+from dslc.ir.graph import Graph
+from dslc.ir.train import DataSource, Loss, Optimizer, Step, TrainConfig
+from dslc.passes.values import CallValue, Symbol, describe, evaluate
+
+LOSS_ALIASES = {
+    "mse": "mse", "mean_squared_error": "mse",
+    "mae": "mae", "mean_absolute_error": "mae",
+    "binary_crossentropy": "binary_crossentropy", "bce": "binary_crossentropy",
+    "categorical_crossentropy": "categorical_crossentropy",
+    "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
+    # TensorFlow's softmax_cross_entropy_with_logits: one-hot labels, logits.
+    "softmax_cross_entropy": "categorical_crossentropy",
+}
+LOGITS_ALIASES = {"softmax_cross_entropy"}
+OPTIMIZERS = {
+    "sgd": {"lr", "momentum", "nesterov", "weight_decay"},
+    "gd": {"lr", "momentum", "nesterov", "weight_decay"},
+    "adam": {"lr", "beta1", "beta2", "epsilon", "weight_decay"},
+    "adamw": {"lr", "beta1", "beta2", "epsilon", "weight_decay"},
+    "rmsprop": {"lr", "rho", "momentum", "epsilon", "weight_decay"},
+}
+OPTIMIZER_DEFAULTS = {"sgd": {"lr": 0.01}, "gd": {"lr": 0.01}, "adamw": {"weight_decay": 0.01}}
+METRICS = {"accuracy", "precision", "recall", "f1", "mse", "mae"}
+CLASS_METRICS = {"accuracy", "precision", "recall", "f1"}
+SETTINGS = {"data", "validation", "preprocess", "augment", "loss", "optimizer", "metrics",
+            "epochs", "batch", "seed", "shuffle"}
+CE = {"binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"}
+
+
+def output_activation(graph: Graph) -> str:
+    """The activation that produces the model's (first) output."""
+    node = graph.node(graph.outputs[0]) if graph.outputs else None
+    if node is None:
+        return "linear"
+    from dslc.ops import get_op
+
+    if get_op(node.op).category == "activation":
+        return node.op
+    return getattr(node.attrs, "activation", "linear")
+
+
+def build_train(train: ast.Train, graph: Graph | None, lets: dict, errors: Collector) -> TrainConfig | None:
+    settings: dict[str, tuple[Any, Span]] = {}
+    for s in train.settings:
+        if s.name not in SETTINGS:
+            errors.error(f"unknown train setting `{s.name}`", s.span,
+                         did_you_mean(s.name, SETTINGS) or f"settings are {one_of(SETTINGS)}")
+            continue
+        if s.name in settings:
+            errors.error(f"`{s.name}` is set twice", s.span)
+            continue
+        try:
+            settings[s.name] = (evaluate(s.value, lets), s.value.span)
+        except DslError as err:
+            errors.extend(err)
+    for required in ("data", "loss", "optimizer"):
+        if required not in settings:
+            errors.error(f"train `{train.model}` needs `{required} = ...`", train.span)
+    if errors.diagnostics:
+        return None
+    before = len(errors.diagnostics)
+    fields: dict[str, Any] = {"model": train.model, "span": train.span}
+    _try(errors, lambda: fields.__setitem__("data", _data(*settings["data"])))
+    _try(errors, lambda: fields.__setitem__("loss", _loss(*settings["loss"])))
+    _try(errors, lambda: fields.__setitem__("optimizer", _optimizer(*settings["optimizer"])))
+    for key, catalog in (("preprocess", PREPROCESS), ("augment", AUGMENT)):
+        if key in settings:
+            _try(errors, lambda k=key, c=catalog: fields.__setitem__(k, _steps(*settings[k], c, k)))
+    if "metrics" in settings:
+        _try(errors, lambda: fields.__setitem__("metrics", _metrics(*settings["metrics"])))
+    for key in ("validation", "epochs", "seed", "shuffle"):
+        if key in settings:
+            fields[key] = settings[key][0]
+    if "batch" in settings:
+        value, span = settings["batch"]
+        fields["batch"] = None if value in ("full", "all") else value
+    if len(errors.diagnostics) > before:
+        return None
+    try:
+        config = TrainConfig(**fields)
+    except ValidationError as exc:
+        for e in exc.errors():
+            key = e["loc"][0]
+            span = settings.get(key, (None, train.span))[1]
+            errors.error(f"`{key}`: {e['msg'][0].lower() + e['msg'][1:]} "
+                         f"(got {describe(settings.get(key, (e.get('input'),))[0])})", span)
+        return None
+    if graph is not None:
+        check_against_model(config, graph, errors)
+    return config
+
+
+def _try(errors: Collector, fn) -> None:
+    try:
+        fn()
+    except DslError as err:
+        errors.extend(err)
+
+
+def _as_call(value, span: Span, what: str, choices) -> CallValue:
+    if isinstance(value, Symbol):
+        return CallValue(name=str(value), args=[], kwargs={}, span=value.span or span)
+    if isinstance(value, CallValue):
+        return value
+    raise DslError(f"{what} must be one of {one_of(choices)}, got {describe(value)}", span)
+
+
+def _bind(call: CallValue, accepted: dict | set, positional: tuple[str, ...], what: str) -> dict:
+    out: dict[str, Any] = {}
+    if len(call.args) > len(positional):
+        raise DslError(f"`{call.name}` takes {len(positional)} positional argument(s)",
+                       call.arg_spans[len(positional)] if call.arg_spans else call.span)
+    for key, v in zip(positional, call.args):
+        out[key] = v
+    for key, v in call.kwargs.items():
+        if key not in accepted:
+            hint = did_you_mean(key, accepted) or (f"it takes {one_of(accepted)}" if accepted
+                                                  else "it takes no arguments")
+            raise DslError(f"{what} `{call.name}` has no argument `{key}`",
+                           call.kwarg_spans.get(key, call.span), hint)
+        out[key] = v
+    return {k: (str(v) if isinstance(v, Symbol) else v) for k, v in out.items()}
+
+
+def _data(value, span) -> DataSource:
+    call = _as_call(value, span, "data", SOURCES)
+    info = SOURCES.get(call.name)
+    if info is None:
+        raise DslError(f"unknown data source `{call.name}`", call.span,
+                       did_you_mean(call.name, SOURCES) or f"sources are {one_of(SOURCES)}")
+    args = {**info.args, **_bind(call, info.args, info.positional, "data source")}
+    for key in info.positional:
+        if args.get(key) is None and key in ("path", "x", "y"):
+            raise DslError(f"data source `{call.name}` needs `{key}`", call.span,
+                           f'e.g. `{call.name}("{"data.npz" if call.name == "npz" else "file"}")`')
+    test = args.get("test")
+    if test is not None and not (isinstance(test, int | float) and 0 <= test < 1):
+        raise DslError(f"`test` is a fraction in [0, 1), got {describe(test)}", call.span)
+    return DataSource(kind=call.name, args=args, span=call.span)
+
+
+def _loss(value, span) -> Loss:
+    call = _as_call(value, span, "loss", LOSS_ALIASES)
+    if call.name not in LOSS_ALIASES:
+        raise DslError(f"unknown loss `{call.name}`", call.span,
+                       did_you_mean(call.name, LOSS_ALIASES) or f"losses are {one_of(LOSS_ALIASES)}")
+    args = _bind(call, {"from_logits", "label_smoothing"}, (), "loss")
+    if call.name in LOGITS_ALIASES:
+        args.setdefault("from_logits", True)
+    try:
+        return Loss(name=LOSS_ALIASES[call.name], span=call.span, **args)
+    except ValidationError as exc:
+        raise DslError(f"loss `{call.name}`: {exc.errors()[0]['msg']}", call.span) from None
+
+
+def _optimizer(value, span) -> Optimizer:
+    call = _as_call(value, span, "optimizer", OPTIMIZERS)
+    if call.name not in OPTIMIZERS:
+        raise DslError(f"unknown optimizer `{call.name}`", call.span,
+                       did_you_mean(call.name, OPTIMIZERS) or f"optimizers are {one_of(OPTIMIZERS)}")
+    kwargs = dict(call.kwargs)
+    if "learning_rate" in kwargs:
+        kwargs["lr"] = kwargs.pop("learning_rate")
+        call.kwarg_spans["lr"] = call.kwarg_spans.get("learning_rate", call.span)
+    call = CallValue(call.name, call.args, kwargs, call.span, call.arg_spans, call.kwarg_spans)
+    args = {**OPTIMIZER_DEFAULTS.get(call.name, {}),
+            **_bind(call, OPTIMIZERS[call.name], ("lr",), "optimizer")}
+    try:
+        return Optimizer(name=call.name, span=call.span, **args)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        key = e["loc"][0]
+        raise DslError(f"optimizer `{call.name}`: `{key}` {e['msg'][0].lower() + e['msg'][1:]}",
+                       call.kwarg_spans.get(key, call.span)) from None
+
+
+def _steps(value, span, catalog, what) -> list[Step]:
+    items = value if isinstance(value, list) else [value]
+    steps = []
+    for item in items:
+        call = _as_call(item, span, what, catalog)
+        info = catalog.get(call.name)
+        if info is None:
+            raise DslError(f"unknown {what} step `{call.name}`", call.span,
+                           did_you_mean(call.name, catalog) or f"steps are {one_of(catalog)}")
+        args = {**info.args, **_bind(call, info.args, info.positional, what)}
+        if call.name == "scale" and not isinstance(args["factor"], int | float):
+            raise DslError("`scale` needs a number, e.g. `scale(1/255)`", call.span)
+        if call.name == "flip" and args["axis"] not in ("horizontal", "vertical"):
+            raise DslError("`flip` takes `horizontal` or `vertical`", call.span)
+        steps.append(Step(name=call.name, args=args, span=call.span))
+    return steps
+
+
+def _metrics(value, span) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if not isinstance(item, str) or item not in METRICS:
+            s = getattr(item, "span", None) or span
+            hint = did_you_mean(str(item), METRICS) if isinstance(item, str) else None
+            raise DslError(f"unknown metric {describe(item)}", s,
+                           hint or f"metrics are {one_of(METRICS)}")
+        out.append(str(item))
+    return out
+
+
+def check_against_model(cfg: TrainConfig, graph: Graph, errors: Collector) -> None:
+    if len(graph.outputs) != 1 or len(graph.inputs) != 1:
+        errors.error(f"training needs a model with one input and one output; `{graph.name}` has "
+                     f"{len(graph.inputs)} and {len(graph.outputs)}", cfg.span)
+        return
+    try:
+        out = graph.type_of(graph.outputs[0])
+    except (KeyError, AssertionError):
+        return  # the model already failed its own checks
+    act = output_activation(graph)
+    loss = cfg.loss
+    span = loss.span
+    width = out.shape[-1] if out.shape else None
+    if loss.name in CE and loss.from_logits and act in ("softmax", "sigmoid"):
+        errors.error(f"`from_logits=true` but the model ends in {act}", span,
+                     f"drop `activation={act}` from the last layer, or drop `from_logits`")
+    elif loss.name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+        if not loss.from_logits and act != "softmax":
+            errors.error(f"{loss.name} expects probabilities, but the model ends in `{act}`", span,
+                         "end with `activation=softmax`, or write "
+                         f"`loss = {loss.name}(from_logits=true)`")
+        if width is not None and width < 2:
+            errors.error(f"{loss.name} needs one output per class, the model gives {out}", span,
+                         "use binary_crossentropy with one sigmoid output")
+    elif loss.name == "binary_crossentropy":
+        if not loss.from_logits and act != "sigmoid":
+            errors.error(f"binary_crossentropy expects probabilities, but the model ends in `{act}`",
+                         span, "end with `activation=sigmoid`, or write "
+                         "`loss = binary_crossentropy(from_logits=true)`")
+    elif act in ("softmax", "sigmoid") and loss.name in ("mse", "mae") and cfg.metrics and \
+            set(cfg.metrics) & CLASS_METRICS:
+        pass  # allowed: regression on probabilities is unusual but legal
+    info = SOURCES[cfg.data.kind]
+    classes = info.classes
+    if classes is not None and width is not None and loss.name in CE:
+        expected = 1 if (loss.name == "binary_crossentropy" and classes == 2) else classes
+        if width != expected and not (loss.name == "binary_crossentropy" and width == classes):
+            errors.error(f"`{cfg.data.kind}` has {classes} classes, but the model's output is {out}",
+                         cfg.data.span, f"end the model with `dense({expected}, ...)`")
+    if info.labels == "float" and loss.name in CE:
+        errors.error(f"`{cfg.data.kind}` gives real-valued targets; {loss.name} needs class labels",
+                     span, "use `loss = mse`")
+    one_hot = any(s.name == "one_hot" for s in cfg.preprocess)
+    if loss.name == "categorical_crossentropy" and info.labels == "int" and not one_hot:
+        errors.error("categorical_crossentropy needs one-hot labels", span,
+                     "add `one_hot` to `preprocess`, or use sparse_categorical_crossentropy")
+    if loss.name == "sparse_categorical_crossentropy" and one_hot:
+        errors.error("sparse_categorical_crossentropy takes integer labels, but `one_hot` is set",
+                     span, "remove `one_hot`, or use categorical_crossentropy")
+    class_metrics = set(cfg.metrics) & CLASS_METRICS
+    if class_metrics and loss.name in ("mse", "mae") and info.labels == "float":
+        errors.error(f"{one_of(class_metrics)} need class labels; this is a regression", cfg.span,
+                     "use `metrics = [mse, mae]`")
+    if info.feature_shape is not None:
+        import math
+
+        in_shape = graph.inputs[0].type.shape
+        if None not in in_shape and math.prod(in_shape) != math.prod(info.feature_shape):
+            errors.error(f"`{cfg.data.kind}` samples have shape {list(info.feature_shape)}, the "
+                         f"model's input is {graph.inputs[0].type}", cfg.data.span,
+                         f"declare the input as f32[{', '.join(map(str, info.feature_shape))}, 1] "
+                         f"or f32[{math.prod(info.feature_shape)}]")
+    augment_images = {s.name for s in cfg.augment} & {"shift", "flip"}
+    if augment_images and len(graph.inputs[0].type.shape) != 3:
+        errors.error(f"{one_of(augment_images)} need image inputs `[H, W, C]`",
+                     cfg.augment[0].span)

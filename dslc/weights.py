@@ -1,0 +1,134 @@
+"""Canonical weights: seeded initialisation, and safetensors files keyed `<layer>.<param>`.
+
+The canonical layout is Keras's (channels-last): dense kernel `[in, out]`, conv2d kernel
+`[kh, kw, in, out]`, simple_rnn kernel `[in, units]`, recurrent_kernel `[units, units]` and
+one bias `[units]`. Every backend starts from these arrays, so all three begin equal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from dslc.diagnostics import DslError
+from dslc.ir.graph import Graph
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def init_array(init: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Keras's initialiser formulas (truncation aside), in float32."""
+    fan_in, fan_out = _fans(shape)
+    if init == "zeros":
+        a = np.zeros(shape)
+    elif init == "ones":
+        a = np.ones(shape)
+    elif init in ("glorot_uniform", "xavier_uniform"):
+        lim = math.sqrt(6.0 / (fan_in + fan_out))
+        a = rng.uniform(-lim, lim, shape)
+    elif init in ("glorot_normal", "xavier_normal"):
+        a = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
+    elif init == "he_uniform":
+        lim = math.sqrt(6.0 / fan_in)
+        a = rng.uniform(-lim, lim, shape)
+    elif init == "he_normal":
+        a = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+    elif init == "lecun_uniform":
+        lim = math.sqrt(3.0 / fan_in)
+        a = rng.uniform(-lim, lim, shape)
+    elif init == "lecun_normal":
+        a = rng.normal(0.0, math.sqrt(1.0 / fan_in), shape)
+    elif init == "normal":
+        a = rng.normal(0.0, 0.05, shape)
+    elif init == "uniform":
+        a = rng.uniform(-0.05, 0.05, shape)
+    elif init == "orthogonal":
+        rows, cols = math.prod(shape[:-1]), shape[-1]
+        m = rng.normal(0.0, 1.0, (max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(m)
+        q = q * np.sign(np.diag(r))
+        a = (q if rows >= cols else q.T).reshape(shape)
+    else:  # pragma: no cover - the op registry's Literal stops this earlier
+        raise ValueError(f"unknown initializer {init!r}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {key: init_array(p.init, p.shape, rng) for key, p in graph.param_specs().items()}
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(path: str | Path, weights: dict[str, np.ndarray],
+                 metadata: dict[str, str] | None = None) -> None:
+    from safetensors.numpy import save
+
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+    atomic_write_bytes(path, save(arrays, metadata={"format": "dslc", **(metadata or {})}))
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DslError(f"{path}: no such weights file") from None
+    except OSError as exc:
+        raise DslError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        arrays = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+    except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DslError(f"{path}: not a valid safetensors file ({exc})",
+                       hint="weights are written by `dslc train` as weights.safetensors") from None
+    return arrays, meta
+
+
+def load_weights(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
+    """Read a checkpoint and check it against the model: every key, every shape."""
+    arrays, _ = read_weights(path)
+    problems = []
+    specs = graph.param_specs()
+    for key, p in specs.items():
+        if key not in arrays:
+            problems.append(f"missing `{key}` (expected shape {list(p.shape)})")
+        elif tuple(arrays[key].shape) != p.shape:
+            problems.append(f"`{key}` has shape {list(arrays[key].shape)}, "
+                            f"the model expects {list(p.shape)}")
+    extra = sorted(set(arrays) - set(specs))
+    if extra:
+        problems.append(f"unexpected key(s) {', '.join(f'`{k}`' for k in extra[:5])}")
+    if problems:
+        raise DslError(f"{path} does not fit model `{graph.name}`: " + "; ".join(problems))
+    return {k: arrays[k].astype(np.float32, copy=False) for k in specs}
