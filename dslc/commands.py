@@ -1,0 +1,107 @@
+"""The commands beyond `check`. Each imports its backend only when it runs."""
+
+from __future__ import annotations
+
+from dslc.backends import BACKENDS
+
+TRAIN_BACKENDS = ("torch", "keras")
+
+
+def register(sub, commands: dict) -> None:
+    p = sub.add_parser("compile", help="write standalone source (torch, keras) or a .onnx file")
+    p.add_argument("spec")
+    p.add_argument("--target", required=True, choices=BACKENDS)
+    p.add_argument("-o", "--out", required=True, help="output folder (torch, keras) or .onnx file")
+    p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (onnx)")
+    commands["compile"] = cmd_compile
+
+    p = sub.add_parser("train", help="train per the spec's train block")
+    p.add_argument("spec")
+    p.add_argument("--backend", default="torch", choices=TRAIN_BACKENDS)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--model")
+    commands["train"] = cmd_train
+
+    p = sub.add_parser("eval", help="loss and metrics on the test split")
+    p.add_argument("spec")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--backend", default="torch", choices=(*TRAIN_BACKENDS, "onnx"))
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--model")
+    commands["eval"] = cmd_eval
+
+    p = sub.add_parser("export", help="ONNX with trained weights")
+    p.add_argument("spec")
+    p.add_argument("--weights", required=True)
+    p.add_argument("-o", "--out", required=True)
+    p.add_argument("--model")
+    commands["export"] = cmd_export
+
+    p = sub.add_parser("run", help="run a .onnx model with onnxruntime")
+    p.add_argument("model")
+    p.add_argument("--input", required=True, help=".npy, .npz, .csv or an image")
+    p.add_argument("--output", help="save outputs (.npy, .npz or .csv)")
+    p.add_argument("--bench", action="store_true", help="print latency and throughput")
+    commands["run"] = cmd_run
+
+    p = sub.add_parser("verify", help="same weights, same batch, three backends: compare")
+    p.add_argument("spec")
+    p.add_argument("--weights")
+    p.add_argument("--tol", type=float, default=1e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--model")
+    commands["verify"] = cmd_verify
+
+
+def _spec_and_graph(args):
+    from dslc.compiler import compile_file
+
+    spec = compile_file(args.spec)
+    return spec, spec.model(getattr(args, "model", None))
+
+
+def cmd_compile(args) -> int:
+    from dslc.codegen import write_compiled
+
+    spec, graph = _spec_and_graph(args)
+    path = write_compiled(spec, graph, args.target, args.out, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from dslc.train.run import train_command
+
+    return train_command(args)
+
+
+def cmd_eval(args) -> int:
+    from dslc.train.run import eval_command
+
+    return eval_command(args)
+
+
+def cmd_export(args) -> int:
+    from dslc.backends.onnx.cli import export_command
+
+    return export_command(args)
+
+
+def cmd_run(args) -> int:
+    from dslc.backends.onnx.cli import run_command
+
+    return run_command(args)
+
+
+def cmd_verify(args) -> int:
+    from dslc.verify import verify_command
+
+    return verify_command(args)

@@ -1,0 +1,1 @@
+"""Training shared by every backend: the loop, targets, outputs, progress, resume."""
