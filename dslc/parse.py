@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast as pyast
+import hashlib
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
+import lark
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
@@ -23,10 +26,40 @@ TOKEN_WORDS = {
 }
 
 
+LARK_OPTIONS = dict(parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def grammar_text() -> str:
+    return resources.files("dslc.grammars").joinpath("dslc.lark").read_text(encoding="utf-8")
+
+
+def grammar_digest(text: str) -> str:
+    return hashlib.sha256(f"{text}{LARK_OPTIONS}{lark.__version__}".encode()).hexdigest()
+
+
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    grammar = resources.files("dslc.grammars").joinpath("dslc.lark").read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    # Building LALR tables costs ~45 ms a run; dslc/_tables.py holds them, generated from
+    # grammars/dslc.lark (`python -m dslc.parse`). If the grammar changed, build afresh.
+    text = grammar_text()
+    try:
+        from dslc import _tables
+    except ImportError:
+        _tables = None
+    if _tables is not None and _tables.GRAMMAR_DIGEST == grammar_digest(text):
+        return Lark._load_from_dict(_tables.DATA, _tables.MEMO)
+    return Lark(text, **LARK_OPTIONS)
+
+
+def write_tables(path: Path) -> None:
+    from lark.grammar import Rule
+    from lark.lexer import TerminalDef
+
+    text = grammar_text()
+    data, memo = Lark(text, **LARK_OPTIONS).memo_serialize([TerminalDef, Rule])
+    body = (f'"""Generated from grammars/dslc.lark by `python -m dslc.parse`; do not edit."""\n\n'
+            f"GRAMMAR_DIGEST = {grammar_digest(text)!r}\nDATA = {data!r}\nMEMO = {memo!r}\n")
+    path.write_text(body, encoding="utf-8")
 
 
 def _token_word(tok_type: str) -> str:
@@ -187,3 +220,7 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
     except UnexpectedInput as err:
         raise DslError(_syntax_error(err, file, text)) from None
     return ast.Program(file=file, items=_ToAst(file).transform(tree))
+
+
+if __name__ == "__main__":
+    write_tables(Path(__file__).with_name("_tables.py"))

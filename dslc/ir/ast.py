@@ -2,36 +2,44 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict
 
 from dslc.diagnostics import Span
 
+# Plain slotted dataclasses: the tree is built once per parse and thrown away, and
+# `dslc check` must start fast. The checked IR (dslc/ir/graph.py, train.py) is pydantic.
+node = dataclass(frozen=True, slots=True, kw_only=True)
 
-class Node(BaseModel):
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+@node
+class Node:
     span: Span
 
 
 # expressions
+@node
 class Num(Node):
     value: int | float
 
 
+@node
 class Str(Node):
     value: str
 
 
+@node
 class Name(Node):
     id: str
 
 
+@node
 class KwArg(Node):
     name: str
     value: Any
 
 
+@node
 class Call(Node):
     func: str
     func_span: Span
@@ -39,87 +47,103 @@ class Call(Node):
     kwargs: list[KwArg]
 
 
+@node
 class ListExpr(Node):
     items: list[Any]
 
 
+@node
 class BinOp(Node):
     op: str
     left: Any
     right: Any
 
 
+@node
 class Neg(Node):
     operand: Any
 
 
+@node
 class Dynamic(Node):
     """A `?` dimension: known only at run time (sequence length)."""
 
 
 # statements
+@node
 class InputDecl(Node):
     name: str
     dtype: str | None = None
     dims: list[Any] | None = None
 
 
+@node
 class Output(Node):
     values: list[Any]
 
 
+@node
 class Let(Node):
     name: str
     value: Any
 
 
+@node
 class Assign(Node):
     targets: list[str]
     value: Any
 
 
+@node
 class Apply(Node):
     value: Any
 
 
+@node
 class Repeat(Node):
     count: Any
     body: list[Any]
 
 
 # top-level items
+@node
 class Param(Node):
     name: str
     type: str
     default: Any = None
 
 
+@node
 class Model(Node):
     name: str
     body: list[Any]
 
 
+@node
 class Block(Node):
     name: str
     params: list[Param]
     body: list[Any]
 
 
+@node
 class Setting(Node):
     name: str
     value: Any
 
 
+@node
 class Train(Node):
     model: str
     settings: list[Setting]
 
 
+@node
 class Use(Node):
     path: str
 
 
-class Program(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+@node
+class Program:
     file: str
     items: list[Any]
