@@ -1,0 +1,193 @@
+"""Load a `train` block's data: read the source, split train/validation/test (seeded), give the
+features the model's input shape, type the labels for the loss, and fit preprocessing on the
+training split. Shared by every backend, so all of them see the same arrays."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dslc.data.augment import augment
+from dslc.data.catalog import SOURCES
+from dslc.data.preprocess import apply_feature_step, apply_preprocessing, fit_feature_step, one_hot
+from dslc.data.sources import SOURCE_FNS, Context, Raw
+from dslc.diagnostics import DslError, Span
+from dslc.ir.train import TrainConfig
+
+__all__ = ["Dataset", "load_dataset", "apply_preprocessing", "augment"]
+
+CLASS_LOSSES = {"binary_crossentropy", "categorical_crossentropy",
+                "sparse_categorical_crossentropy"}
+
+
+@dataclass
+class Dataset:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int | None
+    preprocessing: dict = field(default_factory=lambda: {"steps": [], "labels": []})
+
+
+def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir: Path,
+                 seed: int) -> Dataset:
+    """The data of `cfg` shaped for a model whose per-sample input shape is `input_shape`.
+
+    Features are float32 `[N, *input_shape]`. Labels: int64 `[N]` class indices (binary: 0/1),
+    float32 `[N, C]` after `one_hot`, float32 `[N, k]` regression targets."""
+    span = cfg.data.span
+    info = SOURCES.get(cfg.data.kind)
+    if info is None or cfg.data.kind not in SOURCE_FNS:
+        raise DslError(f"unknown data source `{cfg.data.kind}`", span)
+    args = {**info.args, **cfg.data.args}
+    raw = SOURCE_FNS[cfg.data.kind](args, Context(Path(base_dir), seed, span))
+    loss = cfg.loss.name
+
+    x, y = _features(raw.x, span), _labels(raw.y, info.labels, loss, span)
+    _same_length(x, y, "", span)
+    split_rng = np.random.default_rng([seed % 2**63, 1])
+    if raw.x_test is not None:
+        x_test, y_test = _features(raw.x_test, span), _labels(raw.y_test, info.labels, loss, span)
+        _same_length(x_test, y_test, "test ", span)
+        order = split_rng.permutation(len(x))
+        x_train, y_train = x[order], y[order]
+    else:
+        test = args.get("test")
+        test = 0.2 if test is None else float(test)
+        x_train, y_train, x_test, y_test = _split(x, y, test, split_rng)
+
+    x_train, x_test = (_reshape(a, input_shape, span) for a in (x_train, x_test))
+    x_val = y_val = None
+    if cfg.validation > 0:
+        n_val = int(round(len(x_train) * cfg.validation))
+        if n_val == 0 or n_val == len(x_train):
+            raise DslError(f"validation={cfg.validation} of {len(x_train)} training samples "
+                           f"leaves {n_val} for validation", cfg.span)
+        cut = len(x_train) - n_val
+        x_train, x_val = x_train[:cut], x_train[cut:]
+        y_train, y_val = y_train[:cut], y_train[cut:]
+    if len(x_train) == 0:
+        raise DslError("the training split is empty", span)
+
+    num_classes = _num_classes(info.classes, loss, [y_train, y_val, y_test])
+    feature_steps, label_steps = [], []
+    for step in cfg.preprocess:
+        if step.name == "one_hot":
+            classes = step.args.get("classes")
+            classes = num_classes if classes is None else classes
+            if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+                raise DslError("`one_hot` needs the number of classes, e.g. `one_hot(10)`",
+                               step.span)
+            y_train, y_val, y_test = (None if a is None else one_hot(a, classes, step.span)
+                                      for a in (y_train, y_val, y_test))
+            num_classes = classes
+            label_steps.append({"name": "one_hot", "classes": int(classes)})
+            continue
+        params = fit_feature_step(step, x_train)
+        x_train, x_val, x_test = (None if a is None else apply_feature_step(a, params, step.span)
+                                  for a in (x_train, x_val, x_test))
+        feature_steps.append(params)
+
+    f32 = (lambda a: None if a is None else np.ascontiguousarray(a, dtype=np.float32))
+    return Dataset(x_train=f32(x_train), y_train=y_train, x_val=f32(x_val), y_val=y_val,
+                   x_test=f32(x_test), y_test=y_test, num_classes=num_classes,
+                   preprocessing={"steps": feature_steps, "labels": label_steps})
+
+
+def _features(x: np.ndarray, span: Span | None) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise DslError(f"features must be numbers, got an array of {x.dtype}", span)
+    if x.ndim < 1 or len(x) == 0:
+        raise DslError(f"no samples: features have shape {list(x.shape)}", span)
+    if x.ndim == 1:  # one feature a sample
+        x = x[:, None]
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise DslError("features contain NaN or infinite values", span)
+    return x
+
+
+def _labels(y: np.ndarray, kind: str, loss: str, span: Span | None) -> np.ndarray:
+    """Labels typed for the loss: class indices int64 [N], or float32 [N, k]."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise DslError(f"labels must be numbers, got an array of {y.dtype}", span)
+    if y.ndim == 0:
+        raise DslError("labels must have one entry a sample, got a scalar", span)
+    if not np.isfinite(y.astype(np.float64)).all():
+        raise DslError("labels contain NaN or infinite values", span)
+    column = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)
+    classes = kind == "int" or (kind == "unknown" and loss in CLASS_LOSSES)
+    if not (classes and column):
+        if classes and loss == "sparse_categorical_crossentropy":
+            raise DslError(f"sparse_categorical_crossentropy takes one class index a sample; "
+                           f"the labels have shape {list(y.shape)}", span,
+                           "use categorical_crossentropy for one-hot labels")
+        y = y.astype(np.float32)
+        return y[:, None] if y.ndim == 1 else y.reshape(len(y), -1)
+    flat = y.reshape(len(y))
+    integral = flat.dtype.kind in "biu" or bool(np.all(flat == np.round(flat)))
+    if loss == "binary_crossentropy" and not integral:
+        if flat.min() < 0 or flat.max() > 1:
+            raise DslError("binary_crossentropy needs labels in [0, 1], got values in "
+                           f"{float(flat.min())}..{float(flat.max())}", span)
+        return flat.astype(np.float32)[:, None]  # soft targets
+    if not integral:
+        raise DslError(f"{loss} needs integer class labels, got fractional values", span,
+                       "use `loss = mse` for real-valued targets")
+    labels = flat.astype(np.int64)
+    if len(labels) and labels.min() < 0:
+        raise DslError(f"class labels must be >= 0, found {int(labels.min())}", span)
+    if loss == "binary_crossentropy" and len(labels) and labels.max() > 1:
+        raise DslError(f"binary_crossentropy needs 0/1 labels, found {int(labels.max())}", span,
+                       "use sparse_categorical_crossentropy for more than two classes")
+    return labels
+
+
+def _same_length(x: np.ndarray, y: np.ndarray, what: str, span: Span | None) -> None:
+    if len(x) != len(y):
+        raise DslError(f"{what}features and labels differ in length: {len(x)} samples, "
+                       f"{len(y)} labels", span)
+
+
+def _split(x, y, test: float, rng: np.random.Generator):
+    """Seeded shuffle, then the last `test` fraction is the test split."""
+    order = rng.permutation(len(x))
+    cut = len(x) - int(round(len(x) * test))
+    train, held = order[:cut], order[cut:]
+    return x[train], y[train], x[held], y[held]
+
+
+def _reshape(x: np.ndarray, shape: tuple[int | None, ...], span: Span | None) -> np.ndarray:
+    """`x` as `[N, *shape]`: as is when the known dimensions agree, else reshaped when the
+    per-sample sizes match (8x8 digits → [8, 8, 1] or [64])."""
+    sample = x.shape[1:]
+    if len(sample) == len(shape) and all(s is None or s == d for s, d in zip(shape, sample)):
+        return x
+    known = math.prod(d for d in shape if d is not None)
+    size = math.prod(sample)
+    unknown = sum(d is None for d in shape)
+    if (unknown == 0 and known == size) or (unknown == 1 and known and size % known == 0):
+        return x.reshape(len(x), *(-1 if d is None else d for d in shape))
+    shown = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+    raise DslError(f"data samples have shape {list(sample)} ({size} values), the model's input "
+                   f"is {shown}", span, "change the model's input shape to match the data")
+
+
+def _num_classes(known: int | None, loss: str, ys: list[np.ndarray | None]) -> int | None:
+    labelled = [a for a in ys if a is not None and len(a)]
+    if not labelled:
+        return known
+    if labelled[0].dtype == np.int64:
+        top = max(int(a.max()) for a in labelled) + 1
+        return max(top, known or 0, 2 if loss == "binary_crossentropy" else 0)
+    if loss == "categorical_crossentropy" and labelled[0].ndim == 2:
+        return labelled[0].shape[1]
+    return None

@@ -1,0 +1,268 @@
+"""Raw samples from each data source in dslc/data/catalog.py: built-in sets, seeded generators
+and files. A source returns features and labels as read; splitting, shapes, label types and
+preprocessing happen in dslc/data/loaders.py."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dslc.data.idx import IDX_FILES, find_idx, read_idx
+from dslc.diagnostics import DslError, Span
+
+
+@dataclass
+class Raw:
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray | None = None  # set when the source comes with its own test split
+    y_test: np.ndarray | None = None
+
+
+@dataclass
+class Context:
+    base_dir: Path
+    seed: int
+    span: Span | None
+
+    def rng(self) -> np.random.Generator:
+        # Its own stream, so generated data does not change when split settings do.
+        return np.random.default_rng([self.seed % 2**63, 0])
+
+    def path(self, value: Any, what: str) -> Path:
+        if not isinstance(value, str | Path) or not str(value):
+            raise DslError(f"{what} must be a path string, got {value!r}", self.span)
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def existing(self, value: Any, what: str) -> Path:
+        p = self.path(value, what)
+        if not p.exists():
+            raise DslError(f"{what} not found: {p.resolve()}", self.span,
+                           "paths are relative to the spec's folder")
+        return p
+
+
+SourceFn = Callable[[dict[str, Any], Context], Raw]
+SOURCE_FNS: dict[str, SourceFn] = {}
+
+
+def source(name: str) -> Callable[[SourceFn], SourceFn]:
+    def register(fn: SourceFn) -> SourceFn:
+        SOURCE_FNS[name] = fn
+        return fn
+
+    return register
+
+
+def _count(args: dict, key: str, ctx: Context, minimum: int = 1) -> int:
+    value = args[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) \
+            or value < minimum:
+        raise DslError(f"`{key}` must be an integer >= {minimum}, got {value!r}", ctx.span)
+    return int(value)
+
+
+def _number(args: dict, key: str, ctx: Context) -> float:
+    value = args[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DslError(f"`{key}` must be a number, got {value!r}", ctx.span)
+    return float(value)
+
+
+# --- built-in and generated -------------------------------------------------------------------
+
+
+@source("digits")
+def digits(args: dict, ctx: Context) -> Raw:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DslError("the `digits` data set comes with scikit-learn, which is not installed",
+                       ctx.span, "pip install scikit-learn") from None
+    d = load_digits()
+    return Raw(d.images.astype(np.float32), d.target.astype(np.int64))
+
+
+@source("linear")
+def linear(args: dict, ctx: Context) -> Raw:
+    """y = w * sum(x) + b + noise, x ~ U(-1, 1); with one feature, y = w*x + b + noise."""
+    n, features = _count(args, "n", ctx), _count(args, "features", ctx)
+    w, b, noise = (_number(args, k, ctx) for k in ("w", "b", "noise"))
+    rng = ctx.rng()
+    x = rng.uniform(-1.0, 1.0, size=(n, features))
+    y = w * x.sum(axis=1, keepdims=True) + b + noise * rng.standard_normal((n, 1))
+    return Raw(x.astype(np.float32), y.astype(np.float32))
+
+
+@source("blobs")
+def blobs(args: dict, ctx: Context) -> Raw:
+    """Two Gaussian blobs with `spread` standard deviation around -1.5 and +1.5 on every axis."""
+    n, features = _count(args, "n", ctx, 2), _count(args, "features", ctx)
+    spread = _number(args, "spread", ctx)
+    rng = ctx.rng()
+    y = rng.permutation(np.arange(n) % 2).astype(np.int64)  # balanced classes
+    centers = np.where(y[:, None] == 1, 1.5, -1.5)
+    x = centers + spread * rng.standard_normal((n, features))
+    return Raw(x.astype(np.float32), y)
+
+
+@source("sequences")
+def sequences(args: dict, ctx: Context) -> Raw:
+    """Windows of `steps` values of sin(f*t + phase) + noise; the target is the next value."""
+    n, steps = _count(args, "n", ctx), _count(args, "steps", ctx)
+    noise = _number(args, "noise", ctx)
+    rng = ctx.rng()
+    phase = rng.uniform(0.0, 2 * np.pi, size=(n, 1))
+    freq = rng.uniform(0.1, 0.4, size=(n, 1))
+    t = np.arange(steps + 1)[None, :]
+    series = np.sin(freq * t + phase) + noise * rng.standard_normal((n, steps + 1))
+    return Raw(series[:, :steps, None].astype(np.float32),
+               series[:, steps:].astype(np.float32))
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def _load_npy(path: Path, ctx: Context) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DslError(f"cannot read {path}: {exc}", ctx.span,
+                       "object (pickled) arrays are not loaded; save numeric arrays") from None
+    except (OSError, EOFError) as exc:
+        raise DslError(f"cannot read {path}: {exc}", ctx.span) from None
+
+
+@source("npz")
+def npz(args: dict, ctx: Context) -> Raw:
+    path = ctx.existing(args["path"], "npz file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise DslError(f"cannot read {path}: {exc}", ctx.span) from None
+    split = ("x_train", "y_train", "x_test", "y_test")
+    if "x_train" in arrays and "y_train" in arrays:
+        missing = [k for k in split if k not in arrays]
+        if missing:
+            raise DslError(f"{path} has x_train/y_train but not {', '.join(missing)}", ctx.span,
+                           "store all four arrays, or just `x` and `y`")
+        return Raw(*(arrays[k] for k in split))
+    for key in ("x", "y"):
+        name = args[key]
+        if name not in arrays:
+            raise DslError(f"{path} has no array `{name}`; it has {', '.join(sorted(arrays))}",
+                           ctx.span, f'name the array: npz("{args["path"]}", {key}="...")')
+    return Raw(arrays[args["x"]], arrays[args["y"]])
+
+
+@source("npy")
+def npy(args: dict, ctx: Context) -> Raw:
+    x = _load_npy(ctx.existing(args["x"], "features file"), ctx)
+    y = _load_npy(ctx.existing(args["y"], "labels file"), ctx)
+    return Raw(x, y)
+
+
+@source("csv")
+def csv_file(args: dict, ctx: Context) -> Raw:
+    path = ctx.existing(args["path"], "CSV file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DslError(f"cannot read {path}: {exc}", ctx.span) from None
+    header = args.get("header", True)
+    if not isinstance(header, bool):
+        raise DslError(f"`header` is true or false, got {header!r}", ctx.span)
+    table = parse_csv(text, str(path), header, ctx.span)
+    names, values = table
+    column = label_column(args.get("label", -1), names, values.shape[1], str(path), ctx.span)
+    x = np.delete(values, column, axis=1)
+    return Raw(x.astype(np.float32), values[:, column])
+
+
+def parse_csv(text: str, name: str, header: bool,
+              span: Span | None) -> tuple[list[str] | None, np.ndarray]:
+    """Numbers of a CSV file as float64 [rows, columns]; a bad cell is an error naming its line."""
+    rows = list(csv.reader(io.StringIO(text)))
+    first = 0
+    names = None
+    if header:
+        while first < len(rows) and not rows[first]:
+            first += 1
+        if first == len(rows):
+            raise DslError(f"{name} is empty", span)
+        names = [c.strip() for c in rows[first]]
+        first += 1
+    data, lines = [], []
+    for i in range(first, len(rows)):
+        if rows[i] and any(c.strip() for c in rows[i]):
+            data.append(rows[i])
+            lines.append(i + 1)
+    if not data:
+        raise DslError(f"{name} has no data rows", span)
+    width = len(names) if names is not None else len(data[0])
+    for row, line in zip(data, lines):
+        if len(row) != width:
+            raise DslError(f"{name}:{line}: {len(row)} columns, expected {width}", span)
+    try:
+        return names, np.array(data, dtype=np.float64)
+    except ValueError:
+        pass
+    for row, line in zip(data, lines):  # slow path: find the cell that is not a number
+        for col, cell in enumerate(row):
+            try:
+                float(cell)
+            except ValueError:
+                where = f"column {col + 1}" + (f" (`{names[col]}`)" if names else "")
+                raise DslError(f"{name}:{line}: {where} is {cell.strip()!r}, not a number", span,
+                               "CSV data must be numeric") from None
+    raise AssertionError("unreachable: every cell parsed")
+
+
+def label_column(label: Any, names: list[str] | None, width: int, name: str,
+                  span: Span | None) -> int:
+    if width < 2:
+        raise DslError(f"{name} has {width} column; it needs features and a label", span)
+    if isinstance(label, bool) or not isinstance(label, int | str):
+        raise DslError(f"`label` is a column name or index, got {label!r}", span)
+    if isinstance(label, str):
+        if names is None:
+            raise DslError(f"label column `{label}` given by name, but the CSV has no header",
+                           span, "give the column index, e.g. label=0")
+        if label not in names:
+            raise DslError(f"{name} has no column `{label}`; columns are {', '.join(names)}",
+                           span)
+        return names.index(label)
+    if not -width <= label < width:
+        raise DslError(f"label column {label} is out of range for {width} columns", span)
+    return label % width
+
+
+@source("idx")
+def idx(args: dict, ctx: Context) -> Raw:
+    folder = ctx.existing(args["path"], "IDX folder")
+    if not folder.is_dir():
+        raise DslError(f"idx(...) takes a folder of IDX files, {folder.resolve()} is a file",
+                       ctx.span)
+    # test=None: use the t10k files; a fraction: split the training files instead.
+    keys = ("x_train", "y_train") if args.get("test") is not None else tuple(IDX_FILES)
+    found = {k: find_idx(folder, k) for k in keys}
+    missing = [IDX_FILES[k][0] for k, p in found.items() if p is None]
+    if missing:
+        raise DslError(f"{folder.resolve()} lacks {', '.join(missing)} (or .gz)", ctx.span,
+                       "MNIST's four files: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                       "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")
+    arrays = {k: read_idx(p, ctx.span) for k, p in found.items()}
+    for split in ("train", "test"):
+        xs, ys = arrays.get(f"x_{split}"), arrays.get(f"y_{split}")
+        if xs is not None and len(xs) != len(ys):
+            raise DslError(f"IDX {split} files disagree: {len(xs)} images, {len(ys)} labels",
+                           ctx.span)
+    return Raw(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"))
