@@ -105,11 +105,14 @@ def compile_text(text: str, path: str | Path = "<input>") -> Spec:
     items = _Items()
     _gather(path, text, items, sources, [path.resolve()], errors, main=True)
     spec = Spec(path=path, sources=sources)
+    broken: set[str] = set()
     for model in items.models.values():
         before = len(errors.diagnostics)
         graph = GraphBuilder(model, items.blocks, items.lets, errors).build()
         if len(errors.diagnostics) == before:
             shapes.infer(graph, errors)
+        if len(errors.diagnostics) > before:
+            broken.add(model.name)
         spec.models[model.name] = graph
     seen: set[str] = set()
     for train in items.trains:
@@ -122,7 +125,7 @@ def compile_text(text: str, path: str | Path = "<input>") -> Spec:
             errors.error(f"`train` names an unknown model `{train.model}`", train.span,
                          did_you_mean(train.model, spec.models))
             continue
-        cfg = build_train(train, graph, items.lets, errors)
+        cfg = build_train(train, None if train.model in broken else graph, items.lets, errors)
         if cfg is not None:
             spec.trains[train.model] = cfg
     if errors.diagnostics:
@@ -143,4 +146,4 @@ def compile_file(path: str | Path) -> Spec:
     return compile_text(text, path)
 
 
-__all__ = ["Spec", "compile_file", "compile_text", "Span"]
+__all__ = ["Span", "Spec", "compile_file", "compile_text"]

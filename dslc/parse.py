@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import ast as pyast
 import hashlib
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import lark
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
 from dslc.diagnostics import Diagnostic, DslError, Span
 from dslc.ir import ast
@@ -108,6 +114,23 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     return Diagnostic(message, end, hint)
 
 
+ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t"}
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def _unquote(tok: Token, span: Span) -> str:
+    def sub(m: re.Match) -> str:
+        if m.group(1) not in ESCAPES:
+            raise DslError(f"unknown escape `\\{m.group(1)}` in a string", span,
+                           'strings know `\\"`, `\\\\`, `\\n` and `\\t`')
+        return ESCAPES[m.group(1)]
+
+    text = _ESCAPE.sub(sub, str(tok)[1:-1])
+    if "\0" in text:
+        raise DslError("a string cannot hold a NUL character", span)
+    return text
+
+
 @v_args(meta=True, inline=True)
 class _ToAst(Transformer):
     def __init__(self, file: str):
@@ -129,7 +152,7 @@ class _ToAst(Transformer):
         return ast.Num(span=self._span(meta), value=int(text) if is_int else float(text))
 
     def string(self, meta, tok):
-        return ast.Str(span=self._span(meta), value=pyast.literal_eval(str(tok)))
+        return ast.Str(span=self._span(meta), value=_unquote(tok, self._tok_span(tok)))
 
     def name(self, meta, tok):
         return ast.Name(span=self._span(meta), id=str(tok))
@@ -146,7 +169,7 @@ class _ToAst(Transformer):
     def list(self, meta, *items):
         return ast.ListExpr(span=self._span(meta), items=list(items))
 
-    def _bin(op):  # noqa: N805 - a factory used in the class body
+    def _bin(op):
         def method(self, meta, left, right):
             return ast.BinOp(span=self._span(meta), op=op, left=left, right=right)
         return method
@@ -207,7 +230,7 @@ class _ToAst(Transformer):
         return ast.Train(span=self._tok_span(name), model=str(name), settings=list(settings))
 
     def use_stmt(self, meta, path):
-        return ast.Use(span=self._span(meta), path=pyast.literal_eval(str(path)))
+        return ast.Use(span=self._span(meta), path=_unquote(path, self._tok_span(path)))
 
     def start(self, meta, *items):
         return list(items)
@@ -219,7 +242,12 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
         raise DslError(_syntax_error(err, file, text)) from None
-    return ast.Program(file=file, items=_ToAst(file).transform(tree))
+    try:
+        return ast.Program(file=file, items=_ToAst(file).transform(tree))
+    except VisitError as err:
+        if isinstance(err.orig_exc, DslError):
+            raise err.orig_exc from None
+        raise
 
 
 if __name__ == "__main__":

@@ -7,7 +7,17 @@ import math
 from pydantic import Field
 
 from dslc.ir.graph import ParamSpec, TensorType
-from dslc.ops.registry import Activation, Init, Op, OpAttrs, Padding, ShapeError, fmt, pair, register
+from dslc.ops.registry import (
+    Activation,
+    Init,
+    Op,
+    OpAttrs,
+    Padding,
+    ShapeError,
+    fmt,
+    pair,
+    register,
+)
 
 IntOrPair = int | tuple[int, int]
 

@@ -80,7 +80,7 @@ def all_ops() -> dict[str, Op]:
 
 def _load() -> None:
     # Importing the op families fills the registry.
-    from dslc.ops import activation, core, conv, merge, pool, recurrent  # noqa: F401
+    from dslc.ops import activation, conv, core, merge, pool, recurrent  # noqa: F401
 
 
 def fmt(shape: Shape) -> str:

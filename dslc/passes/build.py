@@ -51,6 +51,7 @@ class GraphBuilder:
         self.counters: dict[str, int] = {}
         self.root = Scope(lets=dict(lets))
         self.depth = 0
+        self.failed_input = False
 
     # names
     def fresh(self, base: str) -> str:
@@ -77,11 +78,14 @@ class GraphBuilder:
     # statements
     def build(self) -> Graph:
         self.run_body(self.model.body, self.root, is_block=False)
-        if not self.inputs:
+        if not self.inputs and not self.failed_input:
             self.errors.error(f"model `{self.model.name}` declares no input", self.model.span,
                               "add `input x: f32[...]` as the first statement")
-        if not self.outputs and self.root.prev is not None:
+        if not self.outputs and self.root.prev not in (None, _POISON):
             self.outputs = [self.root.prev.name]
+        if self.inputs and not self.nodes and not self.errors.diagnostics:
+            self.errors.error(f"model `{self.model.name}` has no layers", self.model.span,
+                              "add a layer after the input, e.g. `dense(1)`")
         return Graph(name=self.model.name, inputs=self.inputs, nodes=self.nodes,
                      outputs=self.outputs, span=self.model.span)
 
@@ -89,16 +93,17 @@ class GraphBuilder:
         for stmt in body:
             try:
                 self.statement(stmt, scope, is_block, block_outputs)
-            except Poisoned:
-                scope.prev = None
-            except DslError as err:
-                self.errors.extend(err)
+            except (Poisoned, DslError) as err:
+                if isinstance(err, DslError):
+                    self.errors.extend(err)
+                # Later statements that depend on this one stay quiet: one mistake, one message.
                 if isinstance(stmt, ast.Assign):
                     for t in stmt.targets:
                         scope.tensors[t] = None
-                scope.prev = None
-                if isinstance(stmt, ast.Apply | ast.Assign):
-                    scope.prev = _POISON
+                elif isinstance(stmt, ast.InputDecl):
+                    scope.tensors[stmt.name] = None
+                    self.failed_input = True
+                scope.prev = _POISON
 
     def statement(self, stmt, scope: Scope, is_block: bool, block_outputs) -> None:
         if isinstance(stmt, ast.InputDecl):
@@ -204,6 +209,10 @@ class GraphBuilder:
         for arg in attr_args:
             if self.is_tensor_arg(arg, scope):
                 raise DslError("tensor inputs come before attributes", arg.span)
+            if isinstance(arg, ast.Name) and arg.id not in scope.lets and arg.id not in ("true", "false"):
+                hint = did_you_mean(arg.id, [t for t in scope.tensors if scope.tensors[t]])
+                if hint:
+                    raise DslError(f"unknown name `{arg.id}`", arg.span, hint)
         min_inputs = op.min_inputs if op else len(_block_inputs(block))
         if not inputs and min_inputs > 0:
             if scope.prev is _POISON:

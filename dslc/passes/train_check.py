@@ -41,7 +41,8 @@ CE = {"binary_crossentropy", "categorical_crossentropy", "sparse_categorical_cro
 
 def output_activation(graph: Graph) -> str:
     """The activation that produces the model's (first) output."""
-    node = graph.node(graph.outputs[0]) if graph.outputs else None
+    names = {n.name: n for n in graph.nodes}
+    node = names.get(graph.outputs[0]) if graph.outputs else None
     if node is None:
         return "linear"
     from dslc.ops import get_op
@@ -53,10 +54,11 @@ def output_activation(graph: Graph) -> str:
 
 def build_train(train: ast.Train, graph: Graph | None, lets: dict, errors: Collector) -> TrainConfig | None:
     settings: dict[str, tuple[Any, Span]] = {}
+    before = len(errors.diagnostics)
     for s in train.settings:
         if s.name not in SETTINGS:
             errors.error(f"unknown train setting `{s.name}`", s.span,
-                         did_you_mean(s.name, SETTINGS) or f"settings are {one_of(SETTINGS)}")
+                         _unknown("settings", s.name, SETTINGS))
             continue
         if s.name in settings:
             errors.error(f"`{s.name}` is set twice", s.span)
@@ -68,9 +70,8 @@ def build_train(train: ast.Train, graph: Graph | None, lets: dict, errors: Colle
     for required in ("data", "loss", "optimizer"):
         if required not in settings:
             errors.error(f"train `{train.model}` needs `{required} = ...`", train.span)
-    if errors.diagnostics:
+    if len(errors.diagnostics) > before:
         return None
-    before = len(errors.diagnostics)
     fields: dict[str, Any] = {"model": train.model, "span": train.span}
     _try(errors, lambda: fields.__setitem__("data", _data(*settings["data"])))
     _try(errors, lambda: fields.__setitem__("loss", _loss(*settings["loss"])))
@@ -109,6 +110,12 @@ def _try(errors: Collector, fn) -> None:
         errors.extend(err)
 
 
+def _unknown(what: str, name: str, choices) -> str:
+    listing = f"{what} are {one_of(choices)}"
+    guess = did_you_mean(name, choices)
+    return f"{guess} {listing}" if guess else listing
+
+
 def _as_call(value, span: Span, what: str, choices) -> CallValue:
     if isinstance(value, Symbol):
         return CallValue(name=str(value), args=[], kwargs={}, span=value.span or span)
@@ -139,7 +146,7 @@ def _data(value, span) -> DataSource:
     info = SOURCES.get(call.name)
     if info is None:
         raise DslError(f"unknown data source `{call.name}`", call.span,
-                       did_you_mean(call.name, SOURCES) or f"sources are {one_of(SOURCES)}")
+                       _unknown("sources", call.name, SOURCES))
     args = {**info.args, **_bind(call, info.args, info.positional, "data source")}
     for key in info.positional:
         if args.get(key) is None and key in ("path", "x", "y"):
@@ -155,7 +162,7 @@ def _loss(value, span) -> Loss:
     call = _as_call(value, span, "loss", LOSS_ALIASES)
     if call.name not in LOSS_ALIASES:
         raise DslError(f"unknown loss `{call.name}`", call.span,
-                       did_you_mean(call.name, LOSS_ALIASES) or f"losses are {one_of(LOSS_ALIASES)}")
+                       _unknown("losses", call.name, LOSS_ALIASES))
     args = _bind(call, {"from_logits", "label_smoothing"}, (), "loss")
     if call.name in LOGITS_ALIASES:
         args.setdefault("from_logits", True)
@@ -169,7 +176,7 @@ def _optimizer(value, span) -> Optimizer:
     call = _as_call(value, span, "optimizer", OPTIMIZERS)
     if call.name not in OPTIMIZERS:
         raise DslError(f"unknown optimizer `{call.name}`", call.span,
-                       did_you_mean(call.name, OPTIMIZERS) or f"optimizers are {one_of(OPTIMIZERS)}")
+                       _unknown("optimizers", call.name, OPTIMIZERS))
     kwargs = dict(call.kwargs)
     if "learning_rate" in kwargs:
         kwargs["lr"] = kwargs.pop("learning_rate")
@@ -194,7 +201,7 @@ def _steps(value, span, catalog, what) -> list[Step]:
         info = catalog.get(call.name)
         if info is None:
             raise DslError(f"unknown {what} step `{call.name}`", call.span,
-                           did_you_mean(call.name, catalog) or f"steps are {one_of(catalog)}")
+                           _unknown("steps", call.name, catalog))
         args = {**info.args, **_bind(call, info.args, info.positional, what)}
         if call.name == "scale" and not isinstance(args["factor"], int | float):
             raise DslError("`scale` needs a number, e.g. `scale(1/255)`", call.span)
@@ -210,9 +217,8 @@ def _metrics(value, span) -> list[str]:
     for item in items:
         if not isinstance(item, str) or item not in METRICS:
             s = getattr(item, "span", None) or span
-            hint = did_you_mean(str(item), METRICS) if isinstance(item, str) else None
-            raise DslError(f"unknown metric {describe(item)}", s,
-                           hint or f"metrics are {one_of(METRICS)}")
+            shown = f"`{item}`" if isinstance(item, str) else describe(item)
+            raise DslError(f"unknown metric {shown}", s, _unknown("metrics", str(item), METRICS))
         out.append(str(item))
     return out
 
