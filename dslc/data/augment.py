@@ -65,7 +65,7 @@ def shift(x: np.ndarray, args: dict, rng: np.random.Generator) -> np.ndarray:
     nearest pixel), independently on both axes; uncovered pixels are zero."""
     fraction = float(args.get("fraction", 0.1))
     n, h, w = x.shape[:3]
-    max_h, max_w = int(round(fraction * h)), int(round(fraction * w))
+    max_h, max_w = round(fraction * h), round(fraction * w)
     dy = rng.integers(-max_h, max_h + 1, size=n)
     dx = rng.integers(-max_w, max_w + 1, size=n)
     return _shift_axis(_shift_axis(x, dy, 1), dx, 2)

@@ -13,11 +13,11 @@ import numpy as np
 from dslc.data.augment import augment
 from dslc.data.catalog import SOURCES
 from dslc.data.preprocess import apply_feature_step, apply_preprocessing, fit_feature_step, one_hot
-from dslc.data.sources import SOURCE_FNS, Context, Raw
+from dslc.data.sources import SOURCE_FNS, Context
 from dslc.diagnostics import DslError, Span
 from dslc.ir.train import TrainConfig
 
-__all__ = ["Dataset", "load_dataset", "apply_preprocessing", "augment"]
+__all__ = ["Dataset", "apply_preprocessing", "augment", "load_dataset"]
 
 CLASS_LOSSES = {"binary_crossentropy", "categorical_crossentropy",
                 "sparse_categorical_crossentropy"}
@@ -65,7 +65,7 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
     x_train, x_test = (_reshape(a, input_shape, span) for a in (x_train, x_test))
     x_val = y_val = None
     if cfg.validation > 0:
-        n_val = int(round(len(x_train) * cfg.validation))
+        n_val = round(len(x_train) * cfg.validation)
         if n_val == 0 or n_val == len(x_train):
             raise DslError(f"validation={cfg.validation} of {len(x_train)} training samples "
                            f"leaves {n_val} for validation", cfg.span)
@@ -94,10 +94,13 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
                                   for a in (x_train, x_val, x_test))
         feature_steps.append(params)
 
-    f32 = (lambda a: None if a is None else np.ascontiguousarray(a, dtype=np.float32))
     return Dataset(x_train=f32(x_train), y_train=y_train, x_val=f32(x_val), y_val=y_val,
                    x_test=f32(x_test), y_test=y_test, num_classes=num_classes,
                    preprocessing={"steps": feature_steps, "labels": label_steps})
+
+
+def f32(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.ascontiguousarray(a, dtype=np.float32)
 
 
 def _features(x: np.ndarray, span: Span | None) -> np.ndarray:
@@ -160,7 +163,7 @@ def _same_length(x: np.ndarray, y: np.ndarray, what: str, span: Span | None) -> 
 def _split(x, y, test: float, rng: np.random.Generator):
     """Seeded shuffle, then the last `test` fraction is the test split."""
     order = rng.permutation(len(x))
-    cut = len(x) - int(round(len(x) * test))
+    cut = len(x) - round(len(x) * test)
     train, held = order[:cut], order[cut:]
     return x[train], y[train], x[held], y[held]
 
@@ -169,7 +172,7 @@ def _reshape(x: np.ndarray, shape: tuple[int | None, ...], span: Span | None) ->
     """`x` as `[N, *shape]`: as is when the known dimensions agree, else reshaped when the
     per-sample sizes match (8x8 digits → [8, 8, 1] or [64])."""
     sample = x.shape[1:]
-    if len(sample) == len(shape) and all(s is None or s == d for s, d in zip(shape, sample)):
+    if len(sample) == len(shape) and all(s is None or s == d for s, d in zip(shape, sample, strict=True)):
         return x
     known = math.prod(d for d in shape if d is not None)
     size = math.prod(sample)

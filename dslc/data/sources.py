@@ -208,14 +208,14 @@ def parse_csv(text: str, name: str, header: bool,
     if not data:
         raise DslError(f"{name} has no data rows", span)
     width = len(names) if names is not None else len(data[0])
-    for row, line in zip(data, lines):
+    for row, line in zip(data, lines, strict=True):
         if len(row) != width:
             raise DslError(f"{name}:{line}: {len(row)} columns, expected {width}", span)
     try:
         return names, np.array(data, dtype=np.float64)
     except ValueError:
         pass
-    for row, line in zip(data, lines):  # slow path: find the cell that is not a number
+    for row, line in zip(data, lines, strict=True):  # slow path: find the cell that is not a number
         for col, cell in enumerate(row):
             try:
                 float(cell)

@@ -32,7 +32,7 @@ def _as_probabilities_2d(y_pred: np.ndarray) -> np.ndarray:
 def _class_targets(y_true: np.ndarray, classes: int) -> np.ndarray:
     """One-hot float64 [N, C] from int labels [N] / [N, 1] or one-hot [N, C]."""
     y = np.asarray(y_true)
-    if y.ndim == 2 and y.shape[1] == classes and not (classes == 1):
+    if y.ndim == 2 and y.shape[1] == classes and classes != 1:
         return y.astype(np.float64)
     labels = y.reshape(len(y)).astype(np.int64)
     out = np.zeros((len(labels), classes))
