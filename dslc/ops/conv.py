@@ -77,6 +77,7 @@ class Conv2D(Op):
     """2-D convolution over `[H, W, C]`; `padding=same` pads as TensorFlow does."""
 
     name = "conv2d"
+    layout = "kernel `[kh, kw, in, filters]`, bias `[filters]`"
     positional = ("filters",)
 
     class Attrs(OpAttrs):

@@ -15,6 +15,7 @@ class Dense(Op):
     """Fully connected layer on the last axis: `y = activation(x @ kernel + bias)`."""
 
     name = "dense"
+    layout = "kernel `[in, units]`, bias `[units]`"
     positional = ("units",)
 
     class Attrs(OpAttrs):

@@ -13,6 +13,7 @@ class SimpleRNN(Op):
     """Elman RNN over `[time, features]`: `h_t = act(x_t @ kernel + h_{t-1} @ recurrent_kernel + bias)`."""
 
     name = "simple_rnn"
+    layout = "kernel `[in, units]`, recurrent_kernel `[units, units]`, one bias `[units]`"
     positional = ("units",)
 
     class Attrs(OpAttrs):

@@ -46,6 +46,7 @@ class Op:
     min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int | None] = 1
     category: ClassVar[str] = "layer"
+    layout: ClassVar[str] = ""  # canonical parameter shapes, for the docs
 
     def infer(self, attrs, inputs: list[TensorType]) -> TensorType:  # pragma: no cover
         raise NotImplementedError

@@ -1,0 +1,68 @@
+"""Reference tables generated from the registries, so the README cannot drift.
+`python -m dslc.docs` rewrites the marked sections of README.md; a test checks them."""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+
+from dslc.data.catalog import AUGMENT, PREPROCESS, SOURCES
+from dslc.ops.registry import all_ops
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _type_name(annotation) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return " \\| ".join(str(a) for a in typing.get_args(annotation))
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("typing.", "").replace("|", "\\|")
+
+
+def _attrs(op) -> str:
+    parts = []
+    for name, field in op.Attrs.model_fields.items():
+        if field.is_required():
+            parts.append(f"`{name}`")
+        else:
+            default = field.get_default()
+            if isinstance(default, bool):
+                default = str(default).lower()
+            parts.append(f"`{name}={default}`" if default is not None else f"`{name}`")
+    return ", ".join(parts) or "—"
+
+
+def op_table() -> str:
+    rows = ["| op | inputs | positional | attributes (defaults) | parameters | what it does |",
+            "|---|---|---|---|---|---|"]
+    for name, op in all_ops().items():
+        n_in = str(op.min_inputs) if op.max_inputs == op.min_inputs else f"{op.min_inputs}+"
+        pos = ", ".join(op.positional) or "—"
+        rows.append(f"| `{name}` | {n_in} | {pos} | {_attrs(op)} | {op.layout or '—'} | "
+                    f"{op.summary()} |")
+    return "\n".join(rows)
+
+
+def data_table() -> str:
+    rows = ["| kind | name | arguments (defaults) | what it does |", "|---|---|---|---|"]
+    for kind, table in (("data", SOURCES), ("preprocess", PREPROCESS), ("augment", AUGMENT)):
+        for name, info in table.items():
+            args = ", ".join(f"`{k}`" if v is None else f"`{k}={str(v).lower() if isinstance(v, bool) else v}`"
+                             for k, v in info.args.items())
+            rows.append(f"| {kind} | `{name}` | {args or '—'} | {info.doc} |")
+    return "\n".join(rows)
+
+
+SECTIONS = {"ops": op_table, "data": data_table}
+
+
+def render_readme(text: str) -> str:
+    for key, fn in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- {key}:begin -->\n).*?(<!-- {key}:end -->)", re.S)
+        text = pattern.sub(lambda m, fn=fn: m.group(1) + fn() + "\n" + m.group(2), text)
+    return text
+
+
+if __name__ == "__main__":
+    README.write_text(render_readme(README.read_text(encoding="utf-8")), encoding="utf-8")
