@@ -1,0 +1,130 @@
+"""The ONNX backend: a ModelProto built straight from the IR (no tracing), run by onnxruntime.
+
+`export(spec, graph, weights, path)` writes a checked `.onnx` file; `build(graph, weights)`
+gives an in-memory runtime with `.predict(x)`. Inputs are channels-last, as in the spec.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dslc import __version__
+from dslc.diagnostics import DslError
+from dslc.ir.graph import Graph
+
+from .lower import BATCH, IR_VERSION, OPSET, lower_graph
+
+__all__ = ["BATCH", "OPSET", "IR_VERSION", "to_model", "export", "build", "Runtime",
+           "model_metadata", "task_of"]
+
+# Metadata keys read back by `dslc run`.
+META_MODEL = "dslc.model"
+META_SPEC = "dslc.spec"
+META_VERSION = "dslc.version"
+META_HASH = "dslc.spec_hash"
+META_TASK = "dslc.task"
+META_PREPROCESSING = "dslc.preprocessing"
+META_PIXEL_MAX = "dslc.pixel_max"
+
+# Raw value range of image-like data sources, so an 8-bit image file (0..255) can be mapped
+# to what the model was trained on before its preprocessing (digits pixels are 0..16).
+SOURCE_PIXEL_MAX = {"digits": 16.0, "idx": 255.0}
+
+
+def task_of(graph: Graph) -> str:
+    """`classifier` (softmax output), `binary` (one sigmoid unit) or `regression`."""
+    last = graph.node(graph.outputs[0])
+    act = getattr(last.attrs, "activation", last.op)
+    shape = last.type.shape if last.type else ()
+    if act == "softmax" and shape and (shape[-1] or 0) > 1:
+        return "classifier"
+    if act == "sigmoid" and tuple(shape) == (1,):
+        return "binary"
+    return "regression"
+
+
+def model_metadata(spec, graph: Graph, preprocessing: dict | None = None) -> dict[str, str]:
+    meta = {META_MODEL: graph.name, META_VERSION: __version__, META_TASK: task_of(graph)}
+    if spec is not None:
+        meta[META_SPEC] = Path(spec.path).name
+        meta[META_HASH] = spec.digest
+        cfg = spec.trains.get(graph.name)
+        if cfg is not None and cfg.data.kind in SOURCE_PIXEL_MAX:
+            meta[META_PIXEL_MAX] = repr(SOURCE_PIXEL_MAX[cfg.data.kind])
+    if preprocessing is not None:
+        meta[META_PREPROCESSING] = json.dumps(preprocessing, sort_keys=True)
+    return meta
+
+
+def to_model(graph: Graph, weights: dict[str, np.ndarray], metadata: dict[str, str] | None = None):
+    """The ONNX ModelProto of `graph` holding `weights` (canonical layout)."""
+    from onnx import helper
+
+    missing = [k for k in graph.param_specs() if k not in weights]
+    if missing:
+        raise DslError(f"weights for model `{graph.name}` lack {', '.join(missing[:5])}")
+    lowered = lower_graph(graph, weights)
+    model = helper.make_model(lowered.graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="dslc", producer_version=__version__)
+    model.ir_version = IR_VERSION
+    model.doc_string = f"dslc model {graph.name}"
+    helper.set_model_props(model, metadata or {})
+    return model
+
+
+def export(spec, graph: Graph, weights: dict[str, np.ndarray], path: str | Path,
+           preprocessing: dict | None = None) -> Path:
+    """Write a checked `.onnx` file atomically."""
+    import onnx
+
+    from dslc.weights import atomic_write_bytes
+
+    model = to_model(graph, weights, model_metadata(spec, graph, preprocessing))
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:  # a lowering bug, not a user error
+        raise RuntimeError(f"dslc built an invalid ONNX model: {exc}") from exc
+    path = Path(path)
+    atomic_write_bytes(path, model.SerializeToString())
+    return path
+
+
+def providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device in ("cpu", None):
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto":
+        return ["CPUExecutionProvider"]
+    raise DslError(f"device `{device}` is not available to onnxruntime",
+                   hint="install onnxruntime-gpu for CUDA, or use --device cpu")
+
+
+class Runtime:
+    """An onnxruntime session; `predict(x)` takes channels-last float32 `[N, ...]`."""
+
+    def __init__(self, model_bytes: bytes, device: str = "cpu"):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(model_bytes, opts, providers=providers(device))
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def predict(self, x) -> np.ndarray:
+        if isinstance(x, dict):
+            feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in x.items()}
+        else:
+            feed = {self.input_names[0]: np.ascontiguousarray(x, dtype=np.float32)}
+        return self.session.run(self.output_names[:1], feed)[0]
+
+
+def build(graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
+    return Runtime(to_model(graph, weights).SerializeToString(), device)
