@@ -1,0 +1,186 @@
+"""The Keras side of the shared training loop (dslc/train/backend.py's Trainer protocol).
+
+One optimizer step per batch runs as a traced `tf.function` (batch size free, so the short
+last batch does not retrace); the loop around it — data, shuffling, augmentation, metrics,
+progress, checkpoints — is dslc/train's, shared with PyTorch.
+
+Softmax/sigmoid outputs trained with cross-entropy: inside a traced step Keras's TensorFlow
+backend recognises the Softmax/Sigmoid op feeding the loss and computes the loss from its
+logits (tf.nn.*_cross_entropy_with_logits), the numerically stable fused form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from dslc.backends.keras.quiet import import_keras
+from dslc.backends.keras.runtime import (
+    build_model,
+    inference_fn,
+    predict_batches,
+    resolve_device,
+    tensorflow,
+)
+from dslc.backends.keras.weights import from_canonical, to_canonical
+from dslc.diagnostics import DslError
+from dslc.ir.graph import Graph
+from dslc.ir.train import Loss, Optimizer, TrainConfig
+from dslc.weights import init_weights
+
+
+def make_loss(keras, loss: Loss, classes: int):
+    """The Keras loss object for the IR's loss (mean over the batch, as every backend)."""
+    ls, logits = loss.label_smoothing, loss.from_logits
+    if loss.name == "mse":
+        return keras.losses.MeanSquaredError()
+    if loss.name == "mae":
+        return keras.losses.MeanAbsoluteError()
+    if loss.name == "binary_crossentropy":
+        return keras.losses.BinaryCrossentropy(from_logits=logits, label_smoothing=ls)
+    if loss.name == "categorical_crossentropy":
+        return keras.losses.CategoricalCrossentropy(from_logits=logits, label_smoothing=ls)
+    if loss.name == "sparse_categorical_crossentropy":
+        if not ls:
+            return keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
+        # Keras's sparse loss has no label smoothing: one-hot the labels in the step instead.
+        cce = keras.losses.CategoricalCrossentropy(from_logits=logits, label_smoothing=ls)
+
+        def smoothed(y_true, y_pred):
+            labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
+            return cce(keras.ops.one_hot(labels, classes), y_pred)
+
+        return smoothed
+    raise DslError(f"loss `{loss.name}` is not supported by backend keras", loss.span)
+
+
+def make_optimizer(keras, opt: Optimizer):
+    """Keras optimizers with every value the IR pins. Weight decay: L2 added to the gradient
+    (PyTorch's meaning) for sgd/gd/adam/rmsprop, decoupled for adamw."""
+    if opt.name in ("sgd", "gd"):
+        return keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum,
+                                    nesterov=opt.nesterov)
+    if opt.name == "adam":
+        return keras.optimizers.Adam(learning_rate=opt.lr, beta_1=opt.beta1, beta_2=opt.beta2,
+                                     epsilon=opt.epsilon)
+    if opt.name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=opt.lr, weight_decay=opt.weight_decay,
+                                      beta_1=opt.beta1, beta_2=opt.beta2, epsilon=opt.epsilon)
+    if opt.name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=opt.lr, rho=opt.rho, momentum=opt.momentum,
+                                        epsilon=opt.epsilon)
+    raise DslError(f"optimizer `{opt.name}` is not supported by backend keras", opt.span)
+
+
+class KerasTrainer:
+    """Model, loss and optimizer for one training run, starting from `init_weights(seed)`."""
+
+    def __init__(self, graph: Graph, config: TrainConfig, device: str = "cpu", seed: int = 0):
+        keras = import_keras()
+        self.tf = tensorflow()
+        keras.utils.set_random_seed(seed)
+        self.graph, self.config = graph, config
+        self.device, self._tf_device = resolve_device(device)
+        out_shape = graph.type_of(graph.outputs[0]).shape
+        self._out_shape = tuple(out_shape)
+        with self.tf.device(self._tf_device):
+            self.model = build_model(graph, self._tf_device)
+            from_canonical(self.model, graph, init_weights(graph, seed))
+            self.loss_fn = make_loss(keras, config.loss, int(out_shape[-1] or 1))
+            self.optimizer = make_optimizer(keras, config.optimizer)
+            self.optimizer.build(self.model.trainable_variables)
+        self._l2 = (config.optimizer.weight_decay
+                    if config.optimizer.name != "adamw" else 0.0)
+        self._steps: dict[tuple, Callable] = {}
+        self._infer = inference_fn(self.model, graph)
+
+    # weights -------------------------------------------------------------------------
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        from_canonical(self.model, self.graph, weights)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return to_canonical(self.model, self.graph)
+
+    # training ------------------------------------------------------------------------
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        """Labels as the loss expects them: int class indices for the sparse loss, float
+        arrays shaped like the output for the others (binary labels [N] become [N, 1])."""
+        name = self.config.loss.name
+        if name == "sparse_categorical_crossentropy":
+            return np.asarray(y).reshape(len(y)).astype(np.int32)
+        y = np.asarray(y, dtype=np.float32)
+        if name != "categorical_crossentropy" and None not in self._out_shape:
+            if y.size == len(y) * int(np.prod(self._out_shape)):
+                y = y.reshape((len(y), *self._out_shape))
+        return y
+
+    def _step_for(self, y: np.ndarray) -> Callable:
+        key = (y.dtype.str, y.shape[1:])
+        step = self._steps.get(key)
+        if step is None:
+            step = self._steps[key] = self._make_step(y)
+        return step
+
+    def _make_step(self, y: np.ndarray) -> Callable:
+        tf, model, loss_fn, opt, l2 = self.tf, self.model, self.loss_fn, self.optimizer, self._l2
+        variables = model.trainable_variables
+        x_spec = [tf.TensorSpec((None, *i.type.shape), tf.float32) for i in self.graph.inputs]
+        y_spec = tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype))
+
+        def step(y_true, *xs):
+            with tf.GradientTape() as tape:
+                pred = model(xs[0] if len(xs) == 1 else list(xs), training=True)
+                if isinstance(pred, (list, tuple)):
+                    pred = pred[0]
+                loss = loss_fn(y_true, pred)
+            grads = tape.gradient(loss, variables)
+            if l2:
+                grads = [g + l2 * v for g, v in zip(grads, variables, strict=True)]
+            opt.apply_gradients(zip(grads, variables, strict=True))
+            return loss
+
+        return tf.function(step, input_signature=[y_spec, *x_spec])
+
+    def train_epoch(self, x, y: np.ndarray, batch_size: int,
+                    on_batch: Callable[[int, float], None]) -> float:
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        xs = [np.asarray(a, dtype=np.float32) for a in xs]
+        y = self._targets(y)
+        n = len(y)
+        step = self._step_for(y)
+        total = 0.0
+        with self.tf.device(self._tf_device):
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                loss = float(step(y[start:stop], *(a[start:stop] for a in xs)))
+                total += loss * (stop - start)
+                on_batch(stop - start, loss)
+        return total / n if n else float("nan")
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        return predict_batches(self._infer, x, self._tf_device, batch_size)
+
+    # optimizer state for --resume ----------------------------------------------------
+    def _optimizer_variables(self) -> dict[str, object]:
+        # The learning rate comes from the spec, so a resumed run uses the spec's value.
+        return {v.path: v for v in self.optimizer.variables if v.name != "learning_rate"}
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v.numpy()) for k, v in self._optimizer_variables().items()}
+
+    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        variables = self._optimizer_variables()
+        missing = sorted(set(variables) - set(state))
+        extra = sorted(set(state) - set(variables))
+        if missing or extra:
+            raise DslError("the checkpoint's optimizer state does not fit this keras optimizer"
+                           + (f"; missing {', '.join(missing[:3])}" if missing else "")
+                           + (f"; unexpected {', '.join(extra[:3])}" if extra else ""),
+                           hint="resume with the backend and optimizer the run started with")
+        for key, var in variables.items():
+            arr = np.asarray(state[key])
+            if tuple(arr.shape) != tuple(var.shape):
+                raise DslError(f"optimizer state `{key}` has shape {list(arr.shape)}, "
+                               f"expected {list(var.shape)}")
+            var.assign(arr.astype(var.dtype))
