@@ -13,6 +13,9 @@ import numpy as np
 from dslc.ir.train import Loss
 
 EPSILON = 1e-7  # keras.backend.epsilon()
+# The clip bounds as float32 values, as Keras applies them: 1 - 1e-7 rounds to 1 - 1.19e-7,
+# which matters for saturated outputs (p == 1.0 gives log(1.19e-7), not log(1e-7)).
+LOW, HIGH = float(np.float32(EPSILON)), float(np.float32(1.0 - EPSILON))
 CLASS_METRICS = ("accuracy", "precision", "recall", "f1")
 
 
@@ -61,7 +64,7 @@ def numpy_loss(loss: Loss | str, y_true: np.ndarray, y_pred: np.ndarray) -> floa
             z = y_pred
             per = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
         else:
-            p = np.clip(y_pred, EPSILON, 1.0 - EPSILON)
+            p = np.clip(y_pred, LOW, HIGH)
             per = -(t * np.log(p) + (1.0 - t) * np.log(1.0 - p))
         return float(per.mean())
     # categorical / sparse categorical: classes on the last axis
@@ -74,10 +77,10 @@ def numpy_loss(loss: Loss | str, y_true: np.ndarray, y_pred: np.ndarray) -> floa
         logp = _log_softmax(z)
     elif loss.name == "categorical_crossentropy":
         p = z / z.sum(axis=-1, keepdims=True)
-        logp = np.log(np.clip(p, EPSILON, 1.0 - EPSILON))
+        logp = np.log(np.clip(p, LOW, HIGH))
     else:
         # Keras: clip, take the log, then a log-softmax (which renormalises the clipped values)
-        logp = _log_softmax(np.log(np.clip(z, EPSILON, 1.0 - EPSILON)))
+        logp = _log_softmax(np.log(np.clip(z, LOW, HIGH)))
     return float(-(t * logp).sum(axis=-1).mean())
 
 
