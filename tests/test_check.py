@@ -198,3 +198,13 @@ def test_five_thousand_layers_check_fast():
     t = time.perf_counter()
     compile_text(half, "half.dl")
     assert time.perf_counter() - t < 0.75 * elapsed + 0.05
+
+
+@pytest.mark.parametrize("path", SPECS + sorted((ROOT / "examples").glob("*.dl")),
+                         ids=lambda p: p.name)
+def test_every_spec_and_example_checks(path):
+    from dslc.compiler import compile_file
+
+    spec = compile_file(path)
+    for graph in spec.models.values():
+        assert all(n.type is not None for n in graph.nodes)
