@@ -212,6 +212,20 @@ def test_npy_files(tmp_path):
         config("npy", x="x.npy", y="y.npy"), (5,), tmp_path)))
 
 
+def test_pickled_arrays_are_refused(tmp_path):
+    np.save(tmp_path / "x.npy", np.array([{"a": 1}] * 4, dtype=object))
+    np.save(tmp_path / "y.npy", np.zeros(4))
+    err = error_of(lambda: load(config("npy", x="x.npy", y="y.npy"), (1,), tmp_path))
+    assert "x.npy" in str(err) and "pickled" in err.diagnostics[0].hint
+
+
+def test_unknown_sample_dimension():
+    ds = load(config("sequences", loss="mse", n=50, steps=6), (None, 1))
+    assert ds.x_train.shape == (40, 6, 1)
+    ds = load(config("digits"), (None, 8))
+    assert ds.x_train.shape == (1438, 8, 8)
+
+
 def test_missing_file_names_the_resolved_path(tmp_path):
     err = error_of(lambda: load(config("npz", path="nope/d.npz"), (2,), tmp_path))
     assert str((tmp_path / "nope" / "d.npz").resolve()) in str(err)
@@ -235,6 +249,14 @@ def test_csv_without_header_label_by_index(tmp_path):
     ds0 = load(config("csv", loss="mse", path="d.csv", header=False, label=0, test=0.0), (2,),
                tmp_path)
     assert sorted(ds0.y_train[:, 0].tolist()) == [0.5, 2.5]
+
+
+def test_csv_quotes_spaces_and_blank_lines(tmp_path):
+    (tmp_path / "d.csv").write_text('\n"a", b ,y\n\n1, "2",0\n\n4,5,1\n')
+    ds = load(config("csv", path="d.csv", label="y", test=0.0), (2,), tmp_path)
+    order = np.argsort(ds.x_train[:, 0])
+    np.testing.assert_array_equal(ds.x_train[order], [[1, 2], [4, 5]])
+    np.testing.assert_array_equal(ds.y_train[order], [0, 1])
 
 
 def test_csv_bad_cell_names_its_line(tmp_path):
