@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from dslc.ir.train import Loss
@@ -187,3 +189,18 @@ def test_predicted_labels():
     np.testing.assert_array_equal(
         predicted_labels(np.array([[-0.1], [0.2]]),
                          Loss(name="binary_crossentropy", from_logits=True)), [0, 1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 6).flatmap(lambda k: st.tuples(
+    st.just(k),
+    st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)), min_size=1, max_size=40))))
+def test_macro_scores_match_sklearn_for_any_labels(case):
+    classes, pairs = case
+    t, p = (np.array(v) for v in zip(*pairs, strict=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = compute_metrics(NAMES, t, np.eye(classes)[p], "sparse_categorical_crossentropy")
+    expected = sklearn_scores(t, p, "macro")
+    for name in NAMES:
+        assert got[name] == pytest.approx(expected[name], abs=1e-12), name
