@@ -94,12 +94,12 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
                                   for a in (x_train, x_val, x_test))
         feature_steps.append(params)
 
-    return Dataset(x_train=f32(x_train), y_train=y_train, x_val=f32(x_val), y_val=y_val,
-                   x_test=f32(x_test), y_test=y_test, num_classes=num_classes,
+    return Dataset(x_train=_f32(x_train), y_train=y_train, x_val=_f32(x_val), y_val=y_val,
+                   x_test=_f32(x_test), y_test=y_test, num_classes=num_classes,
                    preprocessing={"steps": feature_steps, "labels": label_steps})
 
 
-def f32(a: np.ndarray | None) -> np.ndarray | None:
+def _f32(a: np.ndarray | None) -> np.ndarray | None:
     return None if a is None else np.ascontiguousarray(a, dtype=np.float32)
 
 
