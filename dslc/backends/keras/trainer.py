@@ -27,6 +27,7 @@ from dslc.backends.keras.weights import from_canonical, to_canonical
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import Loss, Optimizer, TrainConfig
+from dslc.train.targets import shape_targets
 from dslc.weights import init_weights
 
 
@@ -48,8 +49,7 @@ def make_loss(keras, loss: Loss, classes: int):
         cce = keras.losses.CategoricalCrossentropy(from_logits=logits, label_smoothing=ls)
 
         def smoothed(y_true, y_pred):
-            labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
-            return cce(keras.ops.one_hot(labels, classes), y_pred)
+            return cce(keras.ops.one_hot(keras.ops.cast(y_true, "int32"), classes), y_pred)
 
         return smoothed
     raise DslError(f"loss `{loss.name}` is not supported by backend keras", loss.span)
@@ -104,16 +104,8 @@ class KerasTrainer:
 
     # training ------------------------------------------------------------------------
     def _targets(self, y: np.ndarray) -> np.ndarray:
-        """Labels as the loss expects them: int class indices for the sparse loss, float
-        arrays shaped like the output for the others (binary labels [N] become [N, 1])."""
-        name = self.config.loss.name
-        if name == "sparse_categorical_crossentropy":
-            return np.asarray(y).reshape(len(y)).astype(np.int32)
-        y = np.asarray(y, dtype=np.float32)
-        if name != "categorical_crossentropy" and None not in self._out_shape:
-            if y.size == len(y) * int(np.prod(self._out_shape)):
-                y = y.reshape((len(y), *self._out_shape))
-        return y
+        """Labels as the loss compares them with the outputs (dslc/train/targets.py)."""
+        return shape_targets(y, self.config.loss, self._out_shape)
 
     def _step_for(self, y: np.ndarray) -> Callable:
         key = (y.dtype.str, y.shape[1:])
