@@ -1,0 +1,106 @@
+"""What a training run leaves in its folder, each file written atomically (temp + rename):
+weights.safetensors, checkpoint.safetensors, history.csv, metrics.json, curves.png and a copy
+of the spec."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dslc.diagnostics import DslError
+from dslc.weights import atomic_write_bytes
+
+CHECKPOINT = "checkpoint.safetensors"
+WEIGHTS = "weights.safetensors"
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(data, indent=2, default=_plain) + "\n").encode())
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def plot_curves(path: Path, history: list[dict], title: str) -> None:
+    """Loss in one panel, the other per-epoch figures (accuracy, f1, mae, …) in another."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    skip = {"epoch", "seconds", "samples_per_s"}
+    keys = [k for k in (history[0] if history else {}) if k not in skip]
+    losses = [k for k in keys if k.endswith("loss")]
+    others = [k for k in keys if k not in losses]
+    fig = Figure(figsize=(10 if others else 6, 4), layout="constrained")
+    panels = fig.subplots(1, 2 if others else 1, squeeze=False)[0]
+    epochs = [row["epoch"] for row in history]
+    for ax, group, label in zip(panels, (losses, others), ("loss", "metric"), strict=False):
+        for key in group:
+            ax.plot(epochs, [row.get(key, float("nan")) for row in history], marker=".",
+                    label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def copy_spec(out: Path, spec) -> Path:
+    """The spec's text beside the weights (and any file it `use`s), as trained."""
+    main = out / spec.path.name
+    for name, text in spec.sources.items():
+        target = main if Path(name) == spec.path else out / "uses" / Path(name).name
+        atomic_write_bytes(target, text.encode("utf-8"))
+    return main
+
+
+def save_checkpoint(path: Path, weights: dict[str, np.ndarray],
+                    optimizer: dict[str, np.ndarray], meta: dict) -> None:
+    """One file, so weights, optimizer state and progress are always of the same epoch."""
+    from safetensors.numpy import save
+
+    arrays = {f"weights/{k}": np.ascontiguousarray(v, dtype=np.float32)
+              for k, v in weights.items()}
+    arrays.update({f"optimizer/{k}": np.ascontiguousarray(v) for k, v in optimizer.items()})
+    atomic_write_bytes(path, save(arrays, metadata={"format": "dslc-checkpoint",
+                                                    "state": json.dumps(meta)}))
+
+
+def load_checkpoint(path: Path) -> tuple[dict, dict, dict]:
+    """(weights, optimizer state, meta) of a checkpoint written by `save_checkpoint`."""
+    from dslc.weights import read_weights
+
+    if not path.exists():
+        raise DslError(f"nothing to resume: {path} does not exist",
+                       hint="start without --resume, or point --out at the earlier run's folder")
+    arrays, meta = read_weights(path)
+    if meta.get("format") != "dslc-checkpoint" or "state" not in meta:
+        raise DslError(f"{path} is not a dslc training checkpoint")
+    weights = {k[len("weights/"):]: v for k, v in arrays.items() if k.startswith("weights/")}
+    optimizer = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
+    return weights, optimizer, json.loads(meta["state"])

@@ -1,0 +1,156 @@
+"""`dslc train` and `dslc eval`: compile the spec, load its data, run the chosen backend
+through the shared loop, write the run's folder / print the test split's figures."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dslc.backends import load_backend
+from dslc.compiler import compile_file
+from dslc.diagnostics import DslError
+from dslc.train import outputs
+from dslc.train.loop import Diverged, epoch_metrics, fit
+from dslc.train.metrics import (
+    compute_metrics,
+    confusion_matrix,
+    numpy_loss,
+    predicted_labels,
+    true_labels,
+)
+from dslc.train.progress import Progress
+from dslc.weights import load_weights, read_weights, save_weights
+
+CE = {"binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"}
+CLASS_METRICS = ["accuracy", "precision", "recall", "f1"]
+
+
+def _load(args):
+    spec = compile_file(args.spec)
+    graph = spec.model(getattr(args, "model", None))
+    return spec, graph, spec.train_config(graph.name)
+
+
+def _dataset(spec, graph, cfg, seed: int):
+    from dslc.data.loaders import load_dataset
+
+    return load_dataset(cfg, tuple(graph.inputs[0].type.shape), spec.path.parent, seed)
+
+
+def train_command(args) -> int:
+    spec, graph, cfg = _load(args)
+    out = Path(args.out) if args.out else Path("runs") / graph.name
+    seed = cfg.seed if args.seed is None else args.seed
+    epochs = cfg.epochs if args.epochs is None else args.epochs
+    batch = cfg.batch if args.batch is None else args.batch
+    if epochs <= 0 or (batch is not None and batch <= 0):
+        raise DslError("--epochs and --batch must be positive")
+    if args.resume:
+        _, _, state = outputs.load_checkpoint(out / outputs.CHECKPOINT)
+        seed = int(state.get("seed", seed))  # the split and shuffles of the first run
+    data = _dataset(spec, graph, cfg, seed)
+    backend = load_backend(args.backend)
+    trainer = backend.make_trainer(graph, cfg, args.device, seed)
+    progress = Progress()
+    n_val = 0 if data.x_val is None else len(data.x_val)
+    progress.message(
+        f"training {graph.name} ({graph.param_count:,} params) with {args.backend} on "
+        f"{trainer.device}: {len(data.x_train)} train, {n_val} validation, {len(data.x_test)} "
+        f"test samples; {epochs} epochs, batch {batch or 'full'}")
+    meta = {"model": graph.name, "spec_digest": spec.digest}
+    t0 = time.perf_counter()
+    try:
+        result = fit(trainer, graph, cfg, data, out=out, backend=args.backend, epochs=epochs,
+                     batch=batch, seed=seed, resume=args.resume, progress=progress, meta=meta)
+    except Diverged as err:
+        _write_after_divergence(out, spec, graph, err, seed, args.backend, data)
+        raise
+    weights = trainer.get_weights()
+    test = epoch_metrics(cfg, data.y_test, trainer.predict(data.x_test))
+    history = result.history
+    _write_run(out, spec, graph, weights, history, seed, args.backend, data)
+    outputs.write_json(out / "metrics.json", {
+        "test": test,
+        "final_epoch": history[-1] if history else None,
+        "model": graph.name, "backend": args.backend, "device": trainer.device, "seed": seed,
+        "epochs": len(history), "batch": batch,
+        "samples": {"train": len(data.x_train), "validation": n_val, "test": len(data.x_test)},
+        "train_seconds": round(result.seconds, 3),
+        "total_seconds": round(time.perf_counter() - t0, 3),
+    })
+    figures = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
+    print(f"test: {figures}")
+    print(f"wrote {out}/ (weights.safetensors, history.csv, metrics.json, curves.png)")
+    return 0
+
+
+def _weights_meta(spec, graph, seed: int, backend: str, data, epochs: int) -> dict[str, str]:
+    return {"model": graph.name, "spec": spec.path.name, "spec_digest": spec.digest,
+            "backend": backend, "seed": str(seed), "epochs": str(epochs),
+            "preprocessing": json.dumps(data.preprocessing)}
+
+
+def _write_run(out: Path, spec, graph, weights, history, seed, backend, data) -> None:
+    save_weights(out / outputs.WEIGHTS, weights,
+                 _weights_meta(spec, graph, seed, backend, data, len(history)))
+    outputs.write_history(out / "history.csv", history)
+    if history:
+        outputs.plot_curves(out / "curves.png", history, f"{graph.name} ({backend})")
+    outputs.copy_spec(out, spec)
+
+
+def _write_after_divergence(out, spec, graph, err: Diverged, seed, backend, data) -> None:
+    """Keep what was good: the last checkpoint's weights (if an epoch completed) and history."""
+    if not err.history:
+        return
+    weights, _, _ = outputs.load_checkpoint(out / outputs.CHECKPOINT)
+    _write_run(out, spec, graph, weights, err.history, seed, backend, data)
+
+
+# eval ------------------------------------------------------------------------------------
+
+def evaluate(spec, graph, cfg, weights_path: str, backend_name: str, device: str) -> dict:
+    weights = load_weights(weights_path, graph)
+    _, meta = read_weights(weights_path)
+    seed = int(meta["seed"]) if str(meta.get("seed", "")).lstrip("-").isdigit() else cfg.seed
+    data = _dataset(spec, graph, cfg, seed)
+    runtime = load_backend(backend_name).build(graph, weights, device=device)
+    pred = np.asarray(runtime.predict(data.x_test))
+    classify = cfg.loss.name in CE
+    names = list(dict.fromkeys(cfg.metrics + (CLASS_METRICS if classify else ["mse", "mae"])))
+    report = {
+        "model": graph.name, "backend": backend_name, "weights": str(weights_path),
+        "samples": len(data.x_test),
+        "loss": numpy_loss(cfg.loss, data.y_test, pred),
+        "metrics": compute_metrics(names, data.y_test, pred, cfg.loss),
+    }
+    if classify:
+        t = true_labels(data.y_test, pred, cfg.loss)
+        p = predicted_labels(pred, cfg.loss)
+        classes = data.num_classes or int(max(t.max(initial=0), p.max(initial=0)) + 1)
+        report["confusion_matrix"] = confusion_matrix(t, p, classes).tolist()
+    return report
+
+
+def eval_command(args) -> int:
+    spec, graph, cfg = _load(args)
+    report = evaluate(spec, graph, cfg, args.weights, args.backend, args.device)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{graph.name} on the test split ({report['samples']} samples, {args.backend}):")
+    print(f"  loss       {report['loss']:.4f}")
+    for name, value in report["metrics"].items():
+        print(f"  {name:<10} {value:.4f}")
+    cm = report.get("confusion_matrix")
+    if cm:
+        width = max(len(str(v)) for row in cm for v in row) + 1
+        width = max(width, len(str(len(cm))) + 1)
+        print("confusion matrix (rows: true class, columns: predicted):")
+        print("     " + "".join(f"{j:>{width}}" for j in range(len(cm))))
+        for i, row in enumerate(cm):
+            print(f"  {i:>2} " + "".join(f"{v:>{width}}" for v in row))
+    return 0
