@@ -80,7 +80,7 @@ class KerasTrainer:
         keras = import_keras()
         self.tf = tensorflow()
         keras.utils.set_random_seed(seed)
-        self.graph, self.config = graph, config
+        self.graph, self.config, self.seed = graph, config, seed
         self.device, self._tf_device = resolve_device(device)
         out_shape = graph.type_of(graph.outputs[0]).shape
         self._out_shape = tuple(out_shape)
@@ -134,12 +134,23 @@ class KerasTrainer:
 
         return tf.function(step, input_signature=[y_spec, *x_spec])
 
-    def train_epoch(self, x, y: np.ndarray, batch_size: int,
+    def begin_epoch(self, epoch: int) -> None:
+        """Reseed every dropout layer from (seed, epoch), so a resumed run draws the masks the
+        uninterrupted run would have drawn."""
+        for i, layer in enumerate(self.model.layers):
+            generator = getattr(layer, "seed_generator", None)
+            if generator is not None:
+                rng = np.random.default_rng([self.seed % 2**63, epoch, 3, i])
+                value = int(rng.integers(0, 2**31 - 1))
+                generator.state.assign(np.array([value, 0], dtype=generator.state.dtype))
+
+    def train_epoch(self, x, y: np.ndarray, batch_size: int | None,
                     on_batch: Callable[[int, float], None]) -> float:
         xs = list(x) if isinstance(x, (list, tuple)) else [x]
         xs = [np.asarray(a, dtype=np.float32) for a in xs]
         y = self._targets(y)
         n = len(y)
+        batch_size = batch_size or max(n, 1)  # None: full batch (gradient descent)
         step = self._step_for(y)
         total = 0.0
         with self.tf.device(self._tf_device):
