@@ -18,7 +18,7 @@ from dslc.ir.graph import Graph
 from .lower import BATCH, IR_VERSION, OPSET, lower_graph
 
 __all__ = ["BATCH", "OPSET", "IR_VERSION", "to_model", "export", "build", "Runtime",
-           "model_metadata", "task_of"]
+           "model_metadata", "task_of", "static_preprocessing"]
 
 # Metadata keys read back by `dslc run`.
 META_MODEL = "dslc.model"
@@ -59,6 +59,20 @@ def model_metadata(spec, graph: Graph, preprocessing: dict | None = None) -> dic
     return meta
 
 
+def static_preprocessing(spec, graph) -> dict | None:
+    """The record of a train block whose steps need no data (scale only), else None."""
+    cfg = spec.trains.get(graph.name)
+    if cfg is None:
+        return None
+    steps = [s for s in cfg.preprocess if s.name != "one_hot"]
+    if any(s.name != "scale" for s in steps):
+        return None
+    from dslc.data.preprocess import fit_feature_step
+
+    return {"steps": [fit_feature_step(s, np.zeros((0,), np.float32)) for s in steps],
+            "labels": []}
+
+
 def to_model(graph: Graph, weights: dict[str, np.ndarray], metadata: dict[str, str] | None = None):
     """The ONNX ModelProto of `graph` holding `weights` (canonical layout)."""
     from onnx import helper
@@ -82,6 +96,8 @@ def export(spec, graph: Graph, weights: dict[str, np.ndarray], path: str | Path,
 
     from dslc.weights import atomic_write_bytes
 
+    if preprocessing is None and spec is not None:
+        preprocessing = static_preprocessing(spec, graph)
     model = to_model(graph, weights, model_metadata(spec, graph, preprocessing))
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -121,6 +137,9 @@ class Runtime:
     def predict(self, x) -> np.ndarray:
         if isinstance(x, dict):
             feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in x.items()}
+        elif isinstance(x, list | tuple):  # one array per input, in the spec's order
+            feed = {k: np.ascontiguousarray(v, dtype=np.float32)
+                    for k, v in zip(self.input_names, x, strict=True)}
         else:
             feed = {self.input_names[0]: np.ascontiguousarray(x, dtype=np.float32)}
         return self.session.run(self.output_names[:1], feed)[0]

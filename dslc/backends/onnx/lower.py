@@ -5,6 +5,10 @@ NCHW, so a tensor is transposed only when a consumer needs the other layout (mem
 Transpose at entry, one back to NHWC before a Flatten or Reshape, whose row-major order must
 be channels-last so that canonical dense kernels stay valid). Outputs leave as NHWC.
 
+A Flatten whose every consumer is a dense layer skips the Transpose: it flattens NCHW and
+the dense kernels' rows are permuted to match instead (a weight conversion at the boundary,
+so checkpoints keep the canonical layout).
+
 Every layer's final value is named after the layer; helper nodes are `<layer>/<role>`.
 Layers that are the identity at inference (dropout, linear) emit nothing.
 """
@@ -38,6 +42,9 @@ class Value:
     name: str
     rank: int  # batch included
     layout: str | None = None
+    shape: tuple | None = None  # per sample, channels-last (the IR's)
+    # A flattened NCHW tensor: feature j of this value is canonical (NHWC) feature order[j].
+    order: np.ndarray | None = None
 
 
 @dataclass
@@ -70,8 +77,9 @@ class Lowering:
         self._used.add(name)
         return name
 
-    def const(self, role: str, array) -> str:
-        name = self.unique(f"{self.layer}.{role}")
+    def const(self, role: str, array, owner: str | None = None) -> str:
+        """An initializer named `<owner or layer>.<role>`."""
+        name = self.unique(f"{owner or self.layer}.{role}")
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
@@ -102,11 +110,32 @@ class Lowering:
         if key not in self._converted:
             perm = TO_NCHW if layout == NCHW else TO_NHWC
             name = self.unique(f"{v.name}/to_{layout}")
-            self.nodes.append(helper.make_node("Transpose", [v.name], [name], name=name,
-                                               perm=list(perm)))
+            h, w, c = v.shape
+            if c == 1 or h * w == 1:
+                # Only a size-1 axis moves: the data order is unchanged, a Reshape is free.
+                dims = [0, c, h, w] if layout == NCHW else [0, h, w, c]
+                target = self.const(f"to_{layout}", np.array(dims, np.int64), owner=v.name)
+                node = helper.make_node("Reshape", [v.name, target], [name], name=name)
+            else:
+                node = helper.make_node("Transpose", [v.name], [name], name=name,
+                                        perm=list(perm))
+            self.nodes.append(node)
             self.layouts[name] = layout
-            self._converted[key] = Value(name, v.rank, layout)
+            self._converted[key] = Value(name, v.rank, layout, v.shape)
         return self._converted[key]
+
+    def consumers(self, name: str) -> list[Node]:
+        """The layers reading `name`, looking through the ones that vanish at inference."""
+        out = []
+        for n in self.graph.nodes:
+            if name in n.inputs:
+                if n.op in ("dropout", "linear"):
+                    if n.name in self.graph.outputs:
+                        out.append(n)
+                    out.extend(self.consumers(n.name))
+                else:
+                    out.append(n)
+        return out
 
     def rename(self, old: str, new: str) -> None:
         for n in self.nodes:
@@ -142,7 +171,8 @@ class Lowering:
         for inp in g.inputs:
             self._used.add(inp.name)
             rank = len(inp.type.shape) + 1
-            self.values[inp.name] = Value(inp.name, rank, NHWC if rank == 4 else None)
+            self.values[inp.name] = Value(inp.name, rank, NHWC if rank == 4 else None,
+                                          tuple(inp.type.shape))
             if rank == 4:
                 self.layouts[inp.name] = NHWC
             inputs.append(_tensor_info(inp.name, inp.type.shape))
@@ -159,6 +189,7 @@ class Lowering:
                 self._used.add(node.name)
                 self.rename(out.name, node.name)
                 out.name = node.name
+            out.shape = tuple(node.type.shape)
             self.values[node.name] = out
         for name in g.outputs:
             self.layer = name
@@ -237,6 +268,8 @@ def _global_pool(onnx_op: str) -> Callable:
 def lower_dense(ctx: Lowering, node: Node, x: Value) -> Value:
     a = node.attrs
     kernel = ctx.param("kernel")
+    if x.order is not None:  # rows to the NCHW flatten order of the input
+        kernel = kernel[x.order]
     if x.rank == 2:
         if a.use_bias:
             # Gemm with transB, as PyTorch exports Linear.
@@ -255,6 +288,14 @@ def lower_dense(ctx: Lowering, node: Node, x: Value) -> Value:
 def lower_flatten(ctx: Lowering, node: Node, x: Value) -> Value:
     if x.rank == 2:
         return x
+    users = ctx.consumers(node.name)
+    if (x.layout == NCHW and users and node.name not in ctx.graph.outputs
+            and all(u.op == "dense" for u in users)):
+        h, w, c = _in_shape(ctx, node)
+        order = np.arange(h * w * c).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+        out = ctx.value("Flatten", [x.name], 2, axis=1)
+        out.order = order
+        return out
     x = ctx.to_layout(x, NHWC)  # channels-last order, as the canonical dense kernel expects
     return ctx.value("Flatten", [x.name], 2, axis=1)
 

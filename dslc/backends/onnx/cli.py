@@ -1,0 +1,227 @@
+"""`dslc export` (a spec and trained weights → a checked .onnx file) and `dslc run` (a .onnx
+file and an input file → outputs printed or saved, optionally timed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dslc.diagnostics import DslError
+
+from . import META_PIXEL_MAX, META_PREPROCESSING, META_TASK, static_preprocessing
+from .inputs import Signature, read_input
+
+PREPROCESSING_FILES = ("preprocessing.json", "metrics.json")
+
+
+# -- export -----------------------------------------------------------------------------------
+
+def find_preprocessing(weights_path: Path) -> tuple[dict | None, Path | None]:
+    """The preprocessing record a training run left beside its weights, if any."""
+    for name in PREPROCESSING_FILES:
+        path = weights_path.parent / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DslError(f"{path}: cannot read the preprocessing record: {exc}") from None
+        record = data.get("preprocessing", data if "steps" in data else None)
+        if isinstance(record, dict) and isinstance(record.get("steps"), list):
+            return record, path
+    return None, None
+
+
+def export_command(args) -> int:
+    from dslc.compiler import compile_file
+    from dslc.weights import load_weights
+
+    from . import export
+
+    spec = compile_file(args.spec)
+    graph = spec.model(getattr(args, "model", None))
+    weights_path = Path(args.weights)
+    weights = load_weights(weights_path, graph)
+    record, source = find_preprocessing(weights_path)
+    if record is None:
+        record = static_preprocessing(spec, graph)
+        cfg = spec.trains.get(graph.name)
+        if record is None and cfg is not None and cfg.preprocess:
+            print(f"note: no preprocessing record beside {weights_path}; `dslc run` will feed "
+                  "inputs to the model as given", file=sys.stderr)
+    out = Path(args.out)
+    if out.suffix != ".onnx":
+        raise DslError(f"{out}: the output of `dslc export` is a .onnx file",
+                       hint=f"use -o {out.with_suffix('.onnx')}")
+    export(spec, graph, weights, out, preprocessing=record)
+    note = f", preprocessing from {source}" if source else ""
+    print(f"wrote {out} (model {graph.name}, weights {weights_path}{note})")
+    return 0
+
+
+# -- run --------------------------------------------------------------------------------------
+
+def check_external_data(model, model_path: Path) -> None:
+    """Refuse tensors whose external data lies outside the model's folder."""
+    from onnx import TensorProto
+    from onnx.external_data_helper import _get_all_tensors
+
+    folder = model_path.resolve().parent
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+        if not location:
+            raise DslError(f"{model_path}: tensor `{tensor.name}` has external data without a "
+                           "location")
+        target = Path(location)
+        resolved = (folder / target).resolve()
+        if target.is_absolute() or ".." in target.parts or not resolved.is_relative_to(folder):
+            raise DslError(f"{model_path}: refusing external data `{location}` of tensor "
+                           f"`{tensor.name}`: it lies outside the model's folder",
+                           hint="keep external data files beside the .onnx file")
+
+
+def load_session(path: Path):
+    import onnx
+    import onnxruntime as ort
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise DslError(f"{path}: no such model file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError, RuntimeError) as exc:
+        raise DslError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {exc})") from None
+    if not model.graph.node and not model.graph.output:
+        raise DslError(f"{path}: not a valid ONNX model (no graph)")
+    check_external_data(model, path)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DslError(f"{path}: onnxruntime cannot load the model: {first}") from None
+
+
+def run_command(args) -> int:
+    path = Path(args.model)
+    session = load_session(path)
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    sig = Signature.of(session)
+    preprocessing = _json_meta(meta, META_PREPROCESSING, path)
+    pixel_max = float(meta.get(META_PIXEL_MAX, 255.0))
+    feed = read_input(Path(args.input), sig, pixel_max)
+    if preprocessing and preprocessing.get("steps"):
+        from dslc.data.preprocess import apply_preprocessing
+
+        feed = {k: apply_preprocessing(v, preprocessing) for k, v in feed.items()}
+        print(f"note: applied the model's preprocessing: {_describe(preprocessing)}",
+              file=sys.stderr)
+    try:
+        outputs = session.run(None, feed)
+    except Exception as exc:  # shapes were checked; this is a model problem
+        raise DslError(f"{path}: onnxruntime failed: {str(exc).strip().splitlines()[0]}") from None
+    names = [o.name for o in session.get_outputs()]
+    if args.output:
+        n = save_outputs(Path(args.output), names, outputs)
+        print(f"wrote {args.output} ({n} rows)")
+    else:
+        print_outputs(names, outputs, meta.get(META_TASK))
+    if args.bench:
+        bench(session, feed)
+    return 0
+
+
+def _json_meta(meta: dict, key: str, path: Path) -> dict | None:
+    if key not in meta:
+        return None
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise DslError(f"{path}: metadata `{key}` is not valid JSON") from None
+
+
+def _describe(record: dict) -> str:
+    parts = []
+    for step in record.get("steps", []):
+        if step.get("name") == "scale":
+            parts.append(f"scale({step['factor']:.6g})")
+        else:
+            parts.append(str(step.get("name")))
+    return ", ".join(parts)
+
+
+def print_outputs(names: list[str], outputs: list[np.ndarray], task: str | None) -> None:
+    for i, (name, y) in enumerate(zip(names, outputs, strict=True)):
+        if len(names) > 1:
+            print(f"{'' if i == 0 else chr(10)}output {name}:")
+        y = np.asarray(y)
+        kind = task if i == 0 else None
+        if kind == "classifier" and y.ndim == 2:
+            print(f"{'row':>5}  {'class':>5}  {'probability':>11}")
+            for r, row in enumerate(y):
+                c = int(np.argmax(row))
+                print(f"{r:>5}  {c:>5}  {row[c]:>11.6f}")
+        elif kind == "binary" and y.ndim == 2 and y.shape[1] == 1:
+            print(f"{'row':>5}  {'class':>5}  {'probability':>11}")
+            for r, p in enumerate(y[:, 0]):
+                c = int(p >= 0.5)
+                print(f"{r:>5}  {c:>5}  {(p if c else 1 - p):>11.6f}")
+        else:
+            print(f"{'row':>5}  {name}")
+            for r, row in enumerate(y.reshape(len(y), -1) if y.ndim else y.reshape(1, 1)):
+                print(f"{r:>5}  " + "  ".join(f"{v:.6g}" for v in row))
+
+
+def save_outputs(path: Path, names: list[str], outputs: list[np.ndarray]) -> int:
+    from dslc.weights import atomic_write_bytes
+
+    suffix = path.suffix.lower()
+    buf = io.BytesIO()
+    if suffix == ".npy":
+        if len(outputs) > 1:
+            raise DslError(f"the model has {len(outputs)} outputs ({', '.join(names)}); "
+                           ".npy holds one", hint="save to a .npz file")
+        np.save(buf, outputs[0], allow_pickle=False)
+    elif suffix == ".npz":
+        np.savez(buf, **dict(zip(names, outputs, strict=True)))
+    elif suffix == ".csv":
+        flat = [np.asarray(y).reshape(len(y), -1) for y in outputs]
+        header = ",".join(f"{n}_{j}" if f.shape[1] > 1 else n
+                          for n, f in zip(names, flat, strict=True) for j in range(f.shape[1]))
+        np.savetxt(buf, np.concatenate(flat, axis=1), delimiter=",", header=header, comments="",
+                   fmt="%.9g")
+    else:
+        raise DslError(f"{path}: cannot save outputs as `{suffix or path.name}`",
+                       hint="use a .npy, .npz or .csv file")
+    atomic_write_bytes(path, buf.getvalue())
+    return len(outputs[0])
+
+
+def bench(session, feed: dict[str, np.ndarray], repeats: int = 200, big: int = 256) -> None:
+    """p50/p99 latency of one sample, then throughput at a batch of `big` samples."""
+    one = {k: v[:1] for k, v in feed.items()}
+    for _ in range(20):
+        session.run(None, one)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        session.run(None, one)
+        times.append(time.perf_counter() - t0)
+    reps = {k: np.ascontiguousarray(np.resize(v, (big, *v.shape[1:]))) for k, v in feed.items()}
+    session.run(None, reps)
+    runs = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        session.run(None, reps)
+        runs.append(time.perf_counter() - t0)
+    p50, p99 = np.percentile(times, [50, 99]) * 1e3
+    print(f"latency (batch 1, {repeats} runs): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+    print(f"throughput (batch {big}): {big / float(np.median(runs)):,.0f} samples/s")
