@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from dslc import __version__
@@ -86,6 +87,8 @@ def _register_backend_commands(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:  # backends read it before importing their framework (keras/quiet.py)
+        os.environ["DSLC_VERBOSE"] = "1"
     try:
         return COMMANDS[args.command](args)
     except DslError as err:
