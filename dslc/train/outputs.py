@@ -48,6 +48,7 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     skip = {"epoch", "seconds", "samples_per_s"}
     keys = [k for k in (history[0] if history else {}) if k not in skip]
@@ -61,6 +62,7 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
             ax.plot(epochs, [row.get(key, float("nan")) for row in history], marker=".",
                     label=key)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()

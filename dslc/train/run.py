@@ -51,9 +51,9 @@ def train_command(args) -> int:
     if args.resume:
         _, _, state = outputs.load_checkpoint(out / outputs.CHECKPOINT)
         seed = int(state.get("seed", seed))  # the split and shuffles of the first run
-    data = _dataset(spec, graph, cfg, seed)
     backend = load_backend(args.backend)
-    trainer = backend.make_trainer(graph, cfg, args.device, seed)
+    trainer = backend.make_trainer(graph, cfg, args.device, seed)  # a missing GPU fails first
+    data = _dataset(spec, graph, cfg, seed)
     progress = Progress()
     n_val = 0 if data.x_val is None else len(data.x_val)
     progress.message(

@@ -18,6 +18,8 @@ follow the IR's pinned values:
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -97,6 +99,36 @@ def make_loss(loss, fused: str | None) -> tuple[Callable, bool]:
     return cce, fused == want and not loss.from_logits
 
 
+# Below this many multiply-adds a batch, one CPU thread trains faster: the per-op work is too
+# small to amortise OpenMP's hand-offs, and on a busy 2-core machine a second thread that spins
+# waiting for a core costs up to 10x (measured on digits_cnn). Deterministic per spec, so the
+# same seed still gives the same weights. OMP_NUM_THREADS, when set, wins.
+SMALL_BATCH_MACS = 20_000_000
+
+
+def batch_macs(graph: Graph, batch: int) -> int:
+    """Multiply-adds of one forward pass over `batch` samples (dense, conv, recurrent)."""
+    total = 0
+    for node in graph.nodes:
+        shape = node.type.shape
+        inner = math.prod(d or 1 for d in shape[:-1])
+        if node.op == "dense":
+            total += inner * node.params["kernel"].size
+        elif node.op == "conv2d":
+            total += inner * node.params["kernel"].size
+        elif node.op == "simple_rnn":
+            steps = graph.type_of(node.inputs[0]).shape[0] or 1
+            total += steps * (node.params["kernel"].size + node.params["recurrent_kernel"].size)
+    return total * batch
+
+
+def choose_threads(graph: Graph, batch: int | None, n: int, device: str) -> None:
+    if device != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return
+    if batch_macs(graph, batch or n) < SMALL_BATCH_MACS:
+        torch.set_num_threads(1)
+
+
 class TorchTrainer:
     """Module, loss and optimizer for one run, starting from `init_weights(graph, seed)`."""
 
@@ -111,6 +143,7 @@ class TorchTrainer:
         self.loss_fn, self.logits = make_loss(config.loss, fused_activation(graph))
         self.optimizer = make_optimizer(self.module.parameters(), config.optimizer)
         self.param_names = [name for name, _ in self.module.named_parameters()]
+        self._threads_set = False
 
     # weights -------------------------------------------------------------------------
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
@@ -133,6 +166,9 @@ class TorchTrainer:
                     on_batch: Callable[[int, float], None]) -> float:
         n = len(x)
         batch_size = batch_size or n  # None: full batch (gradient descent)
+        if not self._threads_set:
+            choose_threads(self.graph, batch_size, n, self.device)
+            self._threads_set = True
         xt = self._tensor(np.asarray(x, dtype=np.float32))
         yt = self._tensor(shape_targets(y, self.config.loss, self.out_shape))
         module, opt, loss_fn, logits = self.module, self.optimizer, self.loss_fn, self.logits
