@@ -109,7 +109,7 @@ def test_metadata_and_dynamic_batch(tmp_path):
     assert meta["dslc.spec"] == "digits_cnn.dl"
     assert meta["dslc.version"] == __version__
     assert meta["dslc.spec_hash"] == spec.digest
-    assert meta["dslc.task"] == "classifier"
+    assert json.loads(meta["dslc.tasks"]) == {"dense_2": "classifier"}
     assert json.loads(meta["dslc.preprocessing"]) == record
     assert _dims(model.graph.input[0]) == [BATCH, 8, 8, 1]
     assert _dims(model.graph.output[0]) == [BATCH, 10]

@@ -213,8 +213,7 @@ def test_variant_graph_is_clean(name, body):
     graph = variant_spec(name, body).model()
     model = to_model(graph, init_weights(graph, 0))
     ops = [n.op_type for n in model.graph.node]
-    if name != "dropout_last":
-        assert "Identity" not in ops
+    assert "Identity" not in ops
     assert "Dropout" not in ops
     # one transpose into NCHW per image value, at most
     transposes = [n for n in model.graph.node if n.op_type == "Transpose"]

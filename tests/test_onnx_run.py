@@ -230,3 +230,74 @@ def test_cli_subprocess_round(dslc, tmp_path):
     r = dslc("run", tmp_path / "small.onnx", "--input", tmp_path / "x.npy")
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.strip().splitlines()) == 3
+
+
+def test_export_takes_preprocessing_from_the_weights_metadata(tmp_path, capsys):
+    """`dslc train` records fitted preprocessing (here standardize) in the weights file."""
+    spec = ROOT / "specs" / "digits_mlp.dl"
+    graph = compile_file(spec).model()
+    weights = init_weights(graph, 1)
+    rng = np.random.default_rng(2)
+    mean, std = rng.random(64, np.float32) * 8, rng.random(64, np.float32) + 0.5
+    record = {"steps": [{"name": "standardize", "mean": mean.tolist(), "std": std.tolist()}],
+              "labels": []}
+    save_weights(tmp_path / "w.safetensors", weights, {"preprocessing": json.dumps(record)})
+    code, out, err = dslc(capsys, "export", spec, "--weights", tmp_path / "w.safetensors",
+                          "-o", tmp_path / "mlp.onnx")
+    assert code == 0, err
+    assert "w.safetensors metadata" in out
+    x = rng.integers(0, 17, (4, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, out, err = dslc(capsys, "run", tmp_path / "mlp.onnx", "--input", tmp_path / "x.npy",
+                          "--output", tmp_path / "y.npy")
+    assert code == 0, err
+    want = build(graph, weights).predict((x - mean) / std)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, atol=1e-6)
+
+
+def test_export_wants_an_onnx_path(tmp_path, capsys):
+    graph = compile_file(DIGITS).model()
+    save_weights(tmp_path / "w.safetensors", init_weights(graph, 0))
+    code, _, err = dslc(capsys, "export", DIGITS, "--weights", tmp_path / "w.safetensors",
+                        "-o", tmp_path / "out")
+    assert code == 2 and ".onnx" in err
+
+
+def test_several_inputs_and_outputs(tmp_path, capsys):
+    spec = ROOT / "examples" / "two_heads.dl"
+    assert main(["compile", str(spec), "--target", "onnx", "-o", str(tmp_path)]) == 0
+    model = tmp_path / "two_heads.onnx"
+    rng = np.random.default_rng(0)
+    feats, ctx = rng.normal(size=(3, 16)).astype(np.float32), rng.normal(size=(3, 4))
+    np.savez(tmp_path / "x.npz", features=feats, context=ctx)
+    capsys.readouterr()
+    code, out, err = dslc(capsys, "run", model, "--input", tmp_path / "x.npz")
+    assert code == 0, err
+    assert "output score:" in out and "output label:" in out
+    assert "class" in out.split("output label:")[1]  # the softmax head prints classes
+    code, _, err = dslc(capsys, "run", model, "--input", tmp_path / "x.npz", "--output",
+                        tmp_path / "y.npz")
+    assert code == 0, err
+    with np.load(tmp_path / "y.npz") as y:
+        assert y["score"].shape == (3, 1) and y["label"].shape == (3, 3)
+    code, _, err = dslc(capsys, "run", model, "--input", tmp_path / "x.npz", "--output",
+                        tmp_path / "y.npy")
+    assert code == 2 and ".npz" in err
+    np.savez(tmp_path / "half.npz", features=feats)
+    code, _, err = dslc(capsys, "run", model, "--input", tmp_path / "half.npz")
+    assert code == 2 and "`context`" in err
+
+
+def test_binary_classifier_prints_the_predicted_class(tmp_path, capsys):
+    spec = ROOT / "specs" / "logistic_regression.dl"
+    assert main(["compile", str(spec), "--target", "onnx", "-o", str(tmp_path / "lr.onnx")]) == 0
+    capsys.readouterr()
+    x = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, out, _ = dslc(capsys, "run", tmp_path / "lr.onnx", "--input", tmp_path / "x.npy")
+    assert code == 0
+    graph = compile_file(spec).model()
+    p = build(graph, init_weights(graph, 0)).predict(x)[:, 0]
+    rows = _rows(out)
+    assert [int(r[1]) for r in rows] == [int(v >= 0.5) for v in p]
+    np.testing.assert_allclose([float(r[2]) for r in rows], np.maximum(p, 1 - p), atol=1e-6)

@@ -25,7 +25,7 @@ META_MODEL = "dslc.model"
 META_SPEC = "dslc.spec"
 META_VERSION = "dslc.version"
 META_HASH = "dslc.spec_hash"
-META_TASK = "dslc.task"
+META_TASKS = "dslc.tasks"  # JSON: output name → classifier | binary | regression
 META_PREPROCESSING = "dslc.preprocessing"
 META_PIXEL_MAX = "dslc.pixel_max"
 
@@ -34,9 +34,9 @@ META_PIXEL_MAX = "dslc.pixel_max"
 SOURCE_PIXEL_MAX = {"digits": 16.0, "idx": 255.0}
 
 
-def task_of(graph: Graph) -> str:
+def task_of(graph: Graph, output: str) -> str:
     """`classifier` (softmax output), `binary` (one sigmoid unit) or `regression`."""
-    last = graph.node(graph.outputs[0])
+    last = graph.node(output)
     act = getattr(last.attrs, "activation", last.op)
     shape = last.type.shape if last.type else ()
     if act == "softmax" and shape and (shape[-1] or 0) > 1:
@@ -47,7 +47,9 @@ def task_of(graph: Graph) -> str:
 
 
 def model_metadata(spec, graph: Graph, preprocessing: dict | None = None) -> dict[str, str]:
-    meta = {META_MODEL: graph.name, META_VERSION: __version__, META_TASK: task_of(graph)}
+    tasks = {name: task_of(graph, name) for name in graph.outputs}
+    meta = {META_MODEL: graph.name, META_VERSION: __version__,
+            META_TASKS: json.dumps(tasks, sort_keys=True)}
     if spec is not None:
         meta[META_SPEC] = Path(spec.path).name
         meta[META_HASH] = spec.digest

@@ -13,7 +13,7 @@ import numpy as np
 
 from dslc.diagnostics import DslError
 
-from . import META_PIXEL_MAX, META_PREPROCESSING, META_TASK, static_preprocessing
+from . import META_PIXEL_MAX, META_PREPROCESSING, META_TASKS, static_preprocessing
 from .inputs import Signature, read_input
 
 PREPROCESSING_FILES = ("preprocessing.json", "metrics.json")
@@ -21,8 +21,19 @@ PREPROCESSING_FILES = ("preprocessing.json", "metrics.json")
 
 # -- export -----------------------------------------------------------------------------------
 
-def find_preprocessing(weights_path: Path) -> tuple[dict | None, Path | None]:
-    """The preprocessing record a training run left beside its weights, if any."""
+def find_preprocessing(weights_path: Path) -> tuple[dict | None, str | None]:
+    """The preprocessing record of the training run: in the weights file's metadata (as
+    `dslc train` writes it) or in a JSON file beside the weights."""
+    from dslc.weights import read_weights
+
+    _, meta = read_weights(weights_path)
+    if meta.get("preprocessing"):
+        try:
+            record = json.loads(meta["preprocessing"])
+        except json.JSONDecodeError:
+            raise DslError(f"{weights_path}: its `preprocessing` metadata is not JSON") from None
+        if isinstance(record, dict) and isinstance(record.get("steps"), list):
+            return record, f"{weights_path.name} metadata"
     for name in PREPROCESSING_FILES:
         path = weights_path.parent / name
         if not path.is_file():
@@ -33,7 +44,7 @@ def find_preprocessing(weights_path: Path) -> tuple[dict | None, Path | None]:
             raise DslError(f"{path}: cannot read the preprocessing record: {exc}") from None
         record = data.get("preprocessing", data if "steps" in data else None)
         if isinstance(record, dict) and isinstance(record.get("steps"), list):
-            return record, path
+            return record, str(path)
     return None, None
 
 
@@ -133,7 +144,7 @@ def run_command(args) -> int:
         n = save_outputs(Path(args.output), names, outputs)
         print(f"wrote {args.output} ({n} rows)")
     else:
-        print_outputs(names, outputs, meta.get(META_TASK))
+        print_outputs(names, outputs, _json_meta(meta, META_TASKS, path) or {})
     if args.bench:
         bench(session, feed)
     return 0
@@ -158,12 +169,13 @@ def _describe(record: dict) -> str:
     return ", ".join(parts)
 
 
-def print_outputs(names: list[str], outputs: list[np.ndarray], task: str | None) -> None:
+def print_outputs(names: list[str], outputs: list[np.ndarray], tasks: dict) -> None:
+    """Class and probability per row for classifier outputs, raw values otherwise."""
     for i, (name, y) in enumerate(zip(names, outputs, strict=True)):
         if len(names) > 1:
             print(f"{'' if i == 0 else chr(10)}output {name}:")
         y = np.asarray(y)
-        kind = task if i == 0 else None
+        kind = tasks.get(name)
         if kind == "classifier" and y.ndim == 2:
             print(f"{'row':>5}  {'class':>5}  {'probability':>11}")
             for r, row in enumerate(y):
