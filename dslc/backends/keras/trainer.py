@@ -183,7 +183,10 @@ class KerasTrainer:
                            hint="resume with the backend and optimizer the run started with")
         for key, var in variables.items():
             arr = np.asarray(state[key])
-            if tuple(arr.shape) != tuple(var.shape):
+            shape = tuple(var.shape)
+            if arr.size == 1 and shape == ():  # checkpoints may store scalars as [1]
+                arr = arr.reshape(())
+            if tuple(arr.shape) != shape:
                 raise DslError(f"optimizer state `{key}` has shape {list(arr.shape)}, "
                                f"expected {list(var.shape)}")
             var.assign(arr.astype(var.dtype))
