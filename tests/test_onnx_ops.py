@@ -232,3 +232,38 @@ def test_every_registered_op_has_a_lowering():
 def test_every_op_is_covered_by_a_variant():
     used = {n.op for _, body in VARIANTS for n in variant_spec("v", body).model().nodes}
     assert set(all_ops()) - used == set()
+
+
+# -- properties: window ops over random sizes, kernels, strides and padding ------------------
+
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dslc.diagnostics import DslError  # noqa: E402
+
+WINDOW = st.fixed_dictionaries({
+    "h": st.integers(1, 9), "w": st.integers(1, 9), "kh": st.integers(1, 4),
+    "kw": st.integers(1, 4), "sh": st.integers(1, 3), "sw": st.integers(1, 3),
+    "dilation": st.integers(1, 2), "padding": st.sampled_from(["valid", "same"]),
+    "op": st.sampled_from(["conv2d", "maxpool2d", "avgpool2d"]),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(WINDOW)
+def test_window_ops_match_the_reference_for_any_geometry(p):
+    strides = f"strides=[{p['sh']}, {p['sw']}]"
+    kernel = f"kernel=[{p['kh']}, {p['kw']}]"
+    if p["op"] == "conv2d":
+        dilation = 1 if max(p["sh"], p["sw"]) > 1 else p["dilation"]
+        layer = f"conv2d(3, {kernel}, {strides}, dilation={dilation}, padding={p['padding']})"
+    else:
+        layer = f"{p['op']}({kernel}, {strides}, padding={p['padding']})"
+    try:
+        graph = variant_spec("prop", f"input x: f32[{p['h']}, {p['w']}, 2]\n{layer}").model()
+    except DslError:
+        assume(False)  # the window does not fit: `dslc check` says so, nothing to lower
+    weights = init_weights(graph, 0)
+    x = _batch(graph, n=2)
+    np.testing.assert_allclose(build(graph, weights).predict(x), ref_forward(graph, weights, x),
+                               atol=1e-5, rtol=1e-5)

@@ -384,23 +384,26 @@ def _scan_rnn(ctx: Lowering, node: Node, x: Value, kernel, recurrent, bias) -> V
     zero = numpy_helper.from_array(np.zeros(1, np.float32), "zero")
     h0 = ctx.value("ConstantOfShape", [dims.name], 2, role="initial_state", value=zero)
     r = ctx.const("recurrent_kernel", recurrent)
+    f32 = TensorProto.FLOAT
     body_nodes = [
         helper.make_node("MatMul", ["h_prev", r], ["hr"], name="recurrence"),
         helper.make_node("Add", ["x_t", "hr"], ["pre"], name="sum"),
         helper.make_node(ACTIVATIONS[a.activation], ["pre"], ["h_next"], name=a.activation,
                          **({"axis": -1} if a.activation == "softmax" else {})),
-        helper.make_node("Identity", ["h_next"], ["h_out"], name="emit"),
     ]
-    f32 = TensorProto.FLOAT
+    body_outputs = [helper.make_tensor_value_info("h_next", f32, [None, h])]
+    if a.return_sequences:
+        # The state is also the per-step output; a graph cannot list one value twice.
+        body_nodes.append(helper.make_node("Identity", ["h_next"], ["h_out"], name="emit"))
+        body_outputs.append(helper.make_tensor_value_info("h_out", f32, [None, h]))
     body = helper.make_graph(
         body_nodes, f"{node.name}_step",
         [helper.make_tensor_value_info("h_prev", f32, [None, h]),
-         helper.make_tensor_value_info("x_t", f32, [None, h])],
-        [helper.make_tensor_value_info("h_next", f32, [None, h]),
-         helper.make_tensor_value_info("h_out", f32, [None, h])])
-    final, seq = ctx.emit("Scan", [h0.name, xw.name], outputs=2, body=body, num_scan_inputs=1,
-                          scan_input_axes=[1], scan_output_axes=[1])
-    return Value(seq, 3) if a.return_sequences else Value(final, 2)
+         helper.make_tensor_value_info("x_t", f32, [None, h])], body_outputs)
+    outs = ctx.emit("Scan", [h0.name, xw.name], outputs=len(body_outputs), body=body,
+                    num_scan_inputs=1, scan_input_axes=[1],
+                    **({"scan_output_axes": [1]} if a.return_sequences else {}))
+    return Value(outs[1], 3) if a.return_sequences else Value(outs[0], 2)
 
 
 LOWERINGS: dict[str, Callable[..., Value]] = {
