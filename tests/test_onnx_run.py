@@ -301,3 +301,23 @@ def test_binary_classifier_prints_the_predicted_class(tmp_path, capsys):
     rows = _rows(out)
     assert [int(r[1]) for r in rows] == [int(v >= 0.5) for v in p]
     np.testing.assert_allclose([float(r[2]) for r in rows], np.maximum(p, 1 - p), atol=1e-6)
+
+
+def test_external_data_of_a_constant_in_a_subgraph_is_checked_too(tmp_path, capsys):
+    from onnx import TensorProto, helper
+
+    const = helper.make_tensor("c", TensorProto.FLOAT, [1], [1.0])
+    const.data_location = TensorProto.EXTERNAL
+    del const.float_data[:]
+    const.external_data.add(key="location", value="../../etc/c.bin")
+    inner = helper.make_graph([helper.make_node("Constant", [], ["y"], value=const)], "inner",
+                              [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    cond = helper.make_tensor_value_info("cond", TensorProto.BOOL, [])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1])
+    node = helper.make_node("If", ["cond"], ["out"], then_branch=inner, else_branch=inner)
+    model = helper.make_model(helper.make_graph([node], "g", [cond], [out]))
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    np.save(tmp_path / "x.npy", np.array(True))
+    code, _, err = dslc(capsys, "run", tmp_path / "m.onnx", "--input", tmp_path / "x.npy")
+    assert code == 2
+    assert "../../etc/c.bin" in err and "outside the model's folder" in err

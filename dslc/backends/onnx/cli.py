@@ -77,13 +77,29 @@ def export_command(args) -> int:
 
 # -- run --------------------------------------------------------------------------------------
 
+def _all_tensors(graph):
+    """Every TensorProto of a graph: initializers, constants and those of subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _all_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _all_tensors(sub)
+
+
 def check_external_data(model, model_path: Path) -> None:
     """Refuse tensors whose external data lies outside the model's folder."""
     from onnx import TensorProto
-    from onnx.external_data_helper import _get_all_tensors
 
     folder = model_path.resolve().parent
-    for tensor in _get_all_tensors(model):
+    for tensor in _all_tensors(model.graph):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), None)
