@@ -23,6 +23,7 @@ from dslc.compiler import compile_file  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "torch"
 SPECS = sorted((ROOT / "specs").glob("*.dl"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.dl"))
 GOLDEN_SPECS = [ROOT / "specs" / "digits_cnn.dl", ROOT / "specs" / "rnn_simple.dl",
                 GOLDEN / "graph_features.dl"]
 
@@ -38,10 +39,15 @@ def test_golden_source(path):
     assert source == golden.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("path", SPECS + [GOLDEN / "graph_features.dl"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SPECS + EXAMPLES + [GOLDEN / "graph_features.dl"],
+                         ids=lambda p: p.stem)
 def test_every_spec_compiles_and_counts_match_check(path, tmp_path):
     spec = compile_file(path)
-    graph = spec.model()
+    for graph in spec.models.values():
+        _check_module(spec, graph, tmp_path)
+
+
+def _check_module(spec, graph, tmp_path):
     source = tb.generate(spec, graph)
     out = tmp_path / f"{graph.name}.py"
     out.write_text(source)
@@ -66,10 +72,15 @@ def test_generated_sources_pass_ruff(tmp_path):
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed")
-    for path in SPECS + [GOLDEN / "graph_features.dl"]:
+    for path in SPECS + EXAMPLES + [GOLDEN / "graph_features.dl"]:
         spec = compile_file(path)
-        (tmp_path / f"{path.stem}.py").write_text(tb.generate(spec, spec.model()))
-    res = subprocess.run([ruff, "check", "--no-cache", "--isolated", "--select", "E,F,W,I,B",
+        for graph in spec.models.values():
+            (tmp_path / f"{graph.name}.py").write_text(tb.generate(spec, graph))
+    from test_torch_ops import CASES, _graph
+
+    for case, (header, body) in CASES.items():
+        (tmp_path / f"case_{case}.py").write_text(tb.generate(None, _graph(header, body)))
+    res = subprocess.run([ruff, "check", "--no-cache", "--isolated", "--select", "E,F,W,I,B,UP",
                           "--line-length", "100", str(tmp_path)], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
 

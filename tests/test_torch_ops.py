@@ -165,6 +165,10 @@ CASES = {
                         " output concat(a, b)"),
     "concat_height": (IMG, "a = conv2d(image, 2, kernel=1)\n output concat(a, image, axis=0)"),
     "concat_vectors": ("input x: f32[5]", "a = dense(x, 2)\n b = dense(x, 3)\n output concat(a, b)"),
+    "long_names_wrap": (IMG, "a_really_long_branch_name_number_one = conv2d(image, 3, kernel=1)\n"
+                        " a_really_long_branch_name_number_two = conv2d(image, 3, kernel=1)\n"
+                        " output concat(a_really_long_branch_name_number_one, "
+                        "a_really_long_branch_name_number_two, image)"),
     "two_outputs": ("input x: f32[5]", "a = dense(x, 2, activation=softmax)\n b = dense(a, 1)\n"
                     " output a, b"),
 }
