@@ -23,7 +23,7 @@ from dslc.backends.keras.runtime import (
     resolve_device,
     tensorflow,
 )
-from dslc.backends.keras.weights import from_canonical, to_canonical
+from dslc.backends.keras.weights import from_canonical, model_variables, to_canonical
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import Loss, Optimizer, TrainConfig
@@ -166,8 +166,23 @@ class KerasTrainer:
 
     # optimizer state for --resume ----------------------------------------------------
     def _optimizer_variables(self) -> dict[str, object]:
-        # The learning rate comes from the spec, so a resumed run uses the spec's value.
-        return {v.path: v for v in self.optimizer.variables if v.name != "learning_rate"}
+        """Optimizer variables under stable names: `iteration` and `<layer>.<param>.<slot>`
+        (e.g. `dense_1.kernel.momentum`), not Keras's auto-numbered paths (`adam_2/...`).
+        The learning rate comes from the spec, so a resumed run uses the spec's value."""
+        prefixes = sorted(((v.path.replace("/", "_") + "_", key)
+                           for key, v in model_variables(self.model, self.graph).items()),
+                          key=lambda item: -len(item[0]))
+        named = {}
+        for var in self.optimizer.variables:
+            if var.name == "learning_rate":
+                continue
+            key = var.name
+            for prefix, canonical in prefixes:
+                if var.name.startswith(prefix):
+                    key = f"{canonical}.{var.name[len(prefix):]}"
+                    break
+            named[key] = var
+        return named
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v.numpy()) for k, v in self._optimizer_variables().items()}

@@ -20,7 +20,7 @@ VARIABLES: dict[str, dict[str, str]] = {
 }
 
 
-def _variables(model, graph: Graph) -> dict[str, object]:
+def model_variables(model, graph: Graph) -> dict[str, object]:
     """Each canonical key with the Keras variable that holds it."""
     found = {}
     for node in graph.nodes:
@@ -40,11 +40,11 @@ def _variables(model, graph: Graph) -> dict[str, object]:
 
 def to_canonical(model, graph: Graph) -> dict[str, np.ndarray]:
     return {key: np.asarray(var.numpy(), dtype=np.float32)
-            for key, var in _variables(model, graph).items()}
+            for key, var in model_variables(model, graph).items()}
 
 
 def from_canonical(model, graph: Graph, weights: dict[str, np.ndarray]) -> None:
-    variables = _variables(model, graph)
+    variables = model_variables(model, graph)
     missing = [k for k in variables if k not in weights]
     if missing:
         raise DslError(f"weights for `{graph.name}` lack {', '.join(f'`{k}`' for k in missing[:5])}")
