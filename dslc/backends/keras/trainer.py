@@ -77,8 +77,9 @@ def make_optimizer(keras, opt: Optimizer):
 
 # Below this many multiply-adds a batch, one CPU thread trains faster: the per-op work is too
 # small to share, and on a busy 2-core machine the second thread waits for a core (digits_cnn:
-# 2.1 s vs 4.5 s for 20 epochs). The same rule as the torch backend's; TF_NUM_INTRAOP_THREADS,
-# when set, wins.
+# 2.1 s vs 4.5 s for 20 epochs). The same rule as the torch backend's, applied to the spec's
+# batch because TensorFlow fixes its threads before its first op; TF_NUM_INTRAOP_THREADS, when
+# set, wins.
 SMALL_BATCH_MACS = 20_000_000
 
 
