@@ -20,7 +20,8 @@ from dslc.diagnostics import DslError  # noqa: E402
 from dslc.weights import init_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SPECS = [*sorted((ROOT / "specs").glob("*.dl")), ROOT / "tests" / "golden" / "keras" / "graph_ops.dl"]
+SPECS = [*sorted((ROOT / "specs").glob("*.dl")), *sorted((ROOT / "examples").glob("*.dl")),
+         ROOT / "tests" / "golden" / "keras" / "graph_ops.dl"]
 
 IMG = "input image: f32[7, 6, 2]"
 CASES = {
@@ -78,9 +79,14 @@ def _weights(graph, seed=3):
 
 
 def _same_as_torch(graph, weights, n=5):
-    x = np.random.default_rng(0).normal(size=(n, *graph.inputs[0].type.shape)).astype(np.float32)
-    got = kb.build(graph, weights).predict(x)
-    want = tb.build(graph, weights).predict(x)
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(n, *(d or 7 for d in i.type.shape))).astype(np.float32)
+          for i in graph.inputs]
+    got = kb.build(graph, weights).predict(xs[0] if len(xs) == 1 else xs)
+    module = tb.instantiate(graph, weights).eval()
+    with torch.no_grad():
+        out = module(*(torch.from_numpy(x) for x in xs))
+    want = (out[0] if isinstance(out, tuple) else out).numpy()
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     return got
