@@ -90,3 +90,12 @@ def test_cli_compile_writes_the_module(tmp_path, dslc):
     assert res.returncode == 0, res.stderr
     out = tmp_path / "digits_mlp.py"
     assert out.exists() and "class DigitsMlp(nn.Module):" in out.read_text()
+    # standalone: runs in a fresh interpreter and never imports dslc
+    code = ("import sys, torch; "
+            "import digits_mlp; m = digits_mlp.DigitsMlp().eval(); "
+            "y = m(torch.zeros(2, 64)); assert y.shape == (2, 10); "
+            "assert 'dslc' not in sys.modules; print(round(float(y.sum()), 4))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "2.0"  # softmax rows sum to 1
