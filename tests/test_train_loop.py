@@ -348,3 +348,20 @@ def test_cuda_training_and_inference(tmp_path, capsys):
     x = np.random.default_rng(0).random((5, 8, 8, 1), dtype=np.float32)
     np.testing.assert_allclose(tb.build(graph, w, "cuda").predict(x),
                                tb.build(graph, w, "cpu").predict(x), atol=1e-5)
+
+
+def test_gd_is_full_batch_unless_the_spec_sets_a_batch(tmp_path, capsys):
+    text = """
+model lin { input x: f32[1]
+ dense(1) }
+train lin { data = linear(n=100)
+ loss = mse
+ optimizer = gd(lr=0.5)
+ epochs = 1%s }
+"""
+    spec = _spec(tmp_path, text % "", "gd.dl")
+    assert train_command(_args(spec, tmp_path / "a")) == 0
+    assert "batch full" in capsys.readouterr().out
+    spec = _spec(tmp_path, text % "\n batch = 10", "gd10.dl")
+    assert train_command(_args(spec, tmp_path / "b")) == 0
+    assert "batch 10" in capsys.readouterr().out

@@ -46,6 +46,8 @@ def train_command(args) -> int:
     seed = cfg.seed if args.seed is None else args.seed
     epochs = cfg.epochs if args.epochs is None else args.epochs
     batch = cfg.batch if args.batch is None else args.batch
+    if cfg.optimizer.name == "gd" and "batch" not in cfg.model_fields_set and args.batch is None:
+        batch = None  # gradient descent is full batch unless the spec says otherwise
     if epochs <= 0 or (batch is not None and batch <= 0):
         raise DslError("--epochs and --batch must be positive")
     if args.resume:
