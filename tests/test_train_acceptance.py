@@ -82,3 +82,40 @@ def test_eval_matches_the_training_run(dslc, root, tmp_path):
     text = dslc("eval", root / "specs" / "logistic_regression.dl", "--weights",
                 out / "weights.safetensors")
     assert "confusion matrix" in text.stdout and "accuracy" in text.stdout
+
+
+def _mnist_like(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """28x28 uint8 'digits': class k lights a 6x6 block at a place of its own, plus noise."""
+    y = rng.integers(0, 10, n).astype(np.uint8)
+    x = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(y):
+        r, c = 2 + (k // 5) * 12, 1 + (k % 5) * 5
+        x[i, r:r + 6, c:c + 5] = 255
+    return x, y
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(">u1").tobytes())
+
+
+def test_mnist_specs_train_from_idx_and_npz_files(dslc, root, tmp_path):
+    """The MNIST specs as shipped, on files the test writes (no internet here)."""
+    import shutil
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "mnist").mkdir()
+    for split, n in (("train", 1200), ("t10k", 300)):
+        x, y = _mnist_like(n, rng)
+        _write_idx(tmp_path / "mnist" / f"{split}-images-idx3-ubyte", x)
+        _write_idx(tmp_path / "mnist" / f"{split}-labels-idx1-ubyte", y)
+    x, y = _mnist_like(1500, rng)
+    np.savez(tmp_path / "mnist.npz", x=x.reshape(1500, 784), y=y)
+    for name in ("cnn_small", "mlp_784_64"):
+        shutil.copy(root / "specs" / f"{name}.dl", tmp_path)
+        out = tmp_path / f"run_{name}"
+        res = dslc("train", tmp_path / f"{name}.dl", "--epochs", "2", "--out", out)
+        assert res.returncode == 0, res.stdout + res.stderr
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["test"]["accuracy"] >= 0.9, (name, metrics["test"])
