@@ -325,10 +325,9 @@ def _node_activation(node: Node) -> tuple[str, float]:
 def fused_activation(graph: Graph) -> str | None:
     """`softmax` or `sigmoid` when the model's only output ends in one: the generated
     `forward(..., logits=True)` then returns the pre-activation, for a stable fused loss."""
-    if len(graph.outputs) != 1:
-        return None
-    act, _ = _node_activation(graph.node(graph.outputs[0])) if graph.outputs[0] in {
-        n.name for n in graph.nodes} else ("linear", 0.0)
+    if len(graph.outputs) != 1 or graph.outputs[0] not in {n.name for n in graph.nodes}:
+        return None  # several outputs, or an input passed straight through
+    act, _ = _node_activation(graph.node(graph.outputs[0]))
     return act if act in ("softmax", "sigmoid") else None
 
 
