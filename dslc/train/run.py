@@ -53,6 +53,10 @@ def train_command(args) -> int:
     if args.resume:
         _, _, state = outputs.load_checkpoint(out / outputs.CHECKPOINT)
         seed = int(state.get("seed", seed))  # the split and shuffles of the first run
+        if state.get("backend") != args.backend:  # before loading a framework for nothing
+            raise DslError(f"{out / outputs.CHECKPOINT} was written by backend "
+                           f"{state.get('backend')}, not {args.backend}",
+                           hint=f"resume with `--backend {state.get('backend')}`")
     backend = load_backend(args.backend)
     trainer = backend.make_trainer(graph, cfg, args.device, seed)  # a missing GPU fails first
     data = _dataset(spec, graph, cfg, seed)
