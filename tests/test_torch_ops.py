@@ -169,6 +169,8 @@ CASES = {
                         " a_really_long_branch_name_number_two = conv2d(image, 3, kernel=1)\n"
                         " output concat(a_really_long_branch_name_number_one, "
                         "a_really_long_branch_name_number_two, image)"),
+    "two_inputs": ("input a: f32[4]\n input b: f32[2, 3]",
+                   "f = flatten(b)\n output dense(concat(a, f), 2, activation=tanh)"),
     "two_outputs": ("input x: f32[5]", "a = dense(x, 2, activation=softmax)\n b = dense(a, 1)\n"
                     " output a, b"),
 }
@@ -197,8 +199,9 @@ def test_op_matches_numpy(case):
         assert tuple(g.shape) == w.shape
         np.testing.assert_allclose(g.numpy(), w, atol=1e-5, rtol=1e-5)
     # `build` gives the same first output through Runtime.predict
-    np.testing.assert_allclose(tb.build(graph, weights).predict(inputs[0]) if len(inputs) == 1
-                               else want[0], want[0], atol=1e-5)
+    runtime = tb.build(graph, weights)
+    np.testing.assert_allclose(runtime.predict(inputs if len(inputs) > 1 else inputs[0]),
+                               want[0], atol=1e-5)
 
 
 def test_every_registered_op_has_a_lowering():

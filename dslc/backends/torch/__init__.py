@@ -70,16 +70,26 @@ class Runtime:
         self.module = module.eval()
         self.device = device
 
-    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
+        """The first output for `x`: one array, or for several inputs a list/tuple (the
+        spec's order) or a dict by input name."""
+        if isinstance(x, dict):
+            xs = [x[i.name] for i in self.graph.inputs]
+        else:
+            xs = list(x) if isinstance(x, list | tuple) else [x]
+        if len(xs) != len(self.graph.inputs):
+            raise DslError(f"model `{self.graph.name}` takes {len(self.graph.inputs)} input(s), "
+                           f"got {len(xs)}")
+        xs = [np.ascontiguousarray(a, dtype=np.float32) for a in xs]
         outs = []
         with torch.inference_mode():
-            for start in range(0, max(len(x), 1), batch_size):
-                xb = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size],
-                                                           dtype=np.float32)).to(self.device)
-                y = self.module(xb)
+            for start in range(0, max(len(xs[0]), 1), batch_size):
+                batch = [torch.from_numpy(a[start:start + batch_size]).to(self.device)
+                         for a in xs]
+                y = self.module(*batch)
                 y = y[0] if isinstance(y, tuple) else y
                 outs.append(y.float().cpu().numpy())
-        return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
+        return np.concatenate(outs)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return to_canonical(self.graph, self.module.state_dict())
