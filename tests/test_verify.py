@@ -43,14 +43,7 @@ def _check(graph, seed=0):
     return report
 
 
-def _multi_input(path):
-    return len(compile_file(path).model().inputs) > 1
-
-
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(
-        reason="the torch Runtime.predict takes one input array", strict=False))
-    if _multi_input(p) else p for p in SPECS + EXAMPLES], ids=[p.stem for p in SPECS + EXAMPLES])
+@pytest.mark.parametrize("path", SPECS + EXAMPLES, ids=[p.stem for p in SPECS + EXAMPLES])
 def test_every_spec_agrees_on_three_backends(path):
     _check(compile_file(path).model())
 
