@@ -194,7 +194,7 @@ def test_five_thousand_layers_check_fast():
     assert len(spec.model().nodes) == 5001
     assert elapsed < 2.0, elapsed
     # Linear, not quadratic: half the layers take about half the time.
-    half = f"model big {{\n input x: f32[16]\n" + "\n".join(["dense(16)"] * 2500) + "\n}\n"
+    half = "model big {\n input x: f32[16]\n" + "\n".join(["dense(16)"] * 2500) + "\n}\n"
     t = time.perf_counter()
     compile_text(half, "half.dl")
     assert time.perf_counter() - t < 0.75 * elapsed + 0.05

@@ -22,3 +22,20 @@ def test_every_op_documents_itself():
     for name, op in all_ops().items():
         assert op.summary(), name
         assert op.name == name
+
+
+def test_code_is_lint_clean():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "ruff"
+    ruff = str(beside) if beside.exists() else shutil.which("ruff")
+    if ruff is None:
+        import pytest
+
+        pytest.skip("ruff is not installed")
+    proc = subprocess.run([ruff, "check", "dslc", "tests", "bench"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout

@@ -101,6 +101,9 @@ class Conv2D(Op):
             raise ShapeError("conv2d cannot combine strides > 1 with dilation > 1")
         return TensorType(shape=window_shape("conv2d", a, shape, a.filters))
 
+    def macs(self, node, inputs):
+        return math.prod(d or 1 for d in node.type.shape[:-1]) * node.params["kernel"].size
+
     def params(self, a, inputs):
         kh, kw = pair(a.kernel)
         cin = inputs[0].shape[2]

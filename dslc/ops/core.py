@@ -38,6 +38,9 @@ class Dense(Op):
             raise ShapeError(f"dense needs a known last axis, got {fmt(shape)}")
         return TensorType(shape=(*shape[:-1], a.units))
 
+    def macs(self, node, inputs):
+        return math.prod(d or 1 for d in node.type.shape[:-1]) * node.params["kernel"].size
+
     def params(self, a, inputs):
         p = {"kernel": ParamSpec(shape=(inputs[0].shape[-1], a.units), init=a.kernel_init)}
         if a.use_bias:

@@ -36,6 +36,10 @@ class SimpleRNN(Op):
             return TensorType(shape=(shape[0], a.units))
         return TensorType(shape=(a.units,))
 
+    def macs(self, node, inputs):
+        steps = inputs[0].shape[0] or 1
+        return steps * (node.params["kernel"].size + node.params["recurrent_kernel"].size)
+
     def params(self, a, inputs):
         f = inputs[0].shape[1]
         p = {

@@ -54,6 +54,10 @@ class Op:
     def params(self, attrs, inputs: list[TensorType]) -> dict[str, ParamSpec]:
         return {}
 
+    def macs(self, node, inputs: list[TensorType]) -> int:
+        """Multiply-adds of one sample's forward pass (0 for cheap ops)."""
+        return 0
+
     @classmethod
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0]
@@ -82,6 +86,17 @@ def all_ops() -> dict[str, Op]:
 def _load() -> None:
     # Importing the op families fills the registry.
     from dslc.ops import activation, conv, core, merge, pool, recurrent  # noqa: F401
+
+
+def graph_macs(graph) -> int:
+    """Multiply-adds of one sample's forward pass through `graph`."""
+    return sum(get_op(n.op).macs(n, [graph.type_of(i) for i in n.inputs]) for n in graph.nodes)
+
+
+# Below this many multiply-adds a batch, one CPU thread trains faster: the per-op work is too
+# small to amortise OpenMP's hand-offs, and on a busy 2-core machine a second thread that spins
+# waiting for a core costs up to 10x (measured on digits_cnn). Both trainers use this rule.
+SMALL_BATCH_MACS = 20_000_000
 
 
 def fmt(shape: Shape) -> str:

@@ -11,7 +11,6 @@ logits (tf.nn.*_cross_entropy_with_logits), the numerically stable fused form.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 
@@ -29,6 +28,7 @@ from dslc.backends.keras.weights import from_canonical, model_variables, to_cano
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import Loss, Optimizer, TrainConfig
+from dslc.ops.registry import SMALL_BATCH_MACS, graph_macs
 from dslc.train.targets import shape_targets
 from dslc.weights import init_weights
 
@@ -75,30 +75,13 @@ def make_optimizer(keras, opt: Optimizer):
     raise DslError(f"optimizer `{opt.name}` is not supported by backend keras", opt.span)
 
 
-# Below this many multiply-adds a batch, one CPU thread trains faster: the per-op work is too
-# small to share, and on a busy 2-core machine the second thread waits for a core (digits_cnn:
-# 2.1 s vs 4.5 s for 20 epochs). The same rule as the torch backend's, applied to the spec's
-# batch because TensorFlow fixes its threads before its first op; TF_NUM_INTRAOP_THREADS, when
-# set, wins.
-SMALL_BATCH_MACS = 20_000_000
-
-
-def batch_macs(graph: Graph, batch: int) -> int:
-    """Multiply-adds of one forward pass over `batch` samples (dense, conv, recurrent)."""
-    total = 0
-    for node in graph.nodes:
-        if node.op in ("dense", "conv2d"):
-            total += math.prod(d or 1 for d in node.type.shape[:-1]) * node.params["kernel"].size
-        elif node.op == "simple_rnn":
-            steps = graph.type_of(node.inputs[0]).shape[0] or 1
-            total += steps * (node.params["kernel"].size + node.params["recurrent_kernel"].size)
-    return total * batch
-
-
+# One CPU thread for small batches (SMALL_BATCH_MACS), the torch backend's rule: digits_cnn
+# trains in 2.1 s vs 4.5 s. It uses the spec's batch because TensorFlow fixes its threads
+# before its first op; TF_NUM_INTRAOP_THREADS, when set, wins.
 def choose_threads(tf, graph: Graph, batch: int | None, device: str) -> None:
     if device != "cpu" or "TF_NUM_INTRAOP_THREADS" in os.environ or batch is None:
         return
-    if batch_macs(graph, batch) < SMALL_BATCH_MACS:
+    if graph_macs(graph) * batch < SMALL_BATCH_MACS:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(1)
             tf.config.threading.set_inter_op_parallelism_threads(1)

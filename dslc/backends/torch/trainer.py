@@ -18,7 +18,6 @@ follow the IR's pinned values:
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import TrainConfig
+from dslc.ops.registry import SMALL_BATCH_MACS, graph_macs
 from dslc.train.targets import shape_targets
 from dslc.weights import init_weights
 
@@ -99,33 +99,11 @@ def make_loss(loss, fused: str | None) -> tuple[Callable, bool]:
     return cce, fused == want and not loss.from_logits
 
 
-# Below this many multiply-adds a batch, one CPU thread trains faster: the per-op work is too
-# small to amortise OpenMP's hand-offs, and on a busy 2-core machine a second thread that spins
-# waiting for a core costs up to 10x (measured on digits_cnn). Deterministic per spec, so the
-# same seed still gives the same weights. OMP_NUM_THREADS, when set, wins.
-SMALL_BATCH_MACS = 20_000_000
-
-
-def batch_macs(graph: Graph, batch: int) -> int:
-    """Multiply-adds of one forward pass over `batch` samples (dense, conv, recurrent)."""
-    total = 0
-    for node in graph.nodes:
-        shape = node.type.shape
-        inner = math.prod(d or 1 for d in shape[:-1])
-        if node.op == "dense":
-            total += inner * node.params["kernel"].size
-        elif node.op == "conv2d":
-            total += inner * node.params["kernel"].size
-        elif node.op == "simple_rnn":
-            steps = graph.type_of(node.inputs[0]).shape[0] or 1
-            total += steps * (node.params["kernel"].size + node.params["recurrent_kernel"].size)
-    return total * batch
-
-
 def choose_threads(graph: Graph, batch: int | None, n: int, device: str) -> None:
     if device != "cpu" or "OMP_NUM_THREADS" in os.environ:
         return
-    if batch_macs(graph, batch or n) < SMALL_BATCH_MACS:
+    # Deterministic per spec, so a seed still gives the same weights; OMP_NUM_THREADS wins.
+    if graph_macs(graph) * (batch or n) < SMALL_BATCH_MACS:
         torch.set_num_threads(1)
 
 
