@@ -28,40 +28,46 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[-2] * receptive, shape[-1] * receptive
 
 
-def init_array(init: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Keras's initialiser formulas (truncation aside), in float32."""
+def init_rule(init: str, shape: tuple[int, ...]) -> tuple[str, float]:
+    """Keras's initialiser formulas (truncation aside) as (distribution, scale): `uniform`
+    on [-scale, scale], `normal` with std `scale`, or `zeros`, `ones`, `orthogonal`.
+    Shared by `init_array` and the torch code generator, so both start the same way."""
     fan_in, fan_out = _fans(shape)
-    if init == "zeros":
+    rules = {
+        "glorot_uniform": ("uniform", math.sqrt(6.0 / (fan_in + fan_out))),
+        "glorot_normal": ("normal", math.sqrt(2.0 / (fan_in + fan_out))),
+        "he_uniform": ("uniform", math.sqrt(6.0 / fan_in)),
+        "he_normal": ("normal", math.sqrt(2.0 / fan_in)),
+        "lecun_uniform": ("uniform", math.sqrt(3.0 / fan_in)),
+        "lecun_normal": ("normal", math.sqrt(1.0 / fan_in)),
+        "normal": ("normal", 0.05),
+        "uniform": ("uniform", 0.05),
+        "zeros": ("zeros", 0.0),
+        "ones": ("ones", 0.0),
+        "orthogonal": ("orthogonal", 1.0),
+    }
+    rules["xavier_uniform"], rules["xavier_normal"] = rules["glorot_uniform"], rules["glorot_normal"]
+    if init not in rules:  # pragma: no cover - the op registry's Literal stops this earlier
+        raise ValueError(f"unknown initializer {init!r}")
+    return rules[init]
+
+
+def init_array(init: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    kind, scale = init_rule(init, shape)
+    if kind == "zeros":
         a = np.zeros(shape)
-    elif init == "ones":
+    elif kind == "ones":
         a = np.ones(shape)
-    elif init in ("glorot_uniform", "xavier_uniform"):
-        lim = math.sqrt(6.0 / (fan_in + fan_out))
-        a = rng.uniform(-lim, lim, shape)
-    elif init in ("glorot_normal", "xavier_normal"):
-        a = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
-    elif init == "he_uniform":
-        lim = math.sqrt(6.0 / fan_in)
-        a = rng.uniform(-lim, lim, shape)
-    elif init == "he_normal":
-        a = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
-    elif init == "lecun_uniform":
-        lim = math.sqrt(3.0 / fan_in)
-        a = rng.uniform(-lim, lim, shape)
-    elif init == "lecun_normal":
-        a = rng.normal(0.0, math.sqrt(1.0 / fan_in), shape)
-    elif init == "normal":
-        a = rng.normal(0.0, 0.05, shape)
-    elif init == "uniform":
-        a = rng.uniform(-0.05, 0.05, shape)
-    elif init == "orthogonal":
+    elif kind == "uniform":
+        a = rng.uniform(-scale, scale, shape)
+    elif kind == "normal":
+        a = rng.normal(0.0, scale, shape)
+    else:
         rows, cols = math.prod(shape[:-1]), shape[-1]
         m = rng.normal(0.0, 1.0, (max(rows, cols), min(rows, cols)))
         q, r = np.linalg.qr(m)
         q = q * np.sign(np.diag(r))
         a = (q if rows >= cols else q.T).reshape(shape)
-    else:  # pragma: no cover - the op registry's Literal stops this earlier
-        raise ValueError(f"unknown initializer {init!r}")
     return np.ascontiguousarray(a, dtype=np.float32)
 
 

@@ -99,3 +99,29 @@ def test_cli_compile_writes_the_module(tmp_path, dslc):
                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "2.0"  # softmax rows sum to 1
+
+
+def test_standalone_module_starts_from_the_spec_initialisers():
+    """A user who instantiates the generated class gets the spec's initialisers, not torch's."""
+    import math
+
+    import torch
+
+    from dslc.compiler import compile_text
+
+    spec = compile_text("model inits { input x: f32[400]\n"
+                        " a = dense(300, kernel_init=he_normal, bias_init=ones)\n"
+                        " b = dense(200, kernel_init=glorot_uniform)\n"
+                        " dense(100, kernel_init=lecun_uniform) }", "inits.dl")
+    graph = spec.model()
+    torch.manual_seed(0)
+    module = tb.instantiate(graph)
+    module.reset_parameters()
+    w_a, w_b = module.a.weight.detach(), module.b.weight.detach()
+    assert abs(w_a.std().item() - math.sqrt(2 / 400)) < 0.003
+    assert torch.all(module.a.bias == 1)
+    bound = math.sqrt(6 / (300 + 200))
+    assert w_b.abs().max().item() <= bound * 1.00001 and w_b.abs().max().item() > 0.95 * bound
+    lecun = math.sqrt(3 / 200)
+    w_c = module.dense_1.weight.detach()
+    assert w_c.abs().max().item() <= lecun * 1.00001 and w_c.abs().max().item() > 0.95 * lecun

@@ -472,6 +472,30 @@ def _top_level_terms(line: str) -> list[str]:
     return [head + eq, *terms] if len(terms) > 1 else [line]
 
 
+def _reset_lines(graph: Graph, attrs: dict[str, str]) -> list[str]:
+    """One `nn.init` call per parameter, with Keras's bounds computed from the canonical shape
+    (torch's own fan rules differ for 1-D tensors)."""
+    from dslc.weights import init_rule
+
+    from .weights import PARAMS
+
+    lines = []
+    for node in graph.nodes:
+        for param, p in node.params.items():
+            target = f"self.{attrs[node.name]}.{PARAMS[node.op][param][0]}"
+            kind, scale = init_rule(p.init, p.shape)
+            if kind == "uniform":
+                call = f"nn.init.uniform_({target}, -{scale:.6g}, {scale:.6g})"
+            elif kind == "normal":
+                call = f"nn.init.normal_({target}, 0.0, {scale:.6g})"
+            else:
+                call = f"nn.init.{kind}_({target})"
+            commented = f"{call}  # {p.init}"
+            fits = len(commented) + 8 <= LINE and kind in ("uniform", "normal")
+            lines.append(commented if fits else call)
+    return lines
+
+
 def _shape(shape) -> str:
     return "[N, " + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
@@ -522,6 +546,12 @@ def _render(spec, graph: Graph, cls: str, em: Emitter, names: dict[str, str],
         parts = stmt.split("\n")
         lines += [x for part in parts for x in (_wrap(part, "        ") if len(parts) == 1
                                                  else ["        " + part])]
+    resets = _reset_lines(graph, em.attrs)
+    if resets:
+        lines += ["        self.reset_parameters()", "",
+                  "    def reset_parameters(self) -> None:",
+                  '        """The spec\'s initialisers (Keras\'s formulas), not PyTorch\'s defaults."""',
+                  *(f"        {line}" for line in resets)]
     signature = f"    def forward(self, {params}) -> {ret}:"
     if len(signature) > LINE:
         signature = "\n".join(["    def forward(", "        self,", *(f"        {p.strip()}," for p in
