@@ -25,6 +25,7 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--force", action="store_true", help="replace a finished run in --out")
     p.add_argument("--model")
     commands["train"] = cmd_train
 

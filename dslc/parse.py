@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from functools import lru_cache
 from importlib import resources
@@ -32,6 +33,10 @@ TOKEN_WORDS = {
 }
 
 
+# Precomputed LALR tables (building them costs ~45 ms a run); regenerate with
+# `python -m dslc.parse` after changing the grammar. A stale file is ignored.
+TABLES = Path(__file__).with_name("_tables.json")
+
 LARK_OPTIONS = dict(parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
 
@@ -45,16 +50,25 @@ def grammar_digest(text: str) -> str:
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    # Building LALR tables costs ~45 ms a run; dslc/_tables.py holds them, generated from
-    # grammars/dslc.lark (`python -m dslc.parse`). If the grammar changed, build afresh.
     text = grammar_text()
-    try:
-        from dslc import _tables
-    except ImportError:
-        _tables = None
-    if _tables is not None and _tables.GRAMMAR_DIGEST == grammar_digest(text):
-        return Lark._load_from_dict(_tables.DATA, _tables.MEMO)
+    tables = load_tables()
+    if tables is not None and tables["digest"] == grammar_digest(text):
+        return Lark._load_from_dict(tables["data"], tables["memo"])
     return Lark(text, **LARK_OPTIONS)
+
+
+def _int_keys(pairs: list) -> dict:
+    # JSON keys are strings; Lark's tables key states, tokens and memo entries by int.
+    return {int(k) if k.isdigit() else k: v for k, v in pairs}
+
+
+def load_tables() -> dict | None:
+    # JSON, not a Python module: it loads in ~2 ms with or without cached bytecode.
+    try:
+        with TABLES.open(encoding="utf-8") as f:
+            return json.load(f, object_pairs_hook=_int_keys)
+    except (OSError, ValueError):
+        return None
 
 
 def write_tables(path: Path) -> None:
@@ -63,9 +77,9 @@ def write_tables(path: Path) -> None:
 
     text = grammar_text()
     data, memo = Lark(text, **LARK_OPTIONS).memo_serialize([TerminalDef, Rule])
-    body = (f'"""Generated from grammars/dslc.lark by `python -m dslc.parse`; do not edit."""\n\n'
-            f"GRAMMAR_DIGEST = {grammar_digest(text)!r}\nDATA = {data!r}\nMEMO = {memo!r}\n")
-    path.write_text(body, encoding="utf-8")
+    tables = {"generated_by": "python -m dslc.parse", "digest": grammar_digest(text),
+              "data": data, "memo": memo}
+    path.write_text(json.dumps(tables, separators=(",", ":")) + "\n", encoding="utf-8")
 
 
 def _token_word(tok_type: str) -> str:
@@ -251,4 +265,4 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
 
 
 if __name__ == "__main__":
-    write_tables(Path(__file__).with_name("_tables.py"))
+    write_tables(TABLES)

@@ -119,6 +119,20 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
         train_command(_args(_spec(tmp_path), tmp_path / "none", resume=True))
 
 
+def test_a_finished_run_is_not_overwritten_without_force(tmp_path):
+    spec = _spec(tmp_path)
+    out = tmp_path / "run"
+    assert train_command(_args(spec, out, epochs=1)) == 0
+    before = (out / "weights.safetensors").read_bytes()
+    with pytest.raises(DslError, match="already holds a training run") as err:
+        train_command(_args(spec, out, epochs=1, seed=9))
+    hint = err.value.diagnostics[0].hint
+    assert "--force" in hint and "--resume" in hint
+    assert (out / "weights.safetensors").read_bytes() == before
+    assert train_command(_args(spec, out, epochs=1, seed=9, force=True)) == 0
+    assert (out / "weights.safetensors").read_bytes() != before
+
+
 class _FakeTrainer:
     """Diverges in epoch `bad` (0-based): a backend-neutral check of the loop."""
 

@@ -50,6 +50,11 @@ def train_command(args) -> int:
         batch = None  # gradient descent is full batch unless the spec says otherwise
     if epochs <= 0 or (batch is not None and batch <= 0):
         raise DslError("--epochs and --batch must be positive")
+    previous = [n for n in ("weights.safetensors", outputs.CHECKPOINT) if (out / n).exists()]
+    if previous and not args.resume and not getattr(args, "force", False):
+        raise DslError(f"{out} already holds a training run ({', '.join(previous)})",
+                       hint="continue it with --resume, replace it with --force, or choose "
+                            "another --out")
     if args.resume:
         _, _, state = outputs.load_checkpoint(out / outputs.CHECKPOINT)
         seed = int(state.get("seed", seed))  # the split and shuffles of the first run
