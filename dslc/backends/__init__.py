@@ -12,6 +12,7 @@ They are imported lazily by name, so `dslc check` never imports a framework.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 
 from dslc.diagnostics import DslError, one_of
 
@@ -30,3 +31,18 @@ def load_backend(name: str):
             raise DslError(f"backend `{name}` needs `{exc.name.split('.')[0]}`, which is not installed",
                            hint=f"pip install 'dslc[{name}]'") from None
         raise
+
+
+def lowering_table() -> tuple[dict[str, Callable], Callable]:
+    """A backend's table op name → lowering, and the `@lowers("op", ...)` decorator filling it."""
+    table: dict[str, Callable] = {}
+
+    def lowers(*ops: str):
+        def deco(fn: Callable) -> Callable:
+            for op in ops:
+                table[op] = fn
+            return fn
+
+        return deco
+
+    return table, lowers

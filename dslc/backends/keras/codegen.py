@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dslc import __version__
+from dslc.backends import lowering_table
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph, Node
 from dslc.ops.activation import LEAKY_RELU_ALPHA
@@ -63,16 +64,8 @@ HELPERS = {
 }
 
 Lowering = Callable[[Node, Context], Call]
-LOWERINGS: dict[str, Lowering] = {}
-
-
-def lowers(*ops: str):
-    def deco(fn: Lowering) -> Lowering:
-        for op in ops:
-            LOWERINGS[op] = fn
-        return fn
-
-    return deco
+LOWERINGS: dict[str, Lowering]
+LOWERINGS, lowers = lowering_table()
 
 
 def q(text: str) -> str:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dslc
+from dslc.backends import lowering_table
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph, Node
 from dslc.ops.activation import LEAKY_RELU_ALPHA
@@ -127,16 +128,8 @@ class Emitter:
 
 
 Lowering = Callable[[Emitter, Node, list[Value]], Value]
-LOWERINGS: dict[str, Lowering] = {}
-
-
-def lowers(*ops: str):
-    def deco(fn: Lowering) -> Lowering:
-        for op in ops:
-            LOWERINGS[op] = fn
-        return fn
-
-    return deco
+LOWERINGS: dict[str, Lowering]
+LOWERINGS, lowers = lowering_table()
 
 
 def _tuple(v) -> str:
