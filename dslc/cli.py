@@ -99,11 +99,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        if exc.filename is None:  # no path of the user's involved: treat it as a bug
+            return _internal_error(exc, args.verbose)
+        # The file system said no (unwritable folder, full disk): the user's to fix, not a bug.
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return USER_ERROR
     except Exception as exc:  # a bug in dslc, not the user's mistake
+        return _internal_error(exc, args.verbose)
+
+
+def _internal_error(exc: Exception, verbose: bool) -> int:
+    if verbose:
         import traceback
 
-        if args.verbose:
-            traceback.print_exc()
-        print(f"dslc: internal error: {type(exc).__name__}: {exc}\n"
-              "this is a bug in dslc; rerun with --verbose for the traceback", file=sys.stderr)
-        return INTERNAL_ERROR
+        traceback.print_exception(exc)
+    print(f"dslc: internal error: {type(exc).__name__}: {exc}\n"
+          "this is a bug in dslc; rerun with --verbose for the traceback", file=sys.stderr)
+    return INTERNAL_ERROR

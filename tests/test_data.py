@@ -219,6 +219,19 @@ def test_pickled_arrays_are_refused(tmp_path):
     assert "x.npy" in str(err) and "pickled" in err.diagnostics[0].hint
 
 
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+@pytest.mark.parametrize("raw", [b"", b"garbage", b"PK\x03\x04 torn zip", b"\x93NUMPY\x01"])
+def test_corrupt_numpy_files_are_a_clear_error(tmp_path, kind, raw):
+    # np.load hands files without NumPy's header to pickle; its complaint would mislead.
+    (tmp_path / f"x.{kind}").write_bytes(raw)
+    np.save(tmp_path / "y.npy", np.zeros(4))
+    args = dict(x="x.npy", y="y.npy") if kind == "npy" else dict(path="x.npz")
+    err = error_of(lambda: load(config(kind, **args), (1,), tmp_path))
+    text = str(err)
+    assert f"x.{kind}" in text and "pickle" not in text.lower()
+    assert err.diagnostics[0].span == SPAN
+
+
 def test_unknown_sample_dimension():
     ds = load(config("sequences", loss="mse", n=50, steps=6), (None, 1))
     assert ds.x_train.shape == (40, 6, 1)

@@ -171,6 +171,23 @@ def test_unknown_input_format_and_missing_file(digits_model, tmp_path, capsys):
     assert code == 2 and "no such input file" in err
 
 
+@pytest.mark.parametrize("name", ["x.npy", "x.npz"])
+def test_corrupt_input_arrays_are_a_clear_error(digits_model, tmp_path, capsys, name):
+    path, _, _ = digits_model
+    (tmp_path / name).write_bytes(b"not an array")
+    code, _, err = dslc(capsys, "run", path, "--input", tmp_path / name)
+    assert code == 2 and name in err and "not a ." in err and "pickle" not in err
+
+
+def test_unwritable_output_is_a_user_error(digits_model, tmp_path, capsys):
+    path, x, _ = digits_model
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "file").write_text("in the way")
+    code, _, err = dslc(capsys, "run", path, "--input", tmp_path / "x.npy",
+                        "--output", tmp_path / "file" / "y.npy")
+    assert code == 2 and "error:" in err and "internal" not in err and "Traceback" not in err
+
+
 def _external(tmp_path, digits_model, location: str):
     """The digits model with its initializers in `w.bin`, then pointed at `location`."""
     from onnx.external_data_helper import convert_model_to_external_data

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dslc.data.arrays import load_npy, load_npz
 from dslc.data.idx import IDX_FILES, find_idx, read_idx
 from dslc.diagnostics import DslError, Span
 
@@ -131,24 +132,10 @@ def sequences(args: dict, ctx: Context) -> Raw:
 # --- files ------------------------------------------------------------------------------------
 
 
-def _load_npy(path: Path, ctx: Context) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DslError(f"cannot read {path}: {exc}", ctx.span,
-                       "object (pickled) arrays are not loaded; save numeric arrays") from None
-    except (OSError, EOFError) as exc:
-        raise DslError(f"cannot read {path}: {exc}", ctx.span) from None
-
-
 @source("npz")
 def npz(args: dict, ctx: Context) -> Raw:
     path = ctx.existing(args["path"], "npz file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise DslError(f"cannot read {path}: {exc}", ctx.span) from None
+    arrays = load_npz(path, ctx.span)
     split = ("x_train", "y_train", "x_test", "y_test")
     if "x_train" in arrays and "y_train" in arrays:
         missing = [k for k in split if k not in arrays]
@@ -166,8 +153,8 @@ def npz(args: dict, ctx: Context) -> Raw:
 
 @source("npy")
 def npy(args: dict, ctx: Context) -> Raw:
-    x = _load_npy(ctx.existing(args["x"], "features file"), ctx)
-    y = _load_npy(ctx.existing(args["y"], "labels file"), ctx)
+    x = load_npy(ctx.existing(args["x"], "features file"), ctx.span)
+    y = load_npy(ctx.existing(args["y"], "labels file"), ctx.span)
     return Raw(x, y)
 
 

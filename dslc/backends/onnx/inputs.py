@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslc.data.arrays import load_npy, load_npz
 from dslc.diagnostics import DslError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -66,7 +67,7 @@ def read_input(path: Path, sig: Signature, pixel_max: float = 255.0) -> dict[str
     if suffix in IMAGE_SUFFIXES:
         arrays = {sig.inputs[0].name: read_image(path, sig, pixel_max)}
     elif suffix == ".npy":
-        arrays = {sig.inputs[0].name: _load_npy(path)}
+        arrays = {sig.inputs[0].name: load_npy(path)}
     elif suffix == ".npz":
         arrays = _read_npz(path, sig)
     else:
@@ -78,19 +79,8 @@ def read_input(path: Path, sig: Signature, pixel_max: float = 255.0) -> dict[str
             for p in sig.inputs}
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DslError(f"{path}: not a readable .npy file ({exc})") from None
-
-
 def _read_npz(path: Path, sig: Signature) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise DslError(f"{path}: not a readable .npz file ({exc})") from None
+    arrays = load_npz(path)
     if len(sig.inputs) == 1:
         name = sig.inputs[0].name
         for key in (name, "x", "x_test"):
