@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from dslc.ir.train import Loss
-from dslc.train.metrics import compute_metrics, confusion_matrix, numpy_loss, predicted_labels
+from dslc.train.metrics import (
+    compute_metrics,
+    confusion_matrix,
+    numpy_loss,
+    output_classes,
+    predicted_labels,
+)
 
 # --- losses -----------------------------------------------------------------------------------
 
@@ -204,3 +210,37 @@ def test_macro_scores_match_sklearn_for_any_labels(case):
     expected = sklearn_scores(t, p, "macro")
     for name in NAMES:
         assert got[name] == pytest.approx(expected[name], abs=1e-12), name
+
+
+@pytest.mark.parametrize("one_hot", [True, False])
+def test_an_output_per_position_is_classified_at_each_position(one_hot):
+    # Output [T, C]: the loss and the metrics work per position, as Keras's do. Labels come from
+    # the loader flattened per sample: one-hot [N, T*C], or indices [N, T].
+    rng = np.random.default_rng(6)
+    n, steps, classes = 50, 4, 3
+    probs = rng.dirichlet(np.ones(classes), size=(n, steps))
+    labels = rng.integers(0, classes, (n, steps))
+    y = np.eye(classes)[labels].reshape(n, -1) if one_hot else labels
+    loss = Loss(name="categorical_crossentropy" if one_hot else "sparse_categorical_crossentropy")
+    flat_p, flat_t = probs.reshape(-1, classes), labels.reshape(-1)
+    assert numpy_loss(loss, y, probs) == pytest.approx(
+        skm.log_loss(flat_t, flat_p, labels=range(classes)))
+    got = compute_metrics(NAMES, y, probs, loss)
+    expected = sklearn_scores(flat_t, flat_p.argmax(-1), "macro")
+    for name in NAMES:
+        assert got[name] == pytest.approx(expected[name]), name
+    assert output_classes(probs, loss) == classes
+
+
+def test_several_sigmoid_outputs_average_per_label():
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, (300, 3))
+    y[:, 2] = 0  # a label that is never on
+    probs = np.clip(y * 0.6 + rng.uniform(0, 0.5, y.shape), 0, 1)
+    got = compute_metrics(NAMES, y, probs, "binary_crossentropy")
+    pred = (probs > 0.5).astype(int)
+    for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score),
+                     ("f1", skm.f1_score)):
+        assert got[name] == pytest.approx(fn(y, pred, average="macro", zero_division=0)), name
+    assert got["accuracy"] == pytest.approx(np.mean(y == pred))  # per element, as Keras
+    assert output_classes(probs, "binary_crossentropy") == 2

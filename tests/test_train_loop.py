@@ -379,3 +379,37 @@ train lin { data = linear(n=100)
     spec = _spec(tmp_path, text % "\n batch = 10", "gd10.dl")
     assert train_command(_args(spec, tmp_path / "b")) == 0
     assert "batch 10" in capsys.readouterr().out
+
+
+PER_POSITION = """
+model tagger {
+    input seq: f32[4, 3]
+    dense(16, activation=relu)
+    dense(3, activation=softmax)
+}
+train tagger {
+    data      = npz("seq.npz", test=0.2)
+    loss      = categorical_crossentropy
+    optimizer = adam(lr=1e-2)
+    metrics   = [accuracy, f1]
+    epochs    = 30
+    batch     = 32
+}
+"""
+
+
+def test_a_class_per_position_trains_and_evaluates_per_position(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4, 3)).astype(np.float32)
+    np.savez(tmp_path / "seq.npz", x=x, y=np.eye(3, dtype=np.float32)[x.argmax(-1)])
+    spec = _spec(tmp_path, PER_POSITION, "tagger.dl")
+    out = tmp_path / "run"
+    assert train_command(_args(spec, out)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())["test"]
+    assert metrics["accuracy"] >= 0.95 and metrics["loss"] < 0.2
+    capsys.readouterr()
+    assert eval_command(argparse.Namespace(spec=str(spec), weights=str(out / "weights.safetensors"),
+                                           backend="torch", device="cpu", json=True,
+                                           model=None)) == 0
+    cm = np.array(json.loads(capsys.readouterr().out)["confusion_matrix"])
+    assert cm.shape == (3, 3) and cm.sum() == 60 * 4  # every position of the 60 test samples

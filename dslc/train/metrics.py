@@ -4,7 +4,9 @@ Cross-entropies follow Keras: probabilities clipped to [1e-7, 1 - 1e-7], categor
 renormalised to sum to 1, a numerically stable log-softmax / log-sigmoid for logits, label
 smoothing as Keras and PyTorch define it, mean over every element. Classification metrics
 match scikit-learn (`zero_division=0`): macro averages over the classes present in the labels
-or predictions for multi-class, the positive class for binary."""
+or predictions for multi-class, the positive class for binary, the per-label average for
+several sigmoid outputs (multi-label; accuracy there is per element, as Keras's
+binary_accuracy). An output `[T, C]` is classified at each of its T positions."""
 
 from __future__ import annotations
 
@@ -28,16 +30,26 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def _as_probabilities_2d(y_pred: np.ndarray) -> np.ndarray:
-    return y_pred.reshape(len(y_pred), -1) if y_pred.ndim != 2 else y_pred
+def _rows(y_pred: np.ndarray) -> np.ndarray:
+    """[M, C]: classes on the last axis, one row per sample and position (an output [T, C]
+    classifies each of its T positions, as Keras's losses and metrics do)."""
+    return y_pred.reshape(-1, y_pred.shape[-1])
 
 
-def _class_targets(y_true: np.ndarray, classes: int) -> np.ndarray:
-    """One-hot float64 [N, C] from int labels [N] / [N, 1] or one-hot [N, C]."""
+def _one_hot_given(y_true: np.ndarray, y_pred: np.ndarray) -> bool:
+    # Labels come flattened per sample ([N, T*C] one-hot, or [N] / [N, T] indices): one-hot
+    # labels are exactly as many as the outputs, indices a C-th of them.
+    return y_pred.shape[-1] != 1 and y_true.size == y_pred.size
+
+
+def _class_targets(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """One-hot float64 rows matching `_rows(y_pred)`, from int labels (one per sample and
+    position, with or without a trailing 1) or from one-hot labels."""
     y = np.asarray(y_true)
-    if y.ndim == 2 and y.shape[1] == classes and classes != 1:
-        return y.astype(np.float64)
-    labels = y.reshape(len(y)).astype(np.int64)
+    classes = y_pred.shape[-1]
+    if _one_hot_given(y, y_pred):
+        return y.reshape(-1, classes).astype(np.float64)
+    labels = y.reshape(-1).astype(np.int64)
     out = np.zeros((len(labels), classes))
     out[np.arange(len(labels)), labels] = 1.0
     return out
@@ -68,9 +80,9 @@ def numpy_loss(loss: Loss | str, y_true: np.ndarray, y_pred: np.ndarray) -> floa
             per = -(t * np.log(p) + (1.0 - t) * np.log(1.0 - p))
         return float(per.mean())
     # categorical / sparse categorical: classes on the last axis
-    z = _as_probabilities_2d(y_pred)
+    z = _rows(y_pred)
     classes = z.shape[1]
-    t = _class_targets(y_true, classes)
+    t = _class_targets(y_true, y_pred)
     if ls:
         t = t * (1.0 - ls) + ls / classes
     if loss.from_logits:
@@ -89,6 +101,12 @@ def _binary(y_pred: np.ndarray, loss_name: str) -> bool:
     return loss_name == "binary_crossentropy" or width == 1
 
 
+def output_classes(y_pred: np.ndarray, loss: Loss | str) -> int:
+    """How many classes the outputs tell apart: 2 for binary outputs, else the last axis."""
+    y_pred = np.asarray(y_pred)
+    return 2 if _binary(y_pred, _loss(loss).name) else int(y_pred.shape[-1])
+
+
 def predicted_labels(y_pred: np.ndarray, loss: Loss | str) -> np.ndarray:
     """Class predictions int64: argmax over classes, or for binary outputs the threshold 0.5
     on probabilities (0 on logits)."""
@@ -98,7 +116,7 @@ def predicted_labels(y_pred: np.ndarray, loss: Loss | str) -> np.ndarray:
         threshold = 0.0 if loss.from_logits else 0.5
         labels = (y_pred > threshold).astype(np.int64)
         return labels.reshape(len(labels)) if labels.ndim > 1 and labels[0].size == 1 else labels
-    return _as_probabilities_2d(y_pred).argmax(axis=-1).astype(np.int64)
+    return _rows(y_pred).argmax(axis=-1).astype(np.int64)
 
 
 def true_labels(y_true: np.ndarray, y_pred: np.ndarray, loss: Loss | str) -> np.ndarray:
@@ -109,9 +127,9 @@ def true_labels(y_true: np.ndarray, y_pred: np.ndarray, loss: Loss | str) -> np.
     if _binary(y_pred, loss.name):
         labels = (y_true.astype(np.float64) >= 0.5).astype(np.int64)
         return labels.reshape(len(labels)) if labels.ndim > 1 and labels[0].size == 1 else labels
-    if y_true.ndim == 2 and y_true.shape[1] > 1:
-        return y_true.argmax(axis=-1).astype(np.int64)
-    return y_true.reshape(len(y_true)).astype(np.int64)
+    if _one_hot_given(y_true, y_pred):
+        return y_true.reshape(-1, y_pred.shape[-1]).argmax(axis=-1).astype(np.int64)
+    return y_true.reshape(-1).astype(np.int64)
 
 
 def confusion_matrix(y_true_labels: np.ndarray, y_pred_labels: np.ndarray,
@@ -130,11 +148,11 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def _precision_recall_f1(t: np.ndarray, p: np.ndarray, binary: bool) -> tuple[float, ...]:
     if binary:
-        t, p = t.ravel(), p.ravel()
-        tp = float(np.sum((t == 1) & (p == 1)))
-        fp = float(np.sum((t != 1) & (p == 1)))
-        fn = float(np.sum((t == 1) & (p != 1)))
-        tp, fp, fn = np.array([tp]), np.array([fp]), np.array([fn])
+        # one column per sigmoid output: several make a multi-label problem, averaged per label
+        t, p = t.reshape(len(t), -1) == 1, p.reshape(len(p), -1) == 1
+        tp = np.sum(t & p, axis=0).astype(np.float64)
+        fp = np.sum(~t & p, axis=0).astype(np.float64)
+        fn = np.sum(t & ~p, axis=0).astype(np.float64)
     else:
         labels = np.union1d(t, p)  # scikit-learn's default label set for averaging
         cm = confusion_matrix(t, p, int(labels.max()) + 1)[np.ix_(labels, labels)]
@@ -172,7 +190,7 @@ def compute_metrics(names: list[str], y_true: np.ndarray, y_pred: np.ndarray,
             pred = y_pred.astype(np.float64)
             target = y_true
             if target.size != pred.size and target.dtype.kind in "iu":
-                target = _class_targets(target, _as_probabilities_2d(pred).shape[1])
+                target = _class_targets(target, pred)
             diff = pred.reshape(len(pred), -1) - target.astype(np.float64).reshape(len(pred), -1)
             out[name] = float(np.mean(diff * diff) if name == "mse" else np.mean(np.abs(diff)))
         elif name not in CLASS_METRICS:

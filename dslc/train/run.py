@@ -18,6 +18,7 @@ from dslc.train.metrics import (
     compute_metrics,
     confusion_matrix,
     numpy_loss,
+    output_classes,
     predicted_labels,
     true_labels,
 )
@@ -141,8 +142,7 @@ def evaluate(spec, graph, cfg, weights_path: str, backend_name: str, device: str
     if classify:
         t = true_labels(data.y_test, pred, cfg.loss)
         p = predicted_labels(pred, cfg.loss)
-        classes = data.num_classes or int(max(t.max(initial=0), p.max(initial=0)) + 1)
-        report["confusion_matrix"] = confusion_matrix(t, p, classes).tolist()
+        report["confusion_matrix"] = confusion_matrix(t, p, output_classes(pred, cfg.loss)).tolist()
     return report
 
 
