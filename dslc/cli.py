@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError:
+        print("error: out of memory: the model or the batch is too large for this machine",
+              file=sys.stderr)
+        return USER_ERROR
     except OSError as exc:
         if exc.filename is None:  # no path of the user's involved: treat it as a bug
             return _internal_error(exc, args.verbose)

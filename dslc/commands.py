@@ -7,13 +7,26 @@ from dslc.backends import BACKENDS
 TRAIN_BACKENDS = ("torch", "keras")
 
 
+def seed(text: str) -> int:
+    """argparse type: the seeds every framework takes (numpy's and Keras's limits)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..4294967295")
+    return value
+
+
 def register(sub, commands: dict) -> None:
     p = sub.add_parser("compile", help="write standalone source (torch, keras) or a .onnx file")
     p.add_argument("spec")
     p.add_argument("--target", required=True, choices=BACKENDS)
     p.add_argument("-o", "--out", required=True, help="output folder (torch, keras) or .onnx file")
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (onnx)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the initial weights (onnx)")
     commands["compile"] = cmd_compile
 
     p = sub.add_parser("train", help="train per the spec's train block")
@@ -22,7 +35,7 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed)
     p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--force", action="store_true", help="replace a finished run in --out")
@@ -56,7 +69,7 @@ def register(sub, commands: dict) -> None:
     p.add_argument("spec")
     p.add_argument("--weights")
     p.add_argument("--tol", type=float, default=1e-5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--model")
     commands["verify"] = cmd_verify

@@ -76,12 +76,20 @@ def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     return {key: init_array(p.init, p.shape, rng) for key, p in graph.param_specs().items()}
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; give it the mode a plain open() would (or the old one's)
+        os.chmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -118,6 +126,9 @@ def read_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str
     except (SafetensorError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DslError(f"{path}: not a valid safetensors file ({exc})",
                        hint="weights are written by `dslc train` as weights.safetensors") from None
+    except KeyError as exc:  # a dtype numpy lacks, e.g. BF16
+        raise DslError(f"{path}: holds {exc.args[0]} tensors, which numpy cannot read",
+                       hint="save the weights as float32") from None
     return arrays, meta
 
 

@@ -67,8 +67,9 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
     if cfg.validation > 0:
         n_val = round(len(x_train) * cfg.validation)
         if n_val == 0 or n_val == len(x_train):
+            left = "no sample for validation" if n_val == 0 else "none for training"
             raise DslError(f"validation={cfg.validation} of {len(x_train)} training samples "
-                           f"leaves {n_val} for validation", cfg.span)
+                           f"leaves {left}", cfg.span)
         cut = len(x_train) - n_val
         x_train, x_val = x_train[:cut], x_train[cut:]
         y_train, y_val = y_train[:cut], y_train[cut:]
@@ -145,6 +146,9 @@ def _labels(y: np.ndarray, kind: str, loss: str, span: Span | None) -> np.ndarra
     if not integral:
         raise DslError(f"{loss} needs integer class labels, got fractional values", span,
                        "use `loss = mse` for real-valued targets")
+    if len(flat) and np.abs(flat).max() > 2**31:
+        raise DslError(f"class label {flat[np.abs(flat).argmax()]:g} is out of range", span,
+                       "class labels are indices 0, 1, 2, ...")
     labels = flat.astype(np.int64)
     if len(labels) and labels.min() < 0:
         raise DslError(f"class labels must be >= 0, found {int(labels.min())}", span)

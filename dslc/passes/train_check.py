@@ -3,6 +3,7 @@ activation, labels vs classes, metric names, optimizer arguments."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -81,12 +82,15 @@ def build_train(train: ast.Train, graph: Graph | None, lets: dict, errors: Colle
             _try(errors, lambda k=key, c=catalog: fields.__setitem__(k, _steps(*settings[k], c, k)))
     if "metrics" in settings:
         _try(errors, lambda: fields.__setitem__("metrics", _metrics(*settings["metrics"])))
-    for key in ("validation", "epochs", "seed", "shuffle"):
+    for key, (test, wants) in SETTING_RULES.items():
         if key in settings:
-            fields[key] = settings[key][0]
-    if "batch" in settings:
-        value, span = settings["batch"]
-        fields["batch"] = None if value in ("full", "all") else value
+            value, span = settings[key]
+            if key == "batch" and value in ("full", "all"):
+                value = None
+            if test(value):
+                fields[key] = value
+            else:
+                errors.error(f"`{key}` must be {wants}, got {describe(value)}", span)
     if len(errors.diagnostics) > before:
         return None
     try:
@@ -203,12 +207,44 @@ def _steps(value, span, catalog, what) -> list[Step]:
             raise DslError(f"unknown {what} step `{call.name}`", call.span,
                            _unknown("steps", call.name, catalog))
         args = {**info.args, **_bind(call, info.args, info.positional, what)}
-        if call.name == "scale" and not isinstance(args["factor"], int | float):
-            raise DslError("`scale` needs a number, e.g. `scale(1/255)`", call.span)
-        if call.name == "flip" and args["axis"] not in ("horizontal", "vertical"):
-            raise DslError("`flip` takes `horizontal` or `vertical`", call.span)
+        rule = STEP_RULES.get(call.name)
+        if rule is not None:
+            key, test, wants = rule
+            if not test(args[key]):
+                span = call.kwarg_spans.get(key) or (call.arg_spans[0] if call.arg_spans
+                                                     else call.span)
+                raise DslError(f"`{call.name}` needs {wants}, got {describe(args[key])}", span)
         steps.append(Step(name=call.name, args=args, span=call.span))
     return steps
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# Each step's argument: which, the test, and what the message says it wants.
+STEP_RULES = {
+    "scale": ("factor", lambda v: _number(v) and v != 0, "a non-zero number, e.g. `scale(1/255)`"),
+    "one_hot": ("classes", lambda v: v is None or (_int(v) and v >= 2),
+                "a whole number of classes >= 2"),
+    "shift": ("fraction", lambda v: _number(v) and 0 <= v < 1, "a fraction in [0, 1)"),
+    "noise": ("std", lambda v: _number(v) and v >= 0, "a standard deviation >= 0"),
+    "flip": ("axis", lambda v: v in ("horizontal", "vertical"), "`horizontal` or `vertical`"),
+}
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# Whole-block settings, checked before pydantic (whose lax mode would take "3" for 3).
+SETTING_RULES = {
+    "epochs": (lambda v: _int(v) and 0 < v <= 1_000_000, "a whole number in 1..1,000,000"),
+    "batch": (lambda v: v is None or (_int(v) and v > 0), "a whole number > 0, or `full`"),
+    "seed": (lambda v: _int(v) and 0 <= v < 2**32, "a whole number in 0..4,294,967,295"),
+    "validation": (lambda v: _number(v) and 0 <= v < 1, "a fraction in [0, 1)"),
+    "shuffle": (lambda v: isinstance(v, bool), "`true` or `false`"),
+}
 
 
 def _metrics(value, span) -> list[str]:
@@ -277,8 +313,6 @@ def check_against_model(cfg: TrainConfig, graph: Graph, errors: Collector) -> No
         errors.error(f"{one_of(class_metrics)} need class labels; this is a regression", cfg.span,
                      "use `metrics = [mse, mae]`")
     if info.feature_shape is not None:
-        import math
-
         in_shape = graph.inputs[0].type.shape
         if None not in in_shape and math.prod(in_shape) != math.prod(info.feature_shape):
             errors.error(f"`{cfg.data.kind}` samples have shape {list(info.feature_shape)}, the "

@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +33,27 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, default=_plain) + "\n").encode())
+    atomic_write_bytes(path, json_text(data).encode())
+
+
+def json_text(data) -> str:
+    """Standard JSON: a NaN or infinite figure is written as null (json.dumps would write NaN,
+    which JSON readers reject)."""
+    return json.dumps(_plain(data), indent=2, allow_nan=False) + "\n"
 
 
 def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON: {type(value).__name__}")
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def plot_curves(path: Path, history: list[dict], title: str) -> None:
@@ -72,13 +86,36 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def run_files(spec) -> list[str]:
+    """The names a run writes in its folder (relative), spec copies included."""
+    return [WEIGHTS, CHECKPOINT, "history.csv", "metrics.json", "curves.png",
+            *(str(p) for p in _spec_copies(spec).values())]
+
+
+def _spec_copies(spec) -> dict[str, Path]:
+    """Where each source file of the spec goes in the run folder: the spec by its name, the
+    files it `use`s at the same relative paths, so the copy checks and trains as it is. Files
+    outside the spec's folder go under `uses/`, keeping their paths from a common folder."""
+    home = spec.path.resolve().parent
+    files = {name: Path(name).resolve() for name in spec.sources}
+    outside = [p for p in files.values() if not p.is_relative_to(home)]
+    root = Path(os.path.commonpath([p.parent for p in outside])) if outside else home
+    copies = {}
+    for name, path in files.items():
+        if Path(name) == spec.path:
+            copies[name] = Path(spec.path.name)
+        elif path.is_relative_to(home):
+            copies[name] = path.relative_to(home)
+        else:
+            copies[name] = Path("uses") / path.relative_to(root)
+    return copies
+
+
 def copy_spec(out: Path, spec) -> Path:
     """The spec's text beside the weights (and any file it `use`s), as trained."""
-    main = out / spec.path.name
-    for name, text in spec.sources.items():
-        target = main if Path(name) == spec.path else out / "uses" / Path(name).name
-        atomic_write_bytes(target, text.encode("utf-8"))
-    return main
+    for name, rel in _spec_copies(spec).items():
+        atomic_write_bytes(out / rel, spec.sources[name].encode("utf-8"))
+    return out / spec.path.name
 
 
 def save_checkpoint(path: Path, weights: dict[str, np.ndarray],

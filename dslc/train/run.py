@@ -35,10 +35,44 @@ def _load(args):
     return spec, graph, spec.train_config(graph.name)
 
 
+def run_digest(graph, cfg) -> str:
+    """What a resumed run must share with its start: the model and every training setting but
+    `epochs` (extending a run is what --resume is for). Spans are left out, so edits to
+    comments and layout do not count."""
+    import hashlib
+
+    steps = {"__all__": {"span"}}
+    text = graph.model_dump_json(exclude={"span": True, "inputs": steps, "nodes": steps})
+    text += cfg.model_dump_json(exclude={"span": True, "epochs": True, "data": {"span"},
+                                         "loss": {"span"}, "optimizer": {"span"},
+                                         "preprocess": steps, "augment": steps})
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _dataset(spec, graph, cfg, seed: int):
     from dslc.data.loaders import load_dataset
 
-    return load_dataset(cfg, tuple(graph.inputs[0].type.shape), spec.path.parent, seed)
+    data = load_dataset(cfg, tuple(graph.inputs[0].type.shape), spec.path.parent, seed)
+    if len(data.x_test) == 0:
+        raise DslError(f"the test split is empty ({len(data.x_train)} training samples)",
+                       cfg.data.span, "dslc reports its figures on the test split: give `test` "
+                       "a fraction such as 0.2, and enough samples")
+    _check_label_range(data, graph, cfg)
+    return data
+
+
+def _check_label_range(data, graph, cfg) -> None:
+    """Class indices beyond the model's outputs would fail deep inside a framework."""
+    classes = graph.type_of(graph.outputs[0]).shape[-1]
+    if cfg.loss.name != "sparse_categorical_crossentropy" or classes is None:
+        return
+    top = max(int(y.max()) for y in (data.y_train, data.y_val, data.y_test)
+              if y is not None and len(y))
+    if top >= classes:
+        raise DslError(f"the labels go up to class {top}, but the model's output has "
+                       f"{classes} classes (0..{classes - 1})", cfg.data.span,
+                       f"end the model with `dense({top + 1}, activation=softmax)`, or fix the "
+                       "labels")
 
 
 def train_command(args) -> int:
@@ -51,13 +85,19 @@ def train_command(args) -> int:
         batch = None  # gradient descent is full batch unless the spec says otherwise
     if epochs <= 0 or (batch is not None and batch <= 0):
         raise DslError("--epochs and --batch must be positive")
-    previous = [n for n in ("weights.safetensors", outputs.CHECKPOINT) if (out / n).exists()]
+    if out.exists() and not out.is_dir():
+        raise DslError(f"--out {out} is a file, not a folder")
+    previous = [n for n in outputs.run_files(spec) if (out / n).exists()]
     if previous and not args.resume and not getattr(args, "force", False):
-        raise DslError(f"{out} already holds a training run ({', '.join(previous)})",
-                       hint="continue it with --resume, replace it with --force, or choose "
+        raise DslError(f"{out} already holds {', '.join(previous)}, which training would replace",
+                       hint="continue a run with --resume, replace it with --force, or choose "
                             "another --out")
     if args.resume:
         _, _, state = outputs.load_checkpoint(out / outputs.CHECKPOINT)
+        if state.get("run_digest", run_digest(graph, cfg)) != run_digest(graph, cfg):
+            raise DslError(f"the spec changed since the run in {out} started; resuming would mix "
+                           "two models' training", hint="start afresh with --force, or restore "
+                           f"the spec the run used ({out / spec.path.name})")
         seed = int(state.get("seed", seed))  # the split and shuffles of the first run
         if state.get("backend") != args.backend:  # before loading a framework for nothing
             raise DslError(f"{out / outputs.CHECKPOINT} was written by backend "
@@ -72,7 +112,7 @@ def train_command(args) -> int:
         f"training {graph.name} ({graph.param_count:,} params) with {args.backend} on "
         f"{trainer.device}: {len(data.x_train)} train, {n_val} validation, {len(data.x_test)} "
         f"test samples; {epochs} epochs, batch {batch or 'full'}")
-    meta = {"model": graph.name, "spec_digest": spec.digest}
+    meta = {"model": graph.name, "spec_digest": spec.digest, "run_digest": run_digest(graph, cfg)}
     t0 = time.perf_counter()
     try:
         result = fit(trainer, graph, cfg, data, out=out, backend=args.backend, epochs=epochs,
@@ -150,7 +190,7 @@ def eval_command(args) -> int:
     spec, graph, cfg = _load(args)
     report = evaluate(spec, graph, cfg, args.weights, args.backend, args.device)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(outputs.json_text(report), end="")
         return 0
     print(f"{graph.name} on the test split ({report['samples']} samples, {args.backend}):")
     print(f"  loss       {report['loss']:.4f}")
