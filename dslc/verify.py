@@ -5,8 +5,9 @@ the tolerance (exit 1 otherwise)."""
 from __future__ import annotations
 
 import itertools
+import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,8 +28,11 @@ def seeded_batch(graph: Graph, batch: int = 8, seed: int = 0) -> list[np.ndarray
 
 @dataclass
 class Report:
-    outputs: dict[str, np.ndarray]
-    diffs: dict[tuple[str, str], float]
+    outputs: dict[str, np.ndarray]  # the first output, by backend
+    diffs: dict[tuple[str, str], float]  # max over every output, by pair of backends
+    # every output, by backend (the spec's order); per output and pair in `output_diffs`
+    all_outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    output_diffs: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def worst(self) -> float:
         return max(self.diffs.values(), default=0.0)
@@ -46,30 +50,50 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float("nan") if np.isnan(d).any() else float(d.max())
 
 
+def _predict_all(runtime, feed) -> list[np.ndarray]:
+    """Every output of a built runtime (a runtime with only `predict` gives its one)."""
+    if hasattr(runtime, "predict_all"):
+        return [np.asarray(y) for y in runtime.predict_all(feed)]
+    return [np.asarray(runtime.predict(feed))]
+
+
+def _worst(diffs: list[float]) -> float:
+    if any(math.isnan(d) for d in diffs):
+        return float("nan")
+    return max(diffs, default=0.0)
+
+
 def run_backends(graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarray],
                  backends=BACKENDS, device: str = "cpu") -> Report:
-    outputs = {}
+    """Every output of every backend for the same batch, and their max abs differences."""
+    outputs: dict[str, list[np.ndarray]] = {}
     feed = xs[0] if len(xs) == 1 else list(xs)
     for name in backends:
         backend = load_backend(name)
         try:
-            outputs[name] = np.asarray(backend.build(graph, weights, device).predict(feed))
+            outputs[name] = _predict_all(backend.build(graph, weights, device), feed)
         except DslError:
             raise
         except Exception as exc:  # a backend that cannot run this model is a finding, not a crash
             raise DslError(f"backend `{name}` cannot run model `{graph.name}`: "
                            f"{type(exc).__name__}: {exc}") from exc
-    diffs = {(a, b): max_abs_diff(outputs[a], outputs[b])
-             for a, b in itertools.combinations(backends, 2)}
-    return Report(outputs, diffs)
+    output_diffs = {}
+    for a, b in itertools.combinations(backends, 2):
+        ya, yb = outputs[a], outputs[b]
+        per = [max_abs_diff(p, q) for p, q in zip(ya, yb, strict=False)]
+        # a backend giving fewer outputs than another disagrees on the missing ones
+        per += [float("inf")] * abs(len(ya) - len(yb))
+        output_diffs[(a, b)] = per
+    diffs = {pair: _worst(per) for pair, per in output_diffs.items()}
+    return Report({k: v[0] for k, v in outputs.items()}, diffs, outputs, output_diffs)
 
 
 def verify_command(args) -> int:
     from dslc.compiler import compile_file
     from dslc.weights import init_weights, load_weights
 
-    if args.tol < 0:
-        raise DslError(f"--tol must be at least 0, got {args.tol}")
+    if not (isinstance(args.tol, int | float) and math.isfinite(args.tol) and args.tol >= 0):
+        raise DslError(f"--tol must be a finite number at least 0, got {args.tol}")
     if args.batch < 1:
         raise DslError(f"--batch must be positive, got {args.batch}")
     spec = compile_file(args.spec)
@@ -80,13 +104,24 @@ def verify_command(args) -> int:
         weights, source = init_weights(graph, args.seed), f"seeded init (seed {args.seed})"
     xs = seeded_batch(graph, args.batch, args.seed)
     report = run_backends(graph, weights, xs, device=getattr(args, "device", "cpu"))
-    out_shape = next(iter(report.outputs.values())).shape
+    first = next(iter(report.all_outputs.values()))
+    shown = ", ".join(f"{name} {list(y.shape)}"
+                      for name, y in zip(graph.outputs, first, strict=False))
+    label = "output" if len(graph.outputs) == 1 else "outputs"
     print(f"model {graph.name}: weights {source}, batch {args.batch} "
-          f"(seed {args.seed}), output {graph.outputs[0]} {list(out_shape)}")
+          f"(seed {args.seed}), {label} {shown}")
     width = max(len(f"{a} vs {b}") for a, b in report.diffs)
     for (a, b), d in report.diffs.items():
         verdict = "ok" if d <= args.tol else "FAIL"
-        print(f"  {f'{a} vs {b}':<{width}}  max abs diff {d:.3e}  {verdict}")
+        where = ""
+        per = report.output_diffs.get((a, b), [])
+        if verdict == "FAIL" and len(graph.outputs) > 1 and per:
+            # name the output that differs most (the first that fails, NaN included)
+            worst = next((i for i, x in enumerate(per) if not x <= args.tol),
+                         int(np.argmax(per)))
+            name = graph.outputs[worst] if worst < len(graph.outputs) else f"#{worst}"
+            where = f" (output {name})"
+        print(f"  {f'{a} vs {b}':<{width}}  max abs diff {d:.3e}  {verdict}{where}")
     if report.within(args.tol):
         print(f"all backends agree within {args.tol:g}")
         return 0

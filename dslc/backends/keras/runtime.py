@@ -64,13 +64,16 @@ def build_model(graph: Graph, tf_device: str):
         return builder()
 
 
-def inference_fn(model, graph: Graph):
-    """A traced inference call taking one batch of every input (batch size free)."""
+def inference_fn(model, graph: Graph, all_outputs: bool = False):
+    """A traced inference call taking one batch of every input (batch size free); it gives
+    the first output, or with `all_outputs` a tuple of every output."""
     tf = tensorflow()
     signature = [tf.TensorSpec((None, *i.type.shape), tf.float32) for i in graph.inputs]
 
     def infer(*xs):
         out = model(xs[0] if len(xs) == 1 else list(xs), training=False)
+        if all_outputs:
+            return tuple(out) if isinstance(out, (list, tuple)) else (out,)
         return out[0] if isinstance(out, (list, tuple)) else out
 
     return tf.function(infer, input_signature=signature, reduce_retracing=True)
@@ -90,6 +93,21 @@ def predict_batches(fn, x, tf_device: str, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outs, axis=0)
 
 
+def predict_all_batches(fn, x, tf_device: str, batch_size: int = 256) -> list[np.ndarray]:
+    """As `predict_batches`, for a `fn` giving a tuple of outputs."""
+    tf = tensorflow()
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    xs = [np.asarray(a, dtype=np.float32) for a in xs]
+    n = len(xs[0])
+    parts = []
+    with tf.device(tf_device):
+        for start in range(0, n, batch_size):
+            parts.append([y.numpy() for y in fn(*(a[start:start + batch_size] for a in xs))])
+        if not parts:
+            return [y.numpy() for y in fn(*(a[:0] for a in xs))]
+    return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
+
+
 class KerasRuntime:
     """A built model in inference mode; `predict` takes channels-last float32 `[N, ...]`."""
 
@@ -99,9 +117,16 @@ class KerasRuntime:
         self.model = build_model(graph, self._tf_device)
         from_canonical(self.model, graph, weights)
         self._infer = inference_fn(self.model, graph)
+        self._infer_all = None
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         return predict_batches(self._infer, x, self._tf_device, batch_size)
+
+    def predict_all(self, x, batch_size: int = 256) -> list[np.ndarray]:
+        """Every output for `x`, in the spec's order."""
+        if self._infer_all is None:
+            self._infer_all = inference_fn(self.model, self.graph, all_outputs=True)
+        return predict_all_batches(self._infer_all, x, self._tf_device, batch_size)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return to_canonical(self.model, self.graph)

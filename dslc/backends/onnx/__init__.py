@@ -35,7 +35,10 @@ SOURCE_PIXEL_MAX = {"digits": 16.0, "idx": 255.0}
 
 
 def task_of(graph: Graph, output: str) -> str:
-    """`classifier` (softmax output), `binary` (one sigmoid unit) or `regression`."""
+    """`classifier` (softmax output), `binary` (one sigmoid unit) or `regression` (raw values,
+    as for an output that is a graph input)."""
+    if output not in {n.name for n in graph.nodes}:
+        return "regression"
     last = graph.node(output)
     act = getattr(last.attrs, "activation", last.op)
     shape = last.type.shape if last.type else ()
@@ -83,11 +86,17 @@ def to_model(graph: Graph, weights: dict[str, np.ndarray], metadata: dict[str, s
     if missing:
         raise DslError(f"weights for model `{graph.name}` lack {', '.join(missing[:5])}")
     lowered = lower_graph(graph, weights)
+    metadata = dict(metadata or {})
+    renamed = {k: v for k, v in lowered.output_names.items() if k != v}
+    if renamed and META_TASKS in metadata:  # outputs that are graph inputs got other names
+        tasks = json.loads(metadata[META_TASKS])
+        metadata[META_TASKS] = json.dumps({renamed.get(k, k): v for k, v in tasks.items()},
+                                          sort_keys=True)
     model = helper.make_model(lowered.graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="dslc", producer_version=__version__)
     model.ir_version = IR_VERSION
     model.doc_string = f"dslc model {graph.name}"
-    helper.set_model_props(model, metadata or {})
+    helper.set_model_props(model, metadata)
     return model
 
 
@@ -98,6 +107,10 @@ def export(spec, graph: Graph, weights: dict[str, np.ndarray], path: str | Path,
 
     from dslc.weights import atomic_write_bytes
 
+    from .record import check_output_path
+
+    path = Path(path)
+    check_output_path(path, ".onnx file")
     if preprocessing is None and spec is not None:
         preprocessing = static_preprocessing(spec, graph)
     model = to_model(graph, weights, model_metadata(spec, graph, preprocessing))
@@ -105,7 +118,6 @@ def export(spec, graph: Graph, weights: dict[str, np.ndarray], path: str | Path,
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:  # a lowering bug, not a user error
         raise RuntimeError(f"dslc built an invalid ONNX model: {exc}") from exc
-    path = Path(path)
     atomic_write_bytes(path, model.SerializeToString())
     return path
 
@@ -137,6 +149,14 @@ class Runtime:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def predict(self, x) -> np.ndarray:
+        """The first output."""
+        return self._run(x, self.output_names[:1])[0]
+
+    def predict_all(self, x) -> list[np.ndarray]:
+        """Every output, in the spec's order."""
+        return self._run(x, self.output_names)
+
+    def _run(self, x, names: list[str]) -> list[np.ndarray]:
         if isinstance(x, dict):
             feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in x.items()}
         elif isinstance(x, list | tuple):  # one array per input, in the spec's order
@@ -144,7 +164,7 @@ class Runtime:
                     for k, v in zip(self.input_names, x, strict=True)}
         else:
             feed = {self.input_names[0]: np.ascontiguousarray(x, dtype=np.float32)}
-        return self.session.run(self.output_names[:1], feed)[0]
+        return self.session.run(names, feed)
 
 
 def build(graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:

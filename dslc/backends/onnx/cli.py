@@ -15,15 +15,17 @@ from dslc.diagnostics import DslError
 
 from . import META_PIXEL_MAX, META_PREPROCESSING, META_TASKS, static_preprocessing
 from .inputs import Signature, read_input
+from .record import check_output_path, check_pixel_max, check_preprocessing
 
 PREPROCESSING_FILES = ("preprocessing.json", "metrics.json")
 
 
 # -- export -----------------------------------------------------------------------------------
 
-def find_preprocessing(weights_path: Path) -> tuple[dict | None, str | None]:
+def find_preprocessing(weights_path: Path) -> tuple[object, str | None]:
     """The preprocessing record of the training run: in the weights file's metadata (as
-    `dslc train` writes it) or in a JSON file beside the weights."""
+    `dslc train` writes it) or in a JSON file beside the weights. Not yet checked: see
+    `record.check_preprocessing`; the second item names where it came from."""
     from dslc.weights import read_weights
 
     _, meta = read_weights(weights_path)
@@ -32,8 +34,7 @@ def find_preprocessing(weights_path: Path) -> tuple[dict | None, str | None]:
             record = json.loads(meta["preprocessing"])
         except json.JSONDecodeError:
             raise DslError(f"{weights_path}: its `preprocessing` metadata is not JSON") from None
-        if isinstance(record, dict) and isinstance(record.get("steps"), list):
-            return record, f"{weights_path.name} metadata"
+        return record, f"{weights_path}: its `preprocessing` metadata"
     for name in PREPROCESSING_FILES:
         path = weights_path.parent / name
         if not path.is_file():
@@ -42,10 +43,25 @@ def find_preprocessing(weights_path: Path) -> tuple[dict | None, str | None]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DslError(f"{path}: cannot read the preprocessing record: {exc}") from None
-        record = data.get("preprocessing", data if "steps" in data else None)
-        if isinstance(record, dict) and isinstance(record.get("steps"), list):
-            return record, str(path)
+        if name == "preprocessing.json":  # there to hold a record: it must be one
+            if isinstance(data, dict) and "preprocessing" in data:
+                data = data["preprocessing"]
+            return data, str(path)
+        # metrics.json: the record is one of its entries, if `dslc train` put it there
+        if isinstance(data, dict):
+            record = data.get("preprocessing", data if "steps" in data else None)
+            if record is not None:
+                return record, str(path)
     return None, None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def export_command(args) -> int:
@@ -54,21 +70,32 @@ def export_command(args) -> int:
 
     from . import export
 
+    out = Path(args.out)
+    weights_path = Path(args.weights)
+    for other, what in ((weights_path, "weights"), (Path(args.spec), "spec")):
+        if _same_file(out, other):
+            raise DslError(f"{out}: -o names the {what} file; refusing to overwrite it",
+                           hint="give another name for the .onnx file")
+    if out.suffix != ".onnx":
+        raise DslError(f"{out}: the output of `dslc export` is a .onnx file",
+                       hint=f"use -o {out.with_suffix('.onnx')}")
+    check_output_path(out, ".onnx file")
     spec = compile_file(args.spec)
     graph = spec.model(getattr(args, "model", None))
-    weights_path = Path(args.weights)
     weights = load_weights(weights_path, graph)
     record, source = find_preprocessing(weights_path)
-    if record is None:
+    if source is not None:
+        for inp in graph.inputs:
+            check_preprocessing(record, source, tuple(inp.type.shape))
+        source = source.removesuffix(": its `preprocessing` metadata")
+        if source == str(weights_path):
+            source = f"{weights_path.name} metadata"
+    else:
         record = static_preprocessing(spec, graph)
         cfg = spec.trains.get(graph.name)
         if record is None and cfg is not None and cfg.preprocess:
             print(f"note: no preprocessing record beside {weights_path}; `dslc run` will feed "
                   "inputs to the model as given", file=sys.stderr)
-    out = Path(args.out)
-    if out.suffix != ".onnx":
-        raise DslError(f"{out}: the output of `dslc export` is a .onnx file",
-                       hint=f"use -o {out.with_suffix('.onnx')}")
     export(spec, graph, weights, out, preprocessing=record)
     note = f", preprocessing from {source}" if source else ""
     print(f"wrote {out} (model {graph.name}, weights {weights_path}{note})")
@@ -119,6 +146,9 @@ def load_session(path: Path):
     import onnxruntime as ort
     from google.protobuf.message import DecodeError
 
+    if path.is_dir():
+        raise DslError(f"{path} is a folder, not a model file",
+                       hint="give the .onnx file, e.g. one that `dslc export` wrote")
     if not path.is_file():
         raise DslError(f"{path}: no such model file")
     try:
@@ -139,16 +169,36 @@ def load_session(path: Path):
 
 def run_command(args) -> int:
     path = Path(args.model)
+    if args.output:
+        check_output_path(Path(args.output), "outputs")
     session = load_session(path)
     meta = dict(session.get_modelmeta().custom_metadata_map)
     sig = Signature.of(session)
+    if not sig.inputs:
+        raise DslError(f"{path}: the model has no inputs; `dslc run` feeds it an input file")
     preprocessing = _json_meta(meta, META_PREPROCESSING, path)
-    pixel_max = float(meta.get(META_PIXEL_MAX, 255.0))
+    if preprocessing is not None:
+        samples = [p.sample for p in sig.inputs]
+        for sample in samples:
+            check_preprocessing(preprocessing, f"{path}: metadata `{META_PREPROCESSING}`",
+                                sample if all(isinstance(d, int) for d in sample) else None)
+    pixel_max = 255.0
+    if META_PIXEL_MAX in meta:
+        pixel_max = check_pixel_max(meta[META_PIXEL_MAX], str(path))
+    tasks = _tasks(meta, path)
     feed = read_input(Path(args.input), sig, pixel_max)
+    empty = [k for k, v in feed.items() if len(v) == 0]
+    if empty:
+        raise DslError(f"{args.input}: no samples (input `{empty[0]}` has shape "
+                       f"{list(feed[empty[0]].shape)})", hint="give at least one sample")
     if preprocessing and preprocessing.get("steps"):
         from dslc.data.preprocess import apply_preprocessing
 
-        feed = {k: apply_preprocessing(v, preprocessing) for k, v in feed.items()}
+        try:
+            feed = {k: apply_preprocessing(v, preprocessing) for k, v in feed.items()}
+        except DslError as exc:
+            raise DslError(f"{path}: metadata `{META_PREPROCESSING}` does not fit the input: "
+                           f"{exc}") from None
         print(f"note: applied the model's preprocessing: {_describe(preprocessing)}",
               file=sys.stderr)
     try:
@@ -160,19 +210,31 @@ def run_command(args) -> int:
         n = save_outputs(Path(args.output), names, outputs)
         print(f"wrote {args.output} ({n} rows)")
     else:
-        print_outputs(names, outputs, _json_meta(meta, META_TASKS, path) or {})
+        print_outputs(names, outputs, tasks)
     if args.bench:
         bench(session, feed)
     return 0
 
 
-def _json_meta(meta: dict, key: str, path: Path) -> dict | None:
+def _json_meta(meta: dict, key: str, path: Path):
     if key not in meta:
         return None
     try:
         return json.loads(meta[key])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise DslError(f"{path}: metadata `{key}` is not valid JSON") from None
+
+
+def _tasks(meta: dict, path: Path) -> dict:
+    """Output name → task; metadata that is not such a map only loses the class column."""
+    tasks = _json_meta(meta, META_TASKS, path)
+    if tasks is None:
+        return {}
+    if not isinstance(tasks, dict) or not all(isinstance(v, str) for v in tasks.values()):
+        print(f"note: {path}: ignoring metadata `{META_TASKS}` (not a map of output names to "
+              "tasks); printing raw values", file=sys.stderr)
+        return {}
+    return tasks
 
 
 def _describe(record: dict) -> str:
@@ -221,7 +283,17 @@ def save_outputs(path: Path, names: list[str], outputs: list[np.ndarray]) -> int
     elif suffix == ".npz":
         np.savez(buf, **dict(zip(names, outputs, strict=True)))
     elif suffix == ".csv":
-        flat = [np.asarray(y).reshape(len(y), -1) for y in outputs]
+        outputs = [np.asarray(y) for y in outputs]
+        scalar = [n for n, y in zip(names, outputs, strict=True) if y.ndim == 0]
+        if scalar:
+            raise DslError(f"{path}: output `{scalar[0]}` is a single number, not one row per "
+                           "sample; a .csv holds rows", hint="save to a .npz or .npy file")
+        rows = {len(y) for y in outputs}
+        if len(rows) > 1:
+            raise DslError(f"{path}: the outputs have different numbers of rows "
+                           f"({', '.join(f'{n}: {len(y)}' for n, y in zip(names, outputs))})",
+                           hint="save to a .npz file")
+        flat = [y.reshape(len(y), -1) for y in outputs]
         header = ",".join(f"{n}_{j}" if f.shape[1] > 1 else n
                           for n, f in zip(names, flat, strict=True) for j in range(f.shape[1]))
         np.savetxt(buf, np.concatenate(flat, axis=1), delimiter=",", header=header, comments="",
@@ -230,7 +302,8 @@ def save_outputs(path: Path, names: list[str], outputs: list[np.ndarray]) -> int
         raise DslError(f"{path}: cannot save outputs as `{suffix or path.name}`",
                        hint="use a .npy, .npz or .csv file")
     atomic_write_bytes(path, buf.getvalue())
-    return len(outputs[0])
+    first = np.asarray(outputs[0])
+    return len(first) if first.ndim else 1
 
 
 def bench(session, feed: dict[str, np.ndarray], repeats: int = 200, big: int = 256) -> None:

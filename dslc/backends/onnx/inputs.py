@@ -143,7 +143,10 @@ def read_image(path: Path, sig: Signature, pixel_max: float) -> np.ndarray:
                       file=sys.stderr)
                 img = img.resize((w, h), Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DslError(f"{path}: the image is too large to read safely ({exc})",
+                       hint=f"resize it to {w}x{h} first") from None
+    except (UnidentifiedImageError, OSError, ValueError, MemoryError) as exc:
         raise DslError(f"{path}: not a readable image ({exc})") from None
     pixels = pixels.reshape(1, h, w, c)
     return pixels * np.float32(pixel_max / 255.0)

@@ -51,6 +51,9 @@ class Value:
 class Lowered:
     graph: GraphProto
     layouts: dict[str, str] = field(default_factory=dict)  # image values' layouts, by name
+    # The ONNX name of each graph output: the output's own name, except for an output that is
+    # a graph input (an ONNX graph cannot list one name as both), which gets a fresh one.
+    output_names: dict[str, str] = field(default_factory=dict)
 
 
 class Lowering:
@@ -148,6 +151,62 @@ class Lowering:
         for v in (*self.values.values(), *self._converted.values()):
             if v.name == old:
                 v.name = new
+        self._converted = {((new if src == old else src), layout): v
+                           for (src, layout), v in self._converted.items()}
+
+    def fresh(self, base: str) -> str:
+        """A name no ONNX value, node or spec tensor uses (nor will use) yet."""
+        g = self.graph
+        taken = {n.name for n in g.nodes} | {i.name for i in g.inputs} | set(g.outputs)
+        name, i = base, 1
+        while name in self._used or name in taken:
+            i += 1
+            name = f"{base}_{i}"
+        self._used.add(name)
+        return name
+
+    def bind_outputs(self) -> dict[str, str]:
+        """Give every graph output a value of its own name, NHWC; returns the ONNX names.
+
+        A layer's value usually is named after it already. Layers that vanish at inference
+        (dropout, linear) share the value they read: renaming it is enough, unless that value
+        is a graph input or already another graph output; only then an Identity is emitted.
+        """
+        g = self.graph
+        input_names = {i.name for i in g.inputs}
+        bound: dict[str, str] = {}
+        claimed: set[str] = set()  # ONNX values already listed as a graph output
+        for name in g.outputs:
+            if name in bound:  # listed twice: one ONNX output serves both
+                continue
+            self.layer = name
+            v = self.values[name]
+            if v.layout == NCHW:
+                v = self.to_layout(v, NHWC)
+            if name in input_names:
+                target = self.fresh(f"{name}_out")
+            else:
+                target = name
+            if v.name == target and target not in claimed:
+                pass
+            elif (v.name in input_names or v.name in claimed
+                  or (v.name in g.outputs and v.name != name)):
+                # One value, two graph outputs (or a graph input): ONNX needs a node.
+                out = self.emit("Identity", [v.name], "output")[0]
+                self._make_room(target)
+                self.rename(out, target)
+            else:
+                self._make_room(target)
+                self.rename(v.name, target)
+            claimed.add(target)
+            bound[name] = target
+        return bound
+
+    def _make_room(self, name: str) -> None:
+        """Rename away a value now called `name` (e.g. the NCHW value of an image output)."""
+        if any(n.output and name in n.output for n in self.nodes) or any(
+                v.name == name for v in (*self.values.values(), *self._converted.values())):
+            self.rename(name, self.unique(f"{name}/{NCHW}"))
 
     def activation(self, v: Value, act: str, alpha: float = LEAKY_RELU_ALPHA) -> Value:
         """`act` applied to `v`; softmax runs over the channels-last last axis."""
@@ -191,21 +250,11 @@ class Lowering:
                 out.name = node.name
             out.shape = tuple(node.type.shape)
             self.values[node.name] = out
+        output_names = self.bind_outputs()
         for name in g.outputs:
-            self.layer = name
-            v = self.values[name]
-            if v.layout == NCHW:
-                v = self.to_layout(v, NHWC)
-            if v.name != name:
-                if v.name in {i.name for i in g.inputs}:
-                    # The model is its input (only dropout/linear layers): ONNX needs a node.
-                    v = Value(self.emit("Identity", [v.name], "output")[0], v.rank, v.layout)
-                if any(v2.name == name for v2 in self.values.values()):
-                    self.rename(name, self.unique(f"{name}/{NCHW}"))
-                self.rename(v.name, name)
-            outputs.append(_tensor_info(name, g.type_of(name).shape))
+            outputs.append(_tensor_info(output_names[name], g.type_of(name).shape))
         graph = helper.make_graph(self.nodes, g.name, inputs, outputs, self.initializers)
-        return Lowered(graph, dict(self.layouts))
+        return Lowered(graph, dict(self.layouts), output_names)
 
 
 def _tensor_info(name: str, shape) -> object:
@@ -385,21 +434,29 @@ def _scan_rnn(ctx: Lowering, node: Node, x: Value, kernel, recurrent, bias) -> V
     h0 = ctx.value("ConstantOfShape", [dims.name], 2, role="initial_state", value=zero)
     r = ctx.const("recurrent_kernel", recurrent)
     f32 = TensorProto.FLOAT
+    # Inner names live in the outer graph's scope too (SSA over both): prefix them with the
+    # layer and reserve them, so no spec tensor or helper value can clash.
+    inner = {role: ctx.unique(f"{node.name}/step/{role}")
+             for role in ("h_prev", "x_t", "hr", "pre", "h_next", "h_out")}
     body_nodes = [
-        helper.make_node("MatMul", ["h_prev", r], ["hr"], name="recurrence"),
-        helper.make_node("Add", ["x_t", "hr"], ["pre"], name="sum"),
-        helper.make_node(ACTIVATIONS[a.activation], ["pre"], ["h_next"], name=a.activation,
+        helper.make_node("MatMul", [inner["h_prev"], r], [inner["hr"]],
+                         name=ctx.unique(f"{node.name}/step/recurrence")),
+        helper.make_node("Add", [inner["x_t"], inner["hr"]], [inner["pre"]],
+                         name=ctx.unique(f"{node.name}/step/sum")),
+        helper.make_node(ACTIVATIONS[a.activation], [inner["pre"]], [inner["h_next"]],
+                         name=ctx.unique(f"{node.name}/step/{a.activation}"),
                          **({"axis": -1} if a.activation == "softmax" else {})),
     ]
-    body_outputs = [helper.make_tensor_value_info("h_next", f32, [None, h])]
+    body_outputs = [helper.make_tensor_value_info(inner["h_next"], f32, [None, h])]
     if a.return_sequences:
         # The state is also the per-step output; a graph cannot list one value twice.
-        body_nodes.append(helper.make_node("Identity", ["h_next"], ["h_out"], name="emit"))
-        body_outputs.append(helper.make_tensor_value_info("h_out", f32, [None, h]))
+        body_nodes.append(helper.make_node("Identity", [inner["h_next"]], [inner["h_out"]],
+                                           name=ctx.unique(f"{node.name}/step/emit")))
+        body_outputs.append(helper.make_tensor_value_info(inner["h_out"], f32, [None, h]))
     body = helper.make_graph(
         body_nodes, f"{node.name}_step",
-        [helper.make_tensor_value_info("h_prev", f32, [None, h]),
-         helper.make_tensor_value_info("x_t", f32, [None, h])], body_outputs)
+        [helper.make_tensor_value_info(inner["h_prev"], f32, [None, h]),
+         helper.make_tensor_value_info(inner["x_t"], f32, [None, h])], body_outputs)
     outs = ctx.emit("Scan", [h0.name, xw.name], outputs=len(body_outputs), body=body,
                     num_scan_inputs=1, scan_input_axes=[1],
                     **({"scan_output_axes": [1]} if a.return_sequences else {}))

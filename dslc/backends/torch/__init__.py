@@ -73,6 +73,10 @@ class Runtime:
     def predict(self, x, batch_size: int = 1024) -> np.ndarray:
         """The first output for `x`: one array, or for several inputs a list/tuple (the
         spec's order) or a dict by input name."""
+        return self.predict_all(x, batch_size)[0]
+
+    def predict_all(self, x, batch_size: int = 1024) -> list[np.ndarray]:
+        """Every output for `x`, in the spec's order (see `predict` for `x`)."""
         if isinstance(x, dict):
             xs = [x[i.name] for i in self.graph.inputs]
         else:
@@ -81,15 +85,15 @@ class Runtime:
             raise DslError(f"model `{self.graph.name}` takes {len(self.graph.inputs)} input(s), "
                            f"got {len(xs)}")
         xs = [np.ascontiguousarray(a, dtype=np.float32) for a in xs]
-        outs = []
+        outs: list[list[np.ndarray]] = []
         with torch.inference_mode():
             for start in range(0, max(len(xs[0]), 1), batch_size):
                 batch = [torch.from_numpy(a[start:start + batch_size]).to(self.device)
                          for a in xs]
                 y = self.module(*batch)
-                y = y[0] if isinstance(y, tuple) else y
-                outs.append(y.float().cpu().numpy())
-        return np.concatenate(outs)
+                ys = list(y) if isinstance(y, tuple | list) else [y]
+                outs.append([t.float().cpu().numpy() for t in ys])
+        return [np.concatenate(parts) for parts in zip(*outs, strict=True)]
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return to_canonical(self.graph, self.module.state_dict())
