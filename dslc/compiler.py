@@ -87,6 +87,9 @@ def _gather(path: Path, text: str, items: _Items, sources: dict[str, str], stack
                 items.lets[item.name] = evaluate(item.value, items.lets)
             except DslError as err:
                 errors.extend(err)
+            except (RecursionError, OverflowError, ValueError):  # a safety net: always located
+                errors.error(f"cannot evaluate `{item.name}`: too large or nested too deeply",
+                             item.span)
         elif isinstance(item, ast.Model | ast.Block):
             if item.name in items.models or item.name in items.blocks:
                 errors.error(f"`{item.name}` is defined twice", item.span)
@@ -108,9 +111,14 @@ def compile_text(text: str, path: str | Path = "<input>") -> Spec:
     broken: set[str] = set()
     for model in items.models.values():
         before = len(errors.diagnostics)
-        graph = GraphBuilder(model, items.blocks, items.lets, errors).build()
-        if len(errors.diagnostics) == before:
-            shapes.infer(graph, errors)
+        try:
+            graph = GraphBuilder(model, items.blocks, items.lets, errors).build()
+            if len(errors.diagnostics) == before:
+                shapes.infer(graph, errors)
+        except (RecursionError, OverflowError):  # a safety net: always located
+            errors.error(f"model `{model.name}` is too large or nested too deeply to check",
+                         model.span)
+            graph = Graph(name=model.name, inputs=[], nodes=[], outputs=[], span=model.span)
         if len(errors.diagnostics) > before:
             broken.add(model.name)
         spec.models[model.name] = graph

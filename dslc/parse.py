@@ -107,7 +107,12 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     line, col = max(err.line, 1), max(err.column, 1)
     if isinstance(err, UnexpectedCharacters):
         ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else "?"
+        if ch == '"':
+            return Diagnostic("unterminated string", Span(file, line, col),
+                              'close it with `"` on the same line')
         hint = "strings use double quotes" if ch == "'" else None
+        if not ch.isprintable() or ch.isspace():
+            return Diagnostic(f"unexpected character U+{ord(ch):04X}", Span(file, line, col), hint)
         return Diagnostic(f"unexpected character `{ch}`", Span(file, line, col), hint)
     if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
         lines = text.splitlines() or [""]
@@ -126,6 +131,32 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
         hint = "an expression is unfinished before `}`"
     end = Span(file, line, col, tok.end_line, tok.end_column)
     return Diagnostic(message, end, hint)
+
+
+# Integers are 64-bit; deeper trees than this would exhaust Python's stack downstream.
+MAX_INT = 2**63 - 1
+MAX_DEPTH = 100
+
+
+def _check_depth(tree, file: str) -> None:
+    """Reject trees nested deeper than MAX_DEPTH (iteratively, before anything recurses):
+    one error for each top-level item that is."""
+    problems = []
+    for item in tree.children:
+        stack = [(item, 2)] if isinstance(item, lark.Tree) else []
+        while stack:
+            t, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                meta = t.meta
+                known = not getattr(meta, "empty", True)
+                span = Span(file, meta.line if known else 1, meta.column if known else 1)
+                problems.append(Diagnostic(
+                    f"expression nested too deeply (more than {MAX_DEPTH} levels)", span,
+                    "split it into smaller pieces with `let` or named layers"))
+                break
+            stack.extend((c, depth + 1) for c in reversed(t.children) if isinstance(c, lark.Tree))
+    if problems:
+        raise DslError(problems)
 
 
 ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t"}
@@ -150,6 +181,7 @@ class _ToAst(Transformer):
     def __init__(self, file: str):
         super().__init__()
         self.file = file
+        self.problems: list[Diagnostic] = []
 
     def _span(self, meta) -> Span:
         if getattr(meta, "empty", True):
@@ -163,7 +195,13 @@ class _ToAst(Transformer):
     def number(self, meta, tok):
         text = str(tok)
         is_int = all(c.isdigit() for c in text)
-        return ast.Num(span=self._span(meta), value=int(text) if is_int else float(text))
+        if (is_int and (len(text.lstrip("0")) > 19 or int(text) > MAX_INT)) or len(text) > 400:
+            # Reported with the file's other such errors once the whole tree is transformed.
+            self.problems.append(Diagnostic("number too large", self._tok_span(tok),
+                                            f"integers go up to {MAX_INT:,}"))
+            return ast.Num(span=self._span(meta), value=0)
+        value = int(text) if is_int else float(text)
+        return ast.Num(span=self._span(meta), value=value)
 
     def string(self, meta, tok):
         return ast.Str(span=self._span(meta), value=_unquote(tok, self._tok_span(tok)))
@@ -252,16 +290,30 @@ class _ToAst(Transformer):
 
 def parse(text: str, file: str = "<input>") -> ast.Program:
     """Parse one .dl file. Raises DslError with a located, readable message."""
+    if text.startswith("\ufeff"):  # a UTF-8 byte order mark, as some editors write
+        text = text[1:]
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
         raise DslError(_syntax_error(err, file, text)) from None
+    except RecursionError:
+        raise DslError("spec nested too deeply", Span(file, 1, 1)) from None
+    _check_depth(tree, file)
+    to_ast = _ToAst(file)
     try:
-        return ast.Program(file=file, items=_ToAst(file).transform(tree))
+        items = to_ast.transform(tree)
+        if to_ast.problems:
+            raise DslError(to_ast.problems)
+        return ast.Program(file=file, items=items)
     except VisitError as err:
         if isinstance(err.orig_exc, DslError):
             raise err.orig_exc from None
+        if isinstance(err.orig_exc, RecursionError | OverflowError | ValueError):
+            raise DslError("expression too large or nested too deeply", Span(file, 1, 1)) from None
         raise
+    except RecursionError:
+        raise DslError(f"expression nested too deeply (more than {MAX_DEPTH} levels)",
+                       Span(file, 1, 1)) from None
 
 
 if __name__ == "__main__":

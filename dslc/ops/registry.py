@@ -30,7 +30,8 @@ class ShapeError(Exception):
 
 
 class OpAttrs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: `dense("10")`, `dense(2.5)` and `dense(true)` are mistakes, not conversions.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class NoAttrs(OpAttrs):

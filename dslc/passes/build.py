@@ -3,6 +3,8 @@ statements into graph edges, validates each op's attributes. Errors are collecte
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +18,25 @@ from dslc.ops.registry import all_ops
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
 
 DTYPES = {"f32": "f32", "float32": "f32"}
+# Limits that keep checking fast and the backends sane.
+MAX_LAYERS = 100_000  # layers of one model, after blocks and `repeat` are expanded
+MAX_STEPS = 1_000_000  # statements run while expanding one model
+MAX_BLOCK_DEPTH = 32
+MAX_NAME = 100  # characters of a model, input or layer name (they become file names, keys)
+MAX_DIM = 2**31 - 1  # elements of one dimension or one tensor
 PARAM_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "any": object}
 
 
 class Poisoned(Exception):
     """A statement already reported an error; its dependents stay quiet."""
+
+
+class Abort(Exception):
+    """An error that stops building the model (runaway expansion): reported once."""
+
+    def __init__(self, err: DslError):
+        super().__init__(str(err))
+        self.err = err
 
 
 @dataclass
@@ -36,6 +52,10 @@ class Scope:
     tensors: dict[str, Tensor | None] = field(default_factory=dict)  # None: poisoned
     prefix: str = ""
     prev: Tensor | None = None
+    uid: int = field(default_factory=lambda: next(_SCOPE_IDS))
+
+
+_SCOPE_IDS = itertools.count()
 
 
 class GraphBuilder:
@@ -52,6 +72,38 @@ class GraphBuilder:
         self.root = Scope(lets=dict(lets))
         self.depth = 0
         self.failed_input = False
+        self.steps = 0
+        self.binding_span: Span | None = None
+        # Who made each layer name: (scope id, binding) for a user's binding, None otherwise.
+        self.owner: dict[str, tuple[int, str] | None] = {}
+        self.owner_span: dict[str, Span] = {}
+        self.expanding: list[tuple[str, Span]] = []  # active `repeat`s and block calls
+
+    def too_long(self, name: str, span: Span, what: str = "name") -> None:
+        if len(name) > MAX_NAME:
+            raise DslError(f"{what} `{name[:40]}...` is too long ({len(name)} characters, "
+                           f"at most {MAX_NAME})", span,
+                           "choose a shorter name" if what == "name" else
+                           "choose shorter names or nest fewer blocks")
+
+    def bind(self, scope: Scope, binding: str, span: Span) -> str:
+        """The layer name for a user's `binding`; a name some other layer already took is an
+        error rather than a silent rename (checkpoint keys would not match the spec)."""
+        full = scope.prefix + binding
+        self.too_long(full, span, "name" if not scope.prefix else "layer name")
+        key = (scope.uid, binding)
+        if full in self.used and self.owner.get(full) != key:
+            where = self.owner_span.get(full)
+            at = f" (line {where.line})" if where is not None and where.file == span.file else ""
+            raise DslError(f"the name `{full}` is already taken by another layer{at}", span,
+                           "choose another name: layers made by a block are named "
+                           "`<instance>_<layer>`, unnamed ones `<op>_<n>`")
+        name = self.fresh(full)
+        if name == full:
+            self.owner[name], self.owner_span[name] = key, span
+        else:
+            self.owner[name], self.owner_span[name] = None, span
+        return name
 
     # names
     def fresh(self, base: str) -> str:
@@ -77,7 +129,17 @@ class GraphBuilder:
 
     # statements
     def build(self) -> Graph:
-        self.run_body(self.model.body, self.root, is_block=False)
+        try:
+            self.too_long(self.model.name, self.model.span, "model name")
+        except DslError as err:
+            self.errors.extend(err)
+        before = len(self.errors.diagnostics)
+        try:
+            self.run_body(self.model.body, self.root, is_block=False)
+        except Abort as abort:
+            self.errors.extend(abort.err)
+            return Graph(name=self.model.name, inputs=self.inputs, nodes=self.nodes,
+                         outputs=self.outputs, span=self.model.span)
         if not self.inputs and not self.failed_input:
             self.errors.error(f"model `{self.model.name}` declares no input", self.model.span,
                               "add `input x: f32[...]` as the first statement")
@@ -86,11 +148,35 @@ class GraphBuilder:
         if self.inputs and not self.nodes and not self.errors.diagnostics:
             self.errors.error(f"model `{self.model.name}` has no layers", self.model.span,
                               "add a layer after the input, e.g. `dense(1)`")
+        if len(self.errors.diagnostics) == before and self.outputs:
+            self.check_dead()
         return Graph(name=self.model.name, inputs=self.inputs, nodes=self.nodes,
                      outputs=self.outputs, span=self.model.span)
 
+    def check_dead(self) -> None:
+        """Every layer must feed an output: backends disagree on what to do with the others."""
+        live = set(self.outputs)
+        for node in reversed(self.nodes):
+            if node.name in live:
+                live.update(node.inputs)
+        for node in self.nodes:
+            if node.name not in live:
+                self.errors.error(f"`{node.name}` is computed but reaches no output", node.span,
+                                  "add it to `output`, or remove it")
+
+    def limit(self, what: str, span: Span) -> Abort:
+        if self.expanding:
+            kind, span = self.expanding[0]
+            return Abort(DslError(f"this {kind} expands to more than {what}", span,
+                                  "a model this large cannot be checked or trained; "
+                                  "use fewer repetitions"))
+        return Abort(DslError(f"model `{self.model.name}` has more than {what}", span))
+
     def run_body(self, body, scope: Scope, is_block: bool, block_outputs: list | None = None) -> None:
         for stmt in body:
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                raise self.limit(f"{MAX_STEPS:,} statements", stmt.span)
             try:
                 self.statement(stmt, scope, is_block, block_outputs)
             except (Poisoned, DslError) as err:
@@ -117,6 +203,7 @@ class GraphBuilder:
             scope.prev = outs[-1]
         elif isinstance(stmt, ast.Assign):
             binding = stmt.targets[0] if len(stmt.targets) == 1 else None
+            self.binding_span = stmt.span
             outs = self.tensor_expr(stmt.value, scope, allow_multi=True, binding=binding)
             if len(outs) != len(stmt.targets):
                 raise DslError(f"{len(stmt.targets)} names on the left, but the right gives "
@@ -137,8 +224,18 @@ class GraphBuilder:
             count = evaluate(stmt.count, scope.lets)
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise DslError(f"repeat needs a positive integer, got {describe(count)}", stmt.count.span)
-            for _ in range(count):
-                self.run_body(stmt.body, scope, is_block, block_outputs)
+            self.expanding.append(("`repeat`", stmt.span))
+            try:
+                for _ in range(count):
+                    self.steps += 1
+                    if self.steps > MAX_STEPS:
+                        raise self.limit(f"{MAX_STEPS:,} statements", stmt.span)
+                    before = len(self.errors.diagnostics)
+                    self.run_body(stmt.body, scope, is_block, block_outputs)
+                    if len(self.errors.diagnostics) > before:
+                        break  # each repetition would report the same errors again
+            finally:
+                self.expanding.pop()
         else:  # pragma: no cover - the grammar admits nothing else
             raise DslError("unexpected statement", stmt.span)
 
@@ -155,10 +252,14 @@ class GraphBuilder:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise DslError(f"a dimension must be a positive integer or `?`, got {describe(v)}",
                                d.span)
+            if v is not None and v > MAX_DIM:
+                raise DslError(f"dimension {v:,} is too large (at most {MAX_DIM:,})", d.span)
             dims.append(v)
         if stmt.name in self.used:
             raise DslError(f"`{stmt.name}` is already defined", stmt.span)
+        self.too_long(stmt.name, stmt.span)
         self.used.add(stmt.name)
+        self.owner[stmt.name], self.owner_span[stmt.name] = (scope.uid, stmt.name), stmt.span
         self.inputs.append(Input(name=stmt.name, type=TensorType(dtype=DTYPES[stmt.dtype],
                                                                   shape=tuple(dims)), span=stmt.span))
         t = Tensor(stmt.name)
@@ -189,6 +290,7 @@ class GraphBuilder:
         return False
 
     def call(self, call: ast.Call, scope: Scope, binding: str | None) -> list[Tensor]:
+        binding_span = self.binding_span or call.span  # inputs' block expansions may change it
         op = get_op(call.func)
         block = self.blocks.get(call.func)
         if op is None and block is None:
@@ -221,6 +323,7 @@ class GraphBuilder:
                 raise DslError(f"`{call.func}` has no input", call.func_span,
                                "declare `input name: f32[...]` before the first layer")
             inputs = [scope.prev]
+        self.binding_span = binding_span
         if op is not None:
             return [self.op_node(call, op, inputs, attr_args, scope, binding)]
         return self.expand_block(call, block, inputs, attr_args, scope, binding)
@@ -233,7 +336,14 @@ class GraphBuilder:
             raise DslError(f"`{op.name}` needs at least {op.min_inputs} inputs, got {len(inputs)}",
                            call.func_span)
         attrs = self.attrs(call, op, attr_args, scope)
-        name = self.fresh(scope.prefix + binding) if binding else self.auto_name(op.name, scope)
+        if len(self.nodes) >= MAX_LAYERS:
+            raise self.limit(f"{MAX_LAYERS:,} layers", call.func_span)
+        if binding:
+            name = self.bind(scope, binding, self.binding_span)
+        else:
+            name = self.auto_name(op.name, scope)
+            self.too_long(name, call.func_span, "layer name")
+            self.owner_span[name] = call.func_span
         self.nodes.append(Node(name=name, op=op.name, inputs=[t.name for t in inputs], attrs=attrs,
                                span=call.func_span))
         return Tensor(name)
@@ -269,11 +379,22 @@ class GraphBuilder:
         try:
             return op.Attrs(**{k: _plain(v) for k, v in values.items()})
         except ValidationError as exc:
-            raise DslError([_attr_diag(op, call, e, values, spans) for e in exc.errors()]) from None
+            by_key: dict[Any, list] = {}
+            for e in exc.errors():
+                by_key.setdefault(e["loc"][0] if e["loc"] else None, []).append(e)
+            raise DslError([_attr_diag(op, call, es, values, spans)
+                            for es in by_key.values()]) from None
 
     def expand_block(self, call, block: ast.Block, inputs, attr_args, scope: Scope, binding):
-        if self.depth > 32:
-            raise DslError(f"block `{block.name}` calls itself too deeply", call.func_span)
+        if self.depth >= MAX_BLOCK_DEPTH:
+            # Fatal: every level would report it again, and a block that calls itself twice
+            # would do so 2**32 times.
+            if any(kind == f"call of block `{block.name}`" for kind, _ in self.expanding):
+                raise Abort(DslError(f"block `{block.name}` calls itself too deeply "
+                                     f"(more than {MAX_BLOCK_DEPTH} levels)", call.func_span,
+                                     "a block cannot use itself, directly or through other blocks"))
+            raise Abort(DslError(f"blocks nested too deeply (more than {MAX_BLOCK_DEPTH} levels)",
+                                 call.func_span))
         block_inputs = _block_inputs(block)
         if len(inputs) != len(block_inputs):
             raise DslError(f"block `{block.name}` takes {len(block_inputs)} input(s), got {len(inputs)}",
@@ -305,18 +426,24 @@ class GraphBuilder:
             if (isinstance(value, bool) and p.type in ("int", "float")) or not isinstance(value, expected):
                 raise DslError(f"`{p.name}` of block `{block.name}` is {p.type}, got {describe(value)}", span)
             lets[p.name] = value
-        instance = self.fresh(scope.prefix + binding) if binding else self.auto_name(block.name, scope)
+        if binding:
+            instance = self.bind(scope, binding, self.binding_span)
+        else:
+            instance = self.auto_name(block.name, scope)
+            self.too_long(instance, call.func_span, "layer name")
         inner = Scope(lets=lets, prefix=f"{instance}_")
         for name, t in zip(block_inputs, inputs):
             inner.tensors[name] = t
         inner.prev = inputs[0] if inputs else None
         outputs: list[Tensor] = []
         self.depth += 1
+        self.expanding.append((f"call of block `{block.name}`", call.func_span))
         try:
             self.run_body([s for s in block.body if not isinstance(s, ast.InputDecl)], inner,
                           is_block=True, block_outputs=outputs)
         finally:
             self.depth -= 1
+            self.expanding.pop()
         if not outputs:
             if inner.prev is None or inner.prev is _POISON:
                 raise Poisoned()
@@ -339,18 +466,30 @@ def _plain(v):
     return v
 
 
-def _attr_diag(op, call, e, values, spans):
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "`true` or `false`",
+               "str": "a name", "tuple[int, int]": "a pair of integers like `[3, 3]`",
+               "tuple[int, ...]": "a list of integers"}
+
+
+def _attr_diag(op, call, errs, values, spans):
+    """One diagnostic for the errors pydantic gives about one attribute."""
     from dslc.diagnostics import Diagnostic
 
+    e = errs[0]
     key = e["loc"][0] if e["loc"] else None
     span = spans.get(key, call.func_span)
-    if e["type"] == "missing":
+    if e["type"] == "missing" and len(e["loc"]) == 1:
         return Diagnostic(f"`{op.name}` needs `{key}`", call.func_span,
                           f"e.g. `{op.name}({key}=...)`")
     value = values.get(key)
+    members = [x["loc"][1] for x in errs if len(x["loc"]) > 1 and isinstance(x["loc"][1], str)]
+    if len(errs) > 1 and len(members) == len(errs):  # a union: say what each member wants
+        words = [_TYPE_WORDS.get(m, f"`{m}`") for m in dict.fromkeys(members) if m != "none"]
+        return Diagnostic(f"`{key}` of `{op.name}` takes {' or '.join(words)}, "
+                          f"got {describe(value)}", span)
     if e["type"] == "literal_error":
-        choices = e["ctx"]["expected"].replace("'", "").split(", ")
-        choices = [c.replace(" or ", "") for c in choices]
+        choices = [c.strip().strip("'") for c in re.split(r",| or ", e["ctx"]["expected"])]
+        choices = [c for c in choices if c]
         hint = did_you_mean(str(value), choices) if isinstance(value, str) else None
         return Diagnostic(f"`{value}` is not a valid `{key}` for `{op.name}`", span,
                           hint or f"use one of {one_of(choices)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dslc.diagnostics import Collector
 from dslc.ir.graph import Graph
 from dslc.ops import ShapeError, get_op
@@ -22,4 +24,25 @@ def infer(graph: Graph, errors: Collector) -> None:
             errors.error(f"layer `{node.name}` ({node.op}): {err.message}", node.span,
                          err.hint or f"its input shape: {shapes}")
             continue
+        problem = _too_large(node)
+        if problem:
+            errors.error(f"layer `{node.name}` ({node.op}): {problem}", node.span,
+                         f"at most {MAX_ELEMENTS:,} elements a tensor")
+            continue
         types[node.name] = node.type
+
+
+# One tensor's elements (per sample for outputs): more than int32 indexing and ONNX allow,
+# and far more memory than a model can hold.
+MAX_ELEMENTS = 2**31 - 1
+
+
+def _too_large(node) -> str | None:
+    out = [d for d in node.type.shape if d is not None]
+    if math.prod(out) > MAX_ELEMENTS:
+        return f"its output {node.type} is too large ({math.prod(out):,} values a sample)"
+    for key, p in node.params.items():
+        if p.size > MAX_ELEMENTS:
+            dims = ", ".join(str(d) for d in p.shape)
+            return f"its {key} [{dims}] is too large ({p.size:,} parameters)"
+    return None

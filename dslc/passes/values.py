@@ -49,21 +49,15 @@ def evaluate(expr, env: dict[str, Any]) -> Any:
     if isinstance(expr, ast.Neg):
         v = evaluate(expr.operand, env)
         _need_number(v, expr.operand.span, "-")
-        return -v
+        return _checked(-v, expr.span)
     if isinstance(expr, ast.BinOp):
         left, right = evaluate(expr.left, env), evaluate(expr.right, env)
         _need_number(left, expr.left.span, expr.op)
         _need_number(right, expr.right.span, expr.op)
-        if expr.op == "+":
-            return left + right
-        if expr.op == "-":
-            return left - right
-        if expr.op == "*":
-            return left * right
-        if right == 0:
-            raise DslError("division by zero", expr.right.span)
-        q = left / right
-        return int(q) if isinstance(left, int) and isinstance(right, int) and left % right == 0 else q
+        try:
+            return _checked(_arith(expr, left, right), expr.span)
+        except OverflowError:
+            raise DslError("number too large", expr.span, f"integers go up to {MAX_INT:,}") from None
     if isinstance(expr, ast.Call):
         return CallValue(
             name=expr.func,
@@ -76,6 +70,31 @@ def evaluate(expr, env: dict[str, Any]) -> Any:
     if isinstance(expr, ast.Dynamic):
         return None
     raise DslError("this is not a value", getattr(expr, "span", None))
+
+
+# Integers are 64-bit, as in every backend; the parser rejects larger literals.
+MAX_INT = 2**63 - 1
+
+
+def _arith(expr, left, right):
+    if expr.op == "+":
+        return left + right
+    if expr.op == "-":
+        return left - right
+    if expr.op == "*":
+        return left * right
+    if right == 0:
+        raise DslError("division by zero", expr.right.span)
+    if isinstance(left, int) and isinstance(right, int):
+        if left % right == 0:
+            return left // right
+    return left / right
+
+
+def _checked(v, span):
+    if isinstance(v, int) and not -MAX_INT - 1 <= v <= MAX_INT:
+        raise DslError("number too large", span, f"integers go up to {MAX_INT:,}")
+    return v
 
 
 def _need_number(v, span, op) -> None:
