@@ -189,11 +189,12 @@ def lower(node: Node, ctx: Context) -> Call:
 
 def _identifiers(graph: Graph) -> dict[str, str]:
     """A Python variable per tensor: the spec's name where it is a safe identifier."""
-    taken = {"keras", f"build_{graph.name}", *HELPERS}
+    taken = {"keras", model_function(graph), *HELPERS}
     names: dict[str, str] = {}
     for tensor in [i.name for i in graph.inputs] + [n.name for n in graph.nodes]:
         base = "".join(c if c.isalnum() or c == "_" else "_" for c in tensor) or "t"
-        if base[0].isdigit() or keyword.iskeyword(base) or base in taken:
+        if base[0].isdigit() or keyword.iskeyword(base) or base in taken or \
+                base in ("l", "O", "I"):  # ruff E741: they look like digits
             base = f"{base}_" if not base[0].isdigit() else f"t_{base}"
         var, k = base, 1
         while var in taken:
@@ -204,13 +205,59 @@ def _identifiers(graph: Graph) -> dict[str, str]:
     return names
 
 
-def _render_call(target: str, call: Call, layer_name: str, inputs: str) -> str:
+def _exploded(items: list[str], depth: int) -> str:
+    """`items` one a line at `depth` indents, each with the trailing comma that keeps ruff
+    format from joining them again."""
+    return "".join(f"{INDENT * depth}{item},\n" for item in items)
+
+
+def _assign(target: str, value: Callable[[int], str]) -> str:
+    """`target = value` at one indent; as ruff format writes it, the value moves into
+    parentheses of its own when its first line would not fit after `target = `."""
+    text = f"{INDENT}{target} = {value(1)}"
+    if len(text.split("\n", 1)[0]) <= LINE or len(f"{INDENT}{target} = (") > LINE:
+        return text  # (parentheses would not help a target that long)
+    return f"{INDENT}{target} = (\n{INDENT * 2}{value(2)}\n{INDENT})"
+
+
+def _render_call(target: str, call: Call, layer_name: str, inputs: list[str]) -> str:
     items = [*call.args, *(f"{k}={v}" for k, v in call.kwargs), f"name={q(layer_name)}"]
-    line = f"{INDENT}{target} = {call.cls}({', '.join(items)})({inputs})"
+    arg = inputs[0] if len(inputs) == 1 else f"[{', '.join(inputs)}]"
+    line = f"{INDENT}{target} = {call.cls}({', '.join(items)})({arg})"
     if len(line) <= LINE:
         return line
-    body = "".join(f"{INDENT * 2}{item},\n" for item in items)
-    return f"{INDENT}{target} = {call.cls}(\n{body}{INDENT})({inputs})"
+
+    def value(d: int) -> str:
+        head = f"{call.cls}(\n{_exploded(items, d + 1)}{INDENT * d})"
+        if len(f"{INDENT * d})({arg})") <= LINE:
+            return f"{head}({arg})"
+        if len(inputs) == 1:  # one long name: on a line of its own
+            return f"{head}(\n{INDENT * (d + 1)}{arg}\n{INDENT * d})"
+        return (f"{head}(\n{INDENT * (d + 1)}[\n{_exploded(inputs, d + 2)}"
+                f"{INDENT * (d + 1)}]\n{INDENT * d})")
+
+    return _assign(target, value)
+
+
+def _render_kwargs(target: str | None, fn: str, kwargs: list[tuple[str, str]]) -> str:
+    """`target = fn(k=v, ...)` (`return fn(...)` without a target) on one line when it fits,
+    else one argument a line (a list value too long for its line is exploded as well)."""
+    lead = f"{INDENT}{target} = " if target else f"{INDENT}return "
+    line = f"{lead}{fn}({', '.join(f'{k}={v}' for k, v in kwargs)})"
+    if len(line) <= LINE:
+        return line
+
+    def value(d: int) -> str:
+        body = ""
+        for k, v in kwargs:
+            item = f"{INDENT * (d + 1)}{k}={v},"
+            if len(item) > LINE and v.startswith("[") and v.endswith("]"):
+                elements = [e.strip() for e in v[1:-1].split(",")]
+                item = f"{INDENT * (d + 1)}{k}=[\n{_exploded(elements, d + 2)}{INDENT * (d + 1)}],"
+            body += item + "\n"
+        return f"{fn}(\n{body}{INDENT * d})"
+
+    return _assign(target, value) if target else f"{lead}{value(1)}"
 
 
 def _shape(shape) -> str:
@@ -218,10 +265,13 @@ def _shape(shape) -> str:
 
 
 def model_function(graph: Graph) -> str:
-    """The name of the generated `build_<model>` function."""
-    if not graph.name.isidentifier() or keyword.iskeyword(graph.name):
+    """The name of the generated `build_<model>` function: `build_class` for a model named
+    after a Python keyword is a valid identifier too."""
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in graph.name)
+    fn = f"build_{name}"
+    if not fn.isidentifier():
         raise DslError(f"model name `{graph.name}` is not a valid Python identifier", graph.span)
-    return f"build_{graph.name}"
+    return fn
 
 
 def generate(spec, graph: Graph) -> str:
@@ -232,23 +282,19 @@ def generate(spec, graph: Graph) -> str:
     body: list[str] = []
     for i in graph.inputs:
         dtype = DTYPES.get(i.type.dtype, i.type.dtype)
-        body.append(f"{INDENT}{var[i.name]} = keras.Input(shape={_shape(i.type.shape)}, "
-                    f"dtype={q(dtype)}, name={q(i.name)})")
+        body.append(_render_kwargs(var[i.name], "keras.Input", [
+            ("shape", _shape(i.type.shape)), ("dtype", q(dtype)), ("name", q(i.name))]))
     for node in graph.nodes:
         call = lower(node, ctx)
-        args = [var[t] for t in node.inputs]
-        inputs = args[0] if len(args) == 1 else f"[{', '.join(args)}]"
-        body.append(_render_call(var[node.name], call, node.name, inputs))
+        body.append(_render_call(var[node.name], call, node.name,
+                                 [var[t] for t in node.inputs]))
 
     def listed(names: list[str]) -> str:
         return var[names[0]] if len(names) == 1 else f"[{', '.join(var[n] for n in names)}]"
 
     ins, outs = listed([i.name for i in graph.inputs]), listed(graph.outputs)
-    ret = f"{INDENT}return keras.Model(inputs={ins}, outputs={outs}, name={q(graph.name)})"
-    if len(ret) > LINE:
-        ret = (f"{INDENT}return keras.Model(\n{INDENT * 2}inputs={ins},\n"
-               f"{INDENT * 2}outputs={outs},\n{INDENT * 2}name={q(graph.name)},\n{INDENT})")
-    body.append(ret)
+    body.append(_render_kwargs(None, "keras.Model",
+                               [("inputs", ins), ("outputs", outs), ("name", q(graph.name))]))
 
     source = getattr(spec, "path", None)
     origin = source.name if source is not None else "<spec>"

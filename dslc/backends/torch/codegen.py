@@ -41,8 +41,13 @@ _MODULE_ATTRS = {
     "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_",
     "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
     "training", "type", "xpu", "zero_grad",
+    # written by this generator
+    "reset_parameters",
 }
 _GLOBALS = {"torch", "nn", "F", "self", "logits", "float", "range", "super"}
+
+# Variable names that ruff flags (E741): `l`, `O`, `I` look like digits.
+_AMBIGUOUS = {"l", "O", "I"}
 
 _USES_F = re.compile(r"\bF\.")
 NCHW = "permute(0, 3, 1, 2)"  # [N, H, W, C] → [N, C, H, W]
@@ -59,16 +64,30 @@ def _identifier(name: str, taken: set[str]) -> str:
     return out
 
 
+def _public(name: str) -> str:
+    """`name` without leading underscores: nn.Module keeps its own state in `_`-attributes
+    (`_modules`, `_parameters`, ...) and `__name` would be mangled inside the class."""
+    return name.lstrip("_") or "layer"
+
+
 def module_attrs(graph: Graph) -> dict[str, str]:
     """The submodule attribute of every layer that owns one: the layer's name, made safe.
-    The weight adapter uses the same map, so state_dict keys are `<attr>.<param>`."""
+    The weight adapter uses the same map, so state_dict keys are `<attr>.<param>`.
+
+    A name that is safe as it is keeps it; the others (reserved, a keyword, a leading `_`)
+    are renamed afterwards, so a renamed layer never takes another layer's own name."""
     taken = set(_MODULE_ATTRS) | _GLOBALS
     out = {}
     for node in graph.nodes:
-        attr = _identifier(node.name, taken)
-        taken.add(attr)
-        out[node.name] = attr
-    return out
+        if _identifier(node.name, taken) == node.name and not node.name.startswith("_"):
+            taken.add(node.name)
+            out[node.name] = node.name
+    for node in graph.nodes:
+        if node.name not in out:
+            attr = _identifier(_public(node.name), taken)
+            taken.add(attr)
+            out[node.name] = attr
+    return {node.name: out[node.name] for node in graph.nodes}
 
 
 def class_name(model: str) -> str:
@@ -106,6 +125,22 @@ class Emitter:
     init: list[str] = field(default_factory=list)
     forward: list[str] = field(default_factory=list)
     taken: set[str] = field(default_factory=set)
+    attr_taken: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        # attributes of the module: every layer's (spec name and attribute) and nn.Module's
+        self.attr_taken |= set(_MODULE_ATTRS) | _GLOBALS | set(self.attrs.values())
+        self.attr_taken |= {n.name for n in self.graph.nodes}
+        self.attr_taken |= {i.name for i in self.graph.inputs}
+
+    def fresh_attr(self, base: str) -> str:
+        """A new attribute name (a buffer) that no layer, spec name or nn.Module uses."""
+        base = _identifier(_public(base), set())
+        name, k = base, 2
+        while name in self.attr_taken:
+            name, k = f"{base}_{k}", k + 1
+        self.attr_taken.add(name)
+        return name
 
     def module(self, node: Node) -> str:
         return f"self.{self.attrs[node.name]}"
@@ -116,7 +151,11 @@ class Emitter:
         return self.module(node)
 
     def fresh(self, base: str) -> str:
+        if base.startswith("__"):  # `__x` would be mangled, `__class__` is the class cell
+            base = _public(base)
         name = _identifier(base, set())
+        if name in _AMBIGUOUS:
+            name += "_"
         k = 2
         while name in self.taken or name in _GLOBALS:
             name, k = f"{_identifier(base, set())}_{k}", k + 1
@@ -214,7 +253,7 @@ def _avgpool2d(em: Emitter, node: Node, ins: list[Value]) -> Value:
     # share of real pixels in it (a constant of the shapes), so padding is not counted.
     pads = (left, right, top, bottom)
     call = em.add(node, f"nn.AvgPool2d({', '.join(args)})")
-    scale = f"{em.attrs[node.name]}_real"
+    scale = em.fresh_attr(f"{em.attrs[node.name]}_real")
     em.init += [f"# {node.name} pads unevenly (TF `same`): the share of real pixels per window",
                 f"real = {call}(F.pad(torch.ones(1, 1, {h}, {w}), {pads!r}))",
                 f"self.register_buffer(\"{scale}\", real, persistent=False)"]
@@ -324,6 +363,11 @@ def fused_activation(graph: Graph) -> str | None:
     return act if act in ("softmax", "sigmoid") else None
 
 
+def _passes_through(node: Node) -> bool:
+    """Whether `forward` computes `node` as its input's expression, unchanged."""
+    return LOWERINGS.get(node.op) is _elementwise and _node_activation(node)[0] == "linear"
+
+
 def _consumers(graph: Graph) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {i.name: [] for i in graph.inputs}
     for idx, node in enumerate(graph.nodes):
@@ -355,14 +399,26 @@ def generate(spec, graph: Graph) -> str:
     names: dict[str, str] = {}
     for inp in graph.inputs:
         names[inp.name] = em.fresh(inp.name)
+    def chains(idx: int, node: Node) -> bool:
+        return node.name not in outputs and consumers.get(node.name) == [idx + 1] and \
+            graph.nodes[idx + 1].inputs.count(node.name) == 1
+
+    # An identity (`linear`) passes its input's value on: when the identity is read later
+    # than by the very next layer, that input needs a name of its own, not the temporary.
+    named = [False] * len(graph.nodes)
+    for idx in range(len(graph.nodes) - 1, -1, -1):
+        node = graph.nodes[idx]
+        named[idx] = not chains(idx, node) or (
+            _passes_through(graph.nodes[idx + 1]) and named[idx + 1])
     chained = set()
     for idx, node in enumerate(graph.nodes):
-        if node.name not in outputs and consumers.get(node.name) == [idx + 1] and \
-                graph.nodes[idx + 1].inputs.count(node.name) == 1:
-            chained.add(node.name)
-        else:
+        if named[idx]:
             names[node.name] = em.fresh(node.name)
-    temp = next(c for c in ("x", "h", "y", "z", "out_") if c not in em.taken)
+        else:
+            chained.add(node.name)
+    temp = next((c for c in ("x", "h", "y", "z", "out_") if c not in em.taken), None)
+    if temp is None:
+        temp = em.fresh("x")
     em.taken.add(temp)
 
     values: dict[str, Value] = {
@@ -395,7 +451,9 @@ def generate(spec, graph: Graph) -> str:
                 em.forward.append(f"return {expr}")
             returned = True
             continue
-        if expr.isidentifier():  # a name already (an RNN's state, an identity): no copy
+        # A name already (an RNN's state, an identity): no copy, unless it is the temporary
+        # and is read after the next layer, which overwrites the temporary.
+        if expr.isidentifier() and (expr != temp or node.name in chained):
             values[node.name] = Value(expr, value.nchw, value.rank)
             continue
         em.forward.append(f"{var} = {expr}")
@@ -414,32 +472,56 @@ def _wrap(line: str, indent: str) -> list[str]:
     """`line` as is when it fits; else its last call's arguments one a line, as Black does."""
     if len(indent + line) <= LINE:
         return [indent + line]
+    if line.startswith("#"):  # a comment stays a comment: split it into comment lines
+        text = line.lstrip("#").strip()
+        return textwrap.wrap(text, LINE, initial_indent=f"{indent}# ",
+                             subsequent_indent=f"{indent}# ", break_long_words=False,
+                             break_on_hyphens=False) or [indent + line]
+    elements = _split_top_level(line.removeprefix("return "), ",")
+    if line.startswith("return ") and len(elements) > 1:  # a tuple: one element a line
+        inner = indent + "    "
+        body = []
+        for element in elements:
+            lines = _wrap(element.strip(), inner)
+            body += [*lines[:-1], lines[-1] + ","]
+        return [indent + "return (", *body, indent + ")"]
     terms = _top_level_terms(line)
     if len(terms) > 1:  # `x = a / b`: parenthesise, one operand a line
         inner = indent + "    "
-        return [indent + terms[0] + "(", inner + terms[1],
-                *(inner + t for t in terms[2:]), indent + ")"]
-    if not line.endswith(")"):
+        return [indent + terms[0] + "(", *(x for t in terms[1:] for x in _wrap(t, inner)),
+                indent + ")"]
+    if not line.endswith((")", "]")):
         return [indent + line]
     depth, start = 0, None
-    for i in range(len(line) - 1, -1, -1):  # the "(" that matches the final ")"
+    for i in range(len(line) - 1, -1, -1):  # the bracket that matches the final one
         depth += {")": 1, "]": 1, "(": -1, "[": -1}.get(line[i], 0)
         if depth == 0:
             start = i
             break
-    if not start:
+    # a call (its bracket not first), or a list literal (its bracket first): one item a line
+    if start is None or (start == 0) != line.endswith("]"):
         return [indent + line]
-    args, depth, cur = [], 0, ""
-    for c in line[start + 1:-1]:
+    args = [a.strip() for a in _split_top_level(line[start + 1:-1], ",")]
+    inner = indent + "    "
+    body = []
+    for arg in filter(None, args):
+        lines = _wrap(arg, inner)
+        body += [*lines[:-1], lines[-1] + ","]
+    return [indent + line[:start + 1], *body, indent + line[-1]]
+
+
+def _split_top_level(text: str, sep: str) -> list[str]:
+    """`text` split at each `sep` outside brackets (strings hold no brackets here)."""
+    parts, depth, cur = [], 0, ""
+    for c in text:
         depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(c, 0)
-        if c == "," and depth == 0:
-            args.append(cur.strip())
+        if c == sep and depth == 0:
+            parts.append(cur)
             cur = ""
         else:
             cur += c
-    args.append(cur.strip())
-    inner = indent + "    "
-    return [indent + line[:start + 1], *(f"{inner}{a}," for a in args if a), indent + ")"]
+    parts.append(cur)
+    return parts
 
 
 def _top_level_terms(line: str) -> list[str]:
@@ -527,9 +609,8 @@ def _render(spec, graph: Graph, cls: str, em: Emitter, names: dict[str, str],
         "",
         f"class {cls}(nn.Module):",
     ]
-    doc = [textwrap.fill(p, LINE, initial_indent="    ", subsequent_indent="    ")
-           for p in paragraphs]
-    doc[0] = '    """' + doc[0][4:]
+    doc = [textwrap.fill(p, LINE, initial_indent='    """' if k == 0 else "    ",
+                         subsequent_indent="    ") for k, p in enumerate(paragraphs)]
     if len(doc) == 1 and "\n" not in doc[0] and len(doc[0]) + 3 <= LINE:
         lines.append(doc[0] + '"""')
     else:
@@ -544,7 +625,7 @@ def _render(spec, graph: Graph, cls: str, em: Emitter, names: dict[str, str],
         lines += ["        self.reset_parameters()", "",
                   "    def reset_parameters(self) -> None:",
                   '        """The spec\'s initialisers (Keras\'s formulas), not PyTorch\'s defaults."""',
-                  *(f"        {line}" for line in resets)]
+                  *(x for line in resets for x in _wrap(line, "        "))]
     signature = f"    def forward(self, {params}) -> {ret}:"
     if len(signature) > LINE:
         signature = "\n".join(["    def forward(", "        self,", *(f"        {p.strip()}," for p in
