@@ -80,17 +80,8 @@ def inference_fn(model, graph: Graph, all_outputs: bool = False):
 
 
 def predict_batches(fn, x, tf_device: str, batch_size: int = 256) -> np.ndarray:
-    tf = tensorflow()
-    xs = list(x) if isinstance(x, (list, tuple)) else [x]
-    xs = [np.asarray(a, dtype=np.float32) for a in xs]
-    n = len(xs[0])
-    outs = []
-    with tf.device(tf_device):
-        for start in range(0, n, batch_size):
-            outs.append(fn(*(a[start:start + batch_size] for a in xs)).numpy())
-    if not outs:
-        return fn(*(a[:0] for a in xs)).numpy()
-    return np.concatenate(outs, axis=0)
+    """`fn` (one output) over `x` in batches."""
+    return predict_all_batches(lambda *a: (fn(*a),), x, tf_device, batch_size)[0]
 
 
 def predict_all_batches(fn, x, tf_device: str, batch_size: int = 256) -> list[np.ndarray]:
