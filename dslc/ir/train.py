@@ -10,7 +10,8 @@ from dslc.diagnostics import Span
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
+                              defer_build=True)
 
 
 class DataSource(_Config):

@@ -31,7 +31,8 @@ class ShapeError(Exception):
 
 class OpAttrs(BaseModel):
     # Strict: `dense("10")`, `dense(2.5)` and `dense(true)` are mistakes, not conversions.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # defer_build: an op's validator is built the first time a spec uses it, not at import.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class NoAttrs(OpAttrs):
