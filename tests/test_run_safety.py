@@ -187,3 +187,46 @@ def test_validation_that_leaves_no_training_says_so():
                         " validation = 0.99 }\n", "m.dl")
     with pytest.raises(DslError, match="leaves none for training"):
         load_dataset(spec.train_config("m"), (1,), ".", 0)
+
+
+def test_resume_keeps_the_seed_and_batch_of_the_run(tmp_path, capsys):
+    spec = write(tmp_path / "m.dl", SMALL)
+    out = tmp_path / "run"
+    assert dslc(capsys, "train", spec, "--out", out, "--seed", "4", "--batch", "16")[0] == 0
+    for flag, value in (("--seed", "5"), ("--batch", "32")):
+        code, _, err = dslc(capsys, "train", spec, "--out", out, "--resume", "--epochs", "2",
+                            flag, value)
+        assert code == 2 and f"without {flag}" in err
+    code, _, err = dslc(capsys, "train", spec, "--out", out, "--resume", "--force")
+    assert code == 2 and "give one" in err
+    code, text, _ = dslc(capsys, "train", spec, "--out", out, "--resume", "--epochs", "2")
+    assert code == 0 and "batch 16" in text
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 4
+
+
+def test_the_spec_copy_of_a_spec_using_a_parent_folder(tmp_path, capsys):
+    write(tmp_path / "a" / "common.dl", "let width = 16\n")
+    spec = write(tmp_path / "a" / "spec" / "main.dl", 'use "../common.dl"\n' + SMALL.replace(
+        "    flatten\n", "    flatten\n    dense(width, activation=relu)\n"))
+    write(tmp_path / "elsewhere" / "common.dl", "not a spec\n")  # what `../` from --out reaches
+    out = tmp_path / "elsewhere" / "run"
+    assert dslc(capsys, "train", spec, "--out", out)[0] == 0
+    copy = out / "spec" / "spec" / "main.dl"
+    assert (out / "spec" / "common.dl").read_text() == "let width = 16\n"
+    code, text, _ = dslc(capsys, "check", copy)
+    assert code == 0 and "dense_1" in text
+
+
+def test_run_does_not_write_its_outputs_over_its_input(tmp_path, capsys):
+    spec = write(tmp_path / "m.dl", SMALL)
+    assert dslc(capsys, "compile", spec, "--target", "onnx", "-o", tmp_path / "m.onnx")[0] == 0
+    rows = np.random.default_rng(0).random((3, 64))
+    np.savetxt(tmp_path / "x.csv", rows, delimiter=",")
+    before = (tmp_path / "x.csv").read_text()
+    code, _, err = dslc(capsys, "run", tmp_path / "m.onnx", "--input", tmp_path / "x.csv",
+                        "--output", tmp_path / "x.csv")
+    assert code == 2 and "is the input file" in err
+    assert (tmp_path / "x.csv").read_text() == before
+    # CSV rows are samples even when the model's sample is 2-D ([8, 8] here)
+    code, out, _ = dslc(capsys, "run", tmp_path / "m.onnx", "--input", tmp_path / "x.csv")
+    assert code == 0 and len([ln for ln in out.splitlines() if ln.strip()[:1].isdigit()]) == 3

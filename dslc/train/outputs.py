@@ -93,29 +93,29 @@ def run_files(spec) -> list[str]:
 
 
 def _spec_copies(spec) -> dict[str, Path]:
-    """Where each source file of the spec goes in the run folder: the spec by its name, the
-    files it `use`s at the same relative paths, so the copy checks and trains as it is. Files
-    outside the spec's folder go under `uses/`, keeping their paths from a common folder."""
+    """Where each source file of the spec goes in the run folder, so that the copy checks and
+    trains as it is: the spec by its name, the files it `use`s at the same relative paths. When
+    some are outside the spec's folder (`use "../x.dl"`), the whole tree goes under `spec/`,
+    keeping the paths from the folder all the files share."""
     home = spec.path.resolve().parent
     files = {name: Path(name).resolve() for name in spec.sources}
-    outside = [p for p in files.values() if not p.is_relative_to(home)]
-    root = Path(os.path.commonpath([p.parent for p in outside])) if outside else home
-    copies = {}
-    for name, path in files.items():
-        if Path(name) == spec.path:
-            copies[name] = Path(spec.path.name)
-        elif path.is_relative_to(home):
-            copies[name] = path.relative_to(home)
-        else:
-            copies[name] = Path("uses") / path.relative_to(root)
-    return copies
+    if all(p.is_relative_to(home) for p in files.values()):
+        root, base = home, Path()
+    else:
+        root, base = Path(os.path.commonpath([p.parent for p in files.values()])), Path("spec")
+    return {name: base / path.relative_to(root) for name, path in files.items()}
+
+
+def spec_copy(out: Path, spec) -> Path:
+    """Where the run folder keeps its copy of the spec itself."""
+    return out / _spec_copies(spec)[str(spec.path)]
 
 
 def copy_spec(out: Path, spec) -> Path:
     """The spec's text beside the weights (and any file it `use`s), as trained."""
     for name, rel in _spec_copies(spec).items():
         atomic_write_bytes(out / rel, spec.sources[name].encode("utf-8"))
-    return out / spec.path.name
+    return spec_copy(out, spec)
 
 
 def save_checkpoint(path: Path, weights: dict[str, np.ndarray],

@@ -92,12 +92,20 @@ def train_command(args) -> int:
         raise DslError(f"{out} already holds {', '.join(previous)}, which training would replace",
                        hint="continue a run with --resume, replace it with --force, or choose "
                             "another --out")
+    if args.resume and getattr(args, "force", False):
+        raise DslError("--resume continues the run in --out and --force replaces it: give one")
     if args.resume:
         _, _, state = outputs.load_checkpoint(out / outputs.CHECKPOINT)
+        for flag, given, key in (("--seed", args.seed, "seed"), ("--batch", args.batch, "batch")):
+            if given is not None and key in state and given != state[key]:
+                was = "full" if state[key] is None else state[key]
+                raise DslError(f"the run in {out} started with {key} {was}, not {given}",
+                               hint=f"resume without {flag}, or start afresh with --force")
+        batch = state.get("batch", batch)  # the batch size the run started with
         if state.get("run_digest", run_digest(graph, cfg)) != run_digest(graph, cfg):
             raise DslError(f"the spec changed since the run in {out} started; resuming would mix "
                            "two models' training", hint="start afresh with --force, or restore "
-                           f"the spec the run used ({out / spec.path.name})")
+                           f"the spec the run used ({outputs.spec_copy(out, spec)})")
         seed = int(state.get("seed", seed))  # the split and shuffles of the first run
         if state.get("backend") != args.backend:  # before loading a framework for nothing
             raise DslError(f"{out / outputs.CHECKPOINT} was written by backend "
@@ -112,7 +120,8 @@ def train_command(args) -> int:
         f"training {graph.name} ({graph.param_count:,} params) with {args.backend} on "
         f"{trainer.device}: {len(data.x_train)} train, {n_val} validation, {len(data.x_test)} "
         f"test samples; {epochs} epochs, batch {batch or 'full'}")
-    meta = {"model": graph.name, "spec_digest": spec.digest, "run_digest": run_digest(graph, cfg)}
+    meta = {"model": graph.name, "spec_digest": spec.digest, "run_digest": run_digest(graph, cfg),
+            "batch": batch}
     t0 = time.perf_counter()
     try:
         result = fit(trainer, graph, cfg, data, out=out, backend=args.backend, epochs=epochs,

@@ -171,6 +171,10 @@ def run_command(args) -> int:
     path = Path(args.model)
     if args.output:
         check_output_path(Path(args.output), "outputs")
+        for given, what in ((args.input, "input"), (args.model, "model")):
+            if Path(args.output).resolve() == Path(given).resolve():
+                raise DslError(f"--output {args.output} is the {what} file; writing the outputs "
+                               "there would destroy it", hint="choose another --output")
     session = load_session(path)
     meta = dict(session.get_modelmeta().custom_metadata_map)
     sig = Signature.of(session)

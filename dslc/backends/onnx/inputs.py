@@ -158,11 +158,14 @@ def _conform(path: Path, port: Port, x: np.ndarray, sig: Signature, flat_rows: b
         raise _error(path, f"input `{port.name}` has dtype {x.dtype}, not numbers", sig)
     sample = port.sample
     given = x.shape
-    if x.ndim == len(sample):  # one sample without its batch axis
+    if flat_rows:  # CSV: every row is one sample, flattened row-major
+        known = [d for d in sample if isinstance(d, int)]
+        free = len(sample) - len(known)
+        if x.ndim == 2 and len(sample) != 1 and free <= 1 and known and \
+                (x.shape[1] == math.prod(known) if free == 0 else x.shape[1] % math.prod(known) == 0):
+            x = x.reshape(len(x), *(d if isinstance(d, int) else -1 for d in sample))
+    elif x.ndim == len(sample):  # one sample without its batch axis
         x = x[None]
-    if flat_rows and x.ndim == 2 and len(sample) != 1 \
-            and all(isinstance(d, int) for d in sample) and x.shape[1] == math.prod(sample):
-        x = x.reshape(len(x), *sample)  # CSV rows are flattened samples (row-major)
     fits = x.ndim == len(port.dims) and all(
         not isinstance(d, int) or d == s for d, s in zip(sample, x.shape[1:], strict=True))
     if not fits:
