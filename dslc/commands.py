@@ -20,6 +20,18 @@ def seed(text: str) -> int:
     return value
 
 
+def batch_size(text: str) -> int | str:
+    """argparse type: a whole number, or `full` (the whole training split, as `batch = full`)."""
+    if text in ("full", "all"):
+        return "full"
+    try:
+        return int(text)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"not a whole number or `full`: {text!r}") from None
+
+
 def register(sub, commands: dict) -> None:
     p = sub.add_parser("compile", help="write standalone source (torch, keras) or a .onnx file")
     p.add_argument("spec")
@@ -34,7 +46,7 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--backend", default="torch", choices=TRAIN_BACKENDS)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--epochs", type=int)
-    p.add_argument("--batch", type=int)
+    p.add_argument("--batch", type=batch_size, help="samples a step, or `full`")
     p.add_argument("--seed", type=seed)
     p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")

@@ -230,3 +230,12 @@ def test_run_does_not_write_its_outputs_over_its_input(tmp_path, capsys):
     # CSV rows are samples even when the model's sample is 2-D ([8, 8] here)
     code, out, _ = dslc(capsys, "run", tmp_path / "m.onnx", "--input", tmp_path / "x.csv")
     assert code == 0 and len([ln for ln in out.splitlines() if ln.strip()[:1].isdigit()]) == 3
+
+
+def test_batch_full_on_the_command_line(tmp_path, capsys):
+    spec = write(tmp_path / "m.dl", SMALL)
+    code, text, _ = dslc(capsys, "train", spec, "--out", tmp_path / "run", "--batch", "full")
+    assert code == 0 and "batch full" in text
+    with pytest.raises(SystemExit):
+        main(["train", str(spec), "--batch", "half"])
+    assert "not a whole number or `full`" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def train_command(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / graph.name
     seed = cfg.seed if args.seed is None else args.seed
     epochs = cfg.epochs if args.epochs is None else args.epochs
-    batch = cfg.batch if args.batch is None else args.batch
+    batch = cfg.batch if args.batch is None else None if args.batch == "full" else args.batch
     if cfg.optimizer.name == "gd" and "batch" not in cfg.model_fields_set and args.batch is None:
         batch = None  # gradient descent is full batch unless the spec says otherwise
     if epochs <= 0 or (batch is not None and batch <= 0):
@@ -97,7 +97,10 @@ def train_command(args) -> int:
     if args.resume:
         _, _, state = outputs.load_checkpoint(out / outputs.CHECKPOINT)
         for flag, given, key in (("--seed", args.seed, "seed"), ("--batch", args.batch, "batch")):
-            if given is not None and key in state and given != state[key]:
+            if given is None or key not in state:
+                continue
+            given = None if given == "full" else given
+            if given != state[key]:
                 was = "full" if state[key] is None else state[key]
                 raise DslError(f"the run in {out} started with {key} {was}, not {given}",
                                hint=f"resume without {flag}, or start afresh with --force")
