@@ -99,10 +99,8 @@ class GraphBuilder:
                            "choose another name: layers made by a block are named "
                            "`<instance>_<layer>`, unnamed ones `<op>_<n>`")
         name = self.fresh(full)
-        if name == full:
-            self.owner[name], self.owner_span[name] = key, span
-        else:
-            self.owner[name], self.owner_span[name] = None, span
+        self.owner[name] = key if name == full else None  # a rename is nobody's own name
+        self.owner_span[name] = span
         return name
 
     # names
