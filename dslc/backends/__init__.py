@@ -1,48 +1,39 @@
-"""Backends. Each package (torch, keras, onnx) exposes the same small surface:
-
-- `generate(spec, graph) -> str`: standalone source (torch, keras) — `onnx` builds a ModelProto;
-- `build(graph, weights, device="cpu") -> Runtime`: a ready model holding canonical
-  `weights` converted at the boundary, whose `predict(x)` takes channels-last float32
-  `[N, ...]` and returns the first output in inference mode;
-- `to_canonical(...)` / `from_canonical(...)`: the weight adapter.
-
-They are imported lazily by name, so `dslc check` never imports a framework.
+"""Backends, by name. Each is one folder whose `__init__.py` defines `BACKEND`, an instance
+of `dslc.backends.base.Backend` (see there for the contract). Adding a backend: its folder
+and one line in `BACKENDS`. Frameworks are imported only when a backend builds, trains or
+exports, so `dslc check` and `dslc compile --target torch|keras` import none.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dslc.diagnostics import DslError, one_of
 
-BACKENDS = ("torch", "keras", "onnx")
-PACKAGES = {"torch": "torch", "keras": "tensorflow", "onnx": "onnxruntime"}
+if TYPE_CHECKING:
+    from dslc.backends.base import Backend
+
+BACKENDS: dict[str, str] = {
+    "torch": "dslc.backends.torch",
+    "keras": "dslc.backends.keras",
+    "onnx": "dslc.backends.onnx",
+    "reference": "dslc.backends.reference",
+}
 
 
-def load_backend(name: str):
+def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
-        raise DslError(f"unknown backend `{name}`", hint=f"backends are {one_of(BACKENDS)}")
-    try:
-        return importlib.import_module(f"dslc.backends.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in ("torch", "tensorflow", "keras", "onnx",
-                                                     "onnxruntime"):
-            raise DslError(f"backend `{name}` needs `{exc.name.split('.')[0]}`, which is not installed",
-                           hint=f"pip install 'dslc[{name}]'") from None
-        raise
+        raise DslError(f"unknown backend `{name}`", hint=f"backends are {one_of(list(BACKENDS))}")
+    backend: Backend = importlib.import_module(BACKENDS[name]).BACKEND
+    return backend
 
 
-def lowering_table() -> tuple[dict[str, Callable], Callable]:
-    """A backend's table op name → lowering, and the `@lowers("op", ...)` decorator filling it."""
-    table: dict[str, Callable] = {}
-
-    def lowers(*ops: str):
-        def deco(fn: Callable) -> Callable:
-            for op in ops:
-                table[op] = fn
-            return fn
-
-        return deco
-
-    return table, lowers
+def backend_names(*, emits: bool = False, runs: bool = False, trains: bool = False) -> list[str]:
+    """The backends that have every capability asked for, in `BACKENDS` order."""
+    out = []
+    for name in BACKENDS:
+        b = get_backend(name)
+        if (not emits or b.emits) and (not runs or b.runs) and (not trains or b.trains):
+            out.append(name)
+    return out

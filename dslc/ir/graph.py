@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from dslc.diagnostics import Span
 
@@ -69,19 +69,33 @@ class Graph(BaseModel):
     nodes: list[Node]
     outputs: list[str]
     span: Span
+    # name → node and name → input, rebuilt when the lists are replaced or grow (passes append)
+    _nodes: dict[str, Node] = PrivateAttr(default_factory=dict)
+    _inputs: dict[str, Input] = PrivateAttr(default_factory=dict)
+    _indexed: tuple[int, int, int, int] = PrivateAttr(default=(0, -1, 0, -1))
+
+    def _index(self) -> None:
+        key = (id(self.nodes), len(self.nodes), id(self.inputs), len(self.inputs))
+        if key != self._indexed:
+            self._nodes = {n.name: n for n in self.nodes}
+            self._inputs = {i.name: i for i in self.inputs}
+            self._indexed = key
 
     def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        self._index()
+        return self._nodes[name]
+
+    def has_node(self, name: str) -> bool:
+        self._index()
+        return name in self._nodes
 
     def type_of(self, name: str) -> TensorType:
-        for i in self.inputs:
-            if i.name == name:
-                return i.type
-        node = self.node(name)
-        assert node.type is not None
+        self._index()
+        if name in self._inputs:
+            return self._inputs[name].type
+        node = self._nodes[name]
+        if node.type is None:
+            raise KeyError(f"layer {name!r} has no type yet")
         return node.type
 
     @property

@@ -1,10 +1,14 @@
-"""Activations as ops (`relu(x)`, a sequential `relu`). `activation=` on a layer uses the same names."""
+"""Activations as ops (`relu(x)`, a sequential `relu`). `activation=` on a layer takes the
+same names: `Activation` below is built from the ops registered here, so adding an
+activation op adds it to every layer's `activation=` as well."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
-from dslc.ops.registry import Op, OpAttrs, register
+from dslc.ops.registry import Op, OpAttrs, activation_names, register
 
 
 class Elementwise(Op):
@@ -14,15 +18,16 @@ class Elementwise(Op):
         return inputs[0]
 
 
-def _simple(op_name: str, doc: str) -> type[Op]:
-    cls = type(op_name.title().replace("_", ""), (Elementwise,), {"name": op_name, "__doc__": doc})
+def _simple(op_name: str, doc: str, passes_values: bool = False) -> type[Op]:
+    cls = type(op_name.title().replace("_", ""), (Elementwise,),
+               {"name": op_name, "__doc__": doc, "passes_values": passes_values})
     return register(cls)
 
 
+_simple("linear", "The identity.", passes_values=True)
 _simple("relu", "`max(x, 0)`.")
 _simple("sigmoid", "`1 / (1 + exp(-x))`.")
 _simple("tanh", "Hyperbolic tangent.")
-_simple("linear", "The identity.")
 _simple("gelu", "Gaussian error linear unit, exact (erf) form.")
 
 
@@ -44,5 +49,5 @@ class LeakyRelu(Elementwise):
         alpha: float = Field(default=0.01, ge=0.0)
 
 
-# The slope `activation=leaky_relu` uses on a layer.
-LEAKY_RELU_ALPHA = 0.01
+# The values of every layer's `activation=`: the activation ops above, in their order.
+Activation = Literal[activation_names()]  # type: ignore[valid-type]

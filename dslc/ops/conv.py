@@ -7,8 +7,8 @@ import math
 from pydantic import Field
 
 from dslc.ir.graph import ParamSpec, TensorType
+from dslc.ops.activation import Activation
 from dslc.ops.registry import (
-    Activation,
     Init,
     Op,
     OpAttrs,

@@ -7,7 +7,8 @@ import math
 from pydantic import Field, field_validator
 
 from dslc.ir.graph import ParamSpec, TensorType
-from dslc.ops.registry import Activation, Init, Op, OpAttrs, ShapeError, fmt, register
+from dslc.ops.activation import Activation
+from dslc.ops.registry import Init, Op, OpAttrs, ShapeError, fmt, register
 
 
 @register
@@ -53,6 +54,7 @@ class Flatten(Op):
     """Flattens each sample to a vector in channels-last (row-major `[H, W, C]`) order."""
 
     name = "flatten"
+    passes_values = True
 
     def infer(self, a, inputs):
         shape = inputs[0].shape
@@ -66,6 +68,7 @@ class Reshape(Op):
     """Reshapes each sample (row-major, channels-last); one axis may be -1."""
 
     name = "reshape"
+    passes_values = True
     positional = ("shape",)
 
     class Attrs(OpAttrs):
@@ -99,6 +102,7 @@ class Dropout(Op):
     """Zeroes a `rate` fraction of values while training; the identity at inference."""
 
     name = "dropout"
+    passes_values = True
     positional = ("rate",)
 
     class Attrs(OpAttrs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dslc.ir.graph import TensorType
 from dslc.ops.conv import IntOrPair, check_image, window_shape
-from dslc.ops.registry import Op, OpAttrs, Padding, ShapeError, pair, register
+from dslc.ops.registry import Op, OpAttrs, Padding, Part, ShapeError, pair, register
 
 
 class PoolAttrs(OpAttrs):
@@ -44,10 +44,17 @@ class AvgPool2D(Pool2D):
 
 
 class GlobalPool2D(Op):
+    window: str  # the pooling op over one window as large as the image
+
     def infer(self, a, inputs):
         shape = inputs[0].shape
         check_image(self.name, shape)
         return TensorType(shape=(shape[2],))
+
+    def decompose(self, a, inputs):
+        h, w, _ = inputs[0].shape
+        return [Part("pool", self.window, ["$0"], kernel=(h, w)),
+                Part("flatten", "flatten", ["pool"])]
 
 
 @register
@@ -55,6 +62,8 @@ class GlobalAvgPool2D(GlobalPool2D):
     """Mean over height and width: `[H, W, C]` → `[C]`."""
 
     name = "global_avgpool2d"
+    window = "avgpool2d"
+    decomposes_into = ("avgpool2d", "flatten")
 
 
 @register
@@ -62,3 +71,5 @@ class GlobalMaxPool2D(GlobalPool2D):
     """Max over height and width: `[H, W, C]` → `[C]`."""
 
     name = "global_maxpool2d"
+    window = "maxpool2d"
+    decomposes_into = ("maxpool2d", "flatten")

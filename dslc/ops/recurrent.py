@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from dslc.ir.graph import ParamSpec, TensorType
-from dslc.ops.registry import Activation, Init, Op, OpAttrs, ShapeError, fmt, register
+from dslc.ops.activation import Activation
+from dslc.ops.registry import Init, Op, OpAttrs, ShapeError, fmt, register
 
 
 @register

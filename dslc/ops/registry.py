@@ -1,17 +1,23 @@
 """The one op registry. An op declares, in one class: its attributes (a pydantic model
 with pinned defaults), its positional attribute order, how many tensor inputs it takes,
-its shape rule and its parameters in the canonical layout. Backends look ops up by name.
+its shape rule, its parameters in the canonical layout, its cost, and — where it can be
+written with other ops — a decomposition that backends without a rule of their own use.
+
+Backends look ops up by name (`get_op`). The op families (`dslc/ops/<family>.py`) fill the
+registry when `dslc.ops` is imported; this module imports none of them.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from dslc.ir.graph import ParamSpec, Shape, TensorType
 
-Activation = Literal["linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu"]
+if TYPE_CHECKING:
+    from dslc.ir.graph import Graph, Node
+
 Padding = Literal["valid", "same"]
 Init = Literal[
     "glorot_uniform", "glorot_normal", "xavier_uniform", "xavier_normal", "he_uniform",
@@ -39,6 +45,14 @@ class NoAttrs(OpAttrs):
     pass
 
 
+class Part:
+    """One node of a decomposition: `op` with `attrs` applied to `inputs`, which name the
+    decomposed node's inputs (`"$0"`, `"$1"`, ...) or earlier parts by their `role`."""
+
+    def __init__(self, role: str, op: str, inputs: list[str], **attrs: Any):
+        self.role, self.op, self.inputs, self.attrs = role, op, inputs, attrs
+
+
 class Op:
     """Base of every op. Subclasses set `name` and `Attrs` and override the rules."""
 
@@ -49,16 +63,33 @@ class Op:
     max_inputs: ClassVar[int | None] = 1
     category: ClassVar[str] = "layer"
     layout: ClassVar[str] = ""  # canonical parameter shapes, for the docs
+    # Whether the values the op outputs are its input's, only moved or (at inference) passed
+    # through: "the activation that ends an output" looks through such ops.
+    passes_values: ClassVar[bool] = False
+    # The ops `decompose` writes this op with (empty: it has no decomposition).
+    decomposes_into: ClassVar[tuple[str, ...]] = ()
 
-    def infer(self, attrs, inputs: list[TensorType]) -> TensorType:  # pragma: no cover
+    def infer(self, attrs: Any, inputs: list[TensorType]) -> TensorType:  # pragma: no cover
         raise NotImplementedError
 
-    def params(self, attrs, inputs: list[TensorType]) -> dict[str, ParamSpec]:
+    def params(self, attrs: Any, inputs: list[TensorType]) -> dict[str, ParamSpec]:
         return {}
 
-    def macs(self, node, inputs: list[TensorType]) -> int:
+    def macs(self, node: Node, inputs: list[TensorType]) -> int:
         """Multiply-adds of one sample's forward pass (0 for cheap ops)."""
         return 0
+
+    def activation(self, attrs: Any) -> str:
+        """The activation the op applies last: its own name for an activation op, else its
+        `activation=` attribute (`linear` when it has none)."""
+        if self.category == "activation":
+            return self.name
+        return str(getattr(attrs, "activation", "linear"))
+
+    def decompose(self, attrs: Any, inputs: list[TensorType]) -> list[Part] | None:
+        """The op written with other (parameter-free) ops, for backends without a rule of
+        their own; the last part's value is the op's. None: no decomposition."""
+        return None
 
     @classmethod
     def summary(cls) -> str:
@@ -75,22 +106,51 @@ def register(cls: type[Op]) -> type[Op]:
     return cls
 
 
-def get_op(name: str) -> Op | None:
-    _load()
+def find_op(name: str) -> Op | None:
+    """The op called `name`, or None (for the checker, which says what it expected)."""
     return OPS.get(name)
 
 
+def get_op(name: str) -> Op:
+    """The op called `name`; a KeyError for a name the registry lacks (a bug by then)."""
+    try:
+        return OPS[name]
+    except KeyError:
+        raise KeyError(f"no op {name!r} is registered") from None
+
+
 def all_ops() -> dict[str, Op]:
-    _load()
     return OPS
 
 
-def _load() -> None:
-    # Importing the op families fills the registry.
-    from dslc.ops import activation, conv, core, merge, pool, recurrent  # noqa: F401
+def activation_names() -> tuple[str, ...]:
+    """Every registered activation op: the values `activation=` takes."""
+    return tuple(name for name, op in OPS.items() if op.category == "activation")
 
 
-def graph_macs(graph) -> int:
+def node_activation(node: Node) -> str:
+    """The activation `node` applies last (see `Op.activation`)."""
+    return get_op(node.op).activation(node.attrs)
+
+
+def ending_activation(graph: Graph, name: str) -> tuple[str, list[Node]]:
+    """The activation that ends the tensor `name` and the layers after it that only pass its
+    values on (dropout, flatten, reshape, linear), outermost first. `linear` for a graph input.
+
+    The checker, the code generators and the ONNX task metadata all ask this one function."""
+    through: list[Node] = []
+    while graph.has_node(name):
+        node = graph.node(name)
+        op = get_op(node.op)
+        act = op.activation(node.attrs)
+        if act != "linear" or not op.passes_values:
+            return act, through
+        through.append(node)
+        name = node.inputs[0]
+    return "linear", through
+
+
+def graph_macs(graph: Graph) -> int:
     """Multiply-adds of one sample's forward pass through `graph`."""
     return sum(get_op(n.op).macs(n, [graph.type_of(i) for i in n.inputs]) for n in graph.nodes)
 

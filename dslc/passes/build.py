@@ -13,8 +13,7 @@ from pydantic import ValidationError
 from dslc.diagnostics import Collector, DslError, Span, did_you_mean, one_of
 from dslc.ir import ast
 from dslc.ir.graph import Graph, Input, Node, TensorType
-from dslc.ops import get_op
-from dslc.ops.registry import all_ops
+from dslc.ops import all_ops, find_op
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
 
 DTYPES = {"f32": "f32", "float32": "f32"}
@@ -284,12 +283,12 @@ class GraphBuilder:
         if isinstance(expr, ast.Name):
             return expr.id in scope.tensors
         if isinstance(expr, ast.Call):
-            return get_op(expr.func) is not None or expr.func in self.blocks
+            return find_op(expr.func) is not None or expr.func in self.blocks
         return False
 
     def call(self, call: ast.Call, scope: Scope, binding: str | None) -> list[Tensor]:
         binding_span = self.binding_span or call.span  # inputs' block expansions may change it
-        op = get_op(call.func)
+        op = find_op(call.func)
         block = self.blocks.get(call.func)
         if op is None and block is None:
             names = list(all_ops()) + list(self.blocks)

@@ -13,6 +13,7 @@ from dslc.diagnostics import Collector, DslError, Span, did_you_mean, one_of
 from dslc.ir import ast
 from dslc.ir.graph import Graph
 from dslc.ir.train import DataSource, Loss, Optimizer, Step, TrainConfig
+from dslc.ops import ending_activation
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
 
 LOSS_ALIASES = {
@@ -41,16 +42,11 @@ CE = {"binary_crossentropy", "categorical_crossentropy", "sparse_categorical_cro
 
 
 def output_activation(graph: Graph) -> str:
-    """The activation that produces the model's (first) output."""
-    names = {n.name: n for n in graph.nodes}
-    node = names.get(graph.outputs[0]) if graph.outputs else None
-    if node is None:
+    """The activation that ends the model's (first) output, seen through dropout and the
+    layers that only move values."""
+    if not graph.outputs:
         return "linear"
-    from dslc.ops import get_op
-
-    if get_op(node.op).category == "activation":
-        return node.op
-    return getattr(node.attrs, "activation", "linear")
+    return ending_activation(graph, graph.outputs[0])[0]
 
 
 def build_train(train: ast.Train, graph: Graph | None, lets: dict, errors: Collector) -> TrainConfig | None:

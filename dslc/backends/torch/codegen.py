@@ -12,15 +12,13 @@ the dense weights behind it are identical to Keras's.
 
 from __future__ import annotations
 
-import ast
-import keyword
 import re
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dslc
-from dslc.backends import lowering_table
+from dslc.backends.pysource import AMBIGUOUS, atom, identifier, public, wrap
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph, Node
 from dslc.ops.activation import LEAKY_RELU_ALPHA
@@ -46,28 +44,13 @@ _MODULE_ATTRS = {
 }
 _GLOBALS = {"torch", "nn", "F", "self", "logits", "float", "range", "super"}
 
-# Variable names that ruff flags (E741): `l`, `O`, `I` look like digits.
-_AMBIGUOUS = {"l", "O", "I"}
+_identifier = identifier
+_public = public
+_AMBIGUOUS = AMBIGUOUS
 
 _USES_F = re.compile(r"\bF\.")
 NCHW = "permute(0, 3, 1, 2)"  # [N, H, W, C] → [N, C, H, W]
 NHWC = "permute(0, 2, 3, 1)"  # and back
-
-
-def _identifier(name: str, taken: set[str]) -> str:
-    """A valid Python identifier for `name`, never a keyword nor a name in `taken`."""
-    out = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "_"
-    if out[0].isdigit():
-        out = "_" + out
-    while keyword.iskeyword(out) or out in taken:
-        out += "_"
-    return out
-
-
-def _public(name: str) -> str:
-    """`name` without leading underscores: nn.Module keeps its own state in `_`-attributes
-    (`_modules`, `_parameters`, ...) and `__name` would be mangled inside the class."""
-    return name.lstrip("_") or "layer"
 
 
 def module_attrs(graph: Graph) -> dict[str, str]:
@@ -111,11 +94,7 @@ class Value:
         return self.expr if self.nchw else f"{_atom(self.expr)}.{NCHW}"
 
 
-def _atom(expr: str) -> str:
-    """`expr`, parenthesised unless a method call on it binds to all of it."""
-    body = ast.parse(expr, mode="eval").body
-    return expr if isinstance(body, ast.Name | ast.Call | ast.Attribute | ast.Subscript) \
-        else f"({expr})"
+_atom = atom
 
 
 @dataclass
@@ -469,82 +448,7 @@ LINE = 100
 
 
 def _wrap(line: str, indent: str) -> list[str]:
-    """`line` as is when it fits; else its last call's arguments one a line, as Black does."""
-    if len(indent + line) <= LINE:
-        return [indent + line]
-    if line.startswith("#"):  # a comment stays a comment: split it into comment lines
-        text = line.lstrip("#").strip()
-        return textwrap.wrap(text, LINE, initial_indent=f"{indent}# ",
-                             subsequent_indent=f"{indent}# ", break_long_words=False,
-                             break_on_hyphens=False) or [indent + line]
-    elements = _split_top_level(line.removeprefix("return "), ",")
-    if line.startswith("return ") and len(elements) > 1:  # a tuple: one element a line
-        inner = indent + "    "
-        body = []
-        for element in elements:
-            lines = _wrap(element.strip(), inner)
-            body += [*lines[:-1], lines[-1] + ","]
-        return [indent + "return (", *body, indent + ")"]
-    terms = _top_level_terms(line)
-    if len(terms) > 1:  # `x = a / b`: parenthesise, one operand a line
-        inner = indent + "    "
-        return [indent + terms[0] + "(", *(x for t in terms[1:] for x in _wrap(t, inner)),
-                indent + ")"]
-    if not line.endswith((")", "]")):
-        return [indent + line]
-    depth, start = 0, None
-    for i in range(len(line) - 1, -1, -1):  # the bracket that matches the final one
-        depth += {")": 1, "]": 1, "(": -1, "[": -1}.get(line[i], 0)
-        if depth == 0:
-            start = i
-            break
-    # a call (its bracket not first), or a list literal (its bracket first): one item a line
-    if start is None or (start == 0) != line.endswith("]"):
-        return [indent + line]
-    args = [a.strip() for a in _split_top_level(line[start + 1:-1], ",")]
-    inner = indent + "    "
-    body = []
-    for arg in filter(None, args):
-        lines = _wrap(arg, inner)
-        body += [*lines[:-1], lines[-1] + ","]
-    return [indent + line[:start + 1], *body, indent + line[-1]]
-
-
-def _split_top_level(text: str, sep: str) -> list[str]:
-    """`text` split at each `sep` outside brackets (strings hold no brackets here)."""
-    parts, depth, cur = [], 0, ""
-    for c in text:
-        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(c, 0)
-        if c == sep and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += c
-    parts.append(cur)
-    return parts
-
-
-def _top_level_terms(line: str) -> list[str]:
-    """`x = a + b / c` → ["x = ", "a", "+ b", "/ c"]: the right side split at operators
-    outside brackets; [line] when there is none."""
-    head, eq, rhs = line.partition(" = ")
-    if not eq:
-        head, eq, rhs = "", "", line.removeprefix("return ")
-        head = "return " if line.startswith("return ") else ""
-    terms, depth, cur = [], 0, ""
-    i = 0
-    while i < len(rhs):
-        c = rhs[i]
-        depth += {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}.get(c, 0)
-        if depth == 0 and rhs[i:i + 3] in (" + ", " / ", " * ", " - "):
-            terms.append(cur)
-            cur = rhs[i + 1]
-            i += 2
-            continue
-        cur += c
-        i += 1
-    terms.append(cur)
-    return [head + eq, *terms] if len(terms) > 1 else [line]
+    return wrap(line, indent, LINE)
 
 
 def _reset_lines(graph: Graph, attrs: dict[str, str]) -> list[str]:

@@ -1,0 +1,132 @@
+"""The contract every backend keeps. A backend is one folder under dslc/backends/ whose
+`__init__.py` defines a `Backend` subclass (without importing its framework) and one line in
+`dslc/backends/__init__.py`. Callers ask the contract what a backend can do — never
+`hasattr`, never `if name == ...`.
+
+Capabilities:
+- `emits`: what `dslc compile --target NAME` writes — `"source"` (a standalone Python module)
+  or `"model"` (a model file); None when it cannot compile.
+- `runs`: `build(graph, weights)` gives a `Runtime` for inference.
+- `trains`: `make_trainer(...)` gives a `Trainer` for dslc/train's loop, and `gradients(...)`
+  differentiates the model (the op test matrix compares them across frameworks).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+import numpy as np
+
+from dslc.diagnostics import DslError
+
+if TYPE_CHECKING:
+    from dslc.backends.lowering import LoweringTable
+    from dslc.ir.graph import Graph
+    from dslc.ir.train import TrainConfig
+
+# One array (one input), a list or tuple of arrays in the spec's input order, or a dict by
+# input name; arrays are channels-last float32 `[N, ...]`.
+Feed = Any
+
+
+class Runtime(Protocol):
+    """A built model in inference mode."""
+
+    def predict(self, x: Feed) -> np.ndarray:
+        """The first output."""
+        ...
+
+    def predict_all(self, x: Feed) -> list[np.ndarray]:
+        """Every output, in the spec's order."""
+        ...
+
+
+class Trainer:
+    """What the shared training loop (dslc/train/loop.py) needs from a backend. Everything
+    else — data, shuffling, augmentation, metrics, progress, checkpoints, resume, NaN
+    handling, outputs — lives once in dslc/train/ and dslc/data/."""
+
+    device: str
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load canonical weights (docs/weights.md layout)."""
+        raise NotImplementedError
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Canonical weights, float32 numpy, keyed `<layer>.<param>`."""
+        raise NotImplementedError
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called before each epoch (0-based): reseed the framework's own randomness (dropout)
+        so a resumed run continues exactly."""
+
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, batch_size: int,
+                    on_batch: Callable[[int, float], None]) -> float:
+        """One pass over `x`, `y` (already shuffled and augmented by the loop), one optimizer
+        step per batch of `batch_size`, in order. Calls `on_batch(samples, loss)` after each
+        step. Returns the mean training loss over the epoch (sample-weighted)."""
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Inference-mode outputs (softmax/sigmoid applied as in the spec)."""
+        raise NotImplementedError
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """The optimizer's state as named float arrays (for --resume)."""
+        raise NotImplementedError
+
+    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+
+class Backend:
+    """One backend. Subclasses set the class attributes and override what they can do."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    # Modules the backend imports to build, train or export (checked by `require`), and the
+    # pip extra that installs them.
+    frameworks: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = ""
+    emits: ClassVar[Literal["source", "model"] | None] = None
+    runs: ClassVar[bool] = False
+    trains: ClassVar[bool] = False
+
+    @property
+    def lowerings(self) -> LoweringTable:
+        """The backend's lowering table (importing it imports no framework)."""
+        raise NotImplementedError
+
+    def require(self) -> None:
+        """A clear error when the framework is not installed, before anything imports it."""
+        for module in self.frameworks:
+            if importlib.util.find_spec(module) is None:
+                raise DslError(f"backend `{self.name}` needs `{module}`, which is not installed",
+                               hint=f"pip install 'dslc[{self.extra or self.name}]'")
+
+    def _cannot(self, what: str) -> DslError:
+        return DslError(f"backend `{self.name}` cannot {what}")
+
+    def generate(self, spec: Any, graph: Graph) -> str:
+        """Standalone source of `graph` (backends that emit source)."""
+        raise self._cannot("write source")
+
+    def compile(self, spec: Any, graph: Graph, out: Path, seed: int = 0) -> Path:
+        """Write what `dslc compile` writes for `graph` under `out`; returns the file."""
+        raise self._cannot("compile")
+
+    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
+        raise self._cannot("run a model")
+
+    def make_trainer(self, graph: Graph, config: TrainConfig, device: str = "cpu",
+                     seed: int = 0) -> Trainer:
+        raise self._cannot("train")
+
+    def gradients(self, graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarray],
+                  cotangents: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The gradient of `sum(output_k * cotangent_k)` over every output, in inference mode:
+        by canonical weight key (canonical layout) and by `input:<name>` for each input."""
+        raise self._cannot("differentiate")

@@ -1,0 +1,244 @@
+"""The reference interpreter: one numpy rule per op, channels-last, float64.
+
+Written from the ops' definitions (docs and dslc/ops), deliberately naive — explicit window
+loops, explicit recurrences — so that it is easy to read and shares no code or shortcut with
+the framework lowerings it checks. Padding follows TensorFlow's `same` rule, computed here
+from the formula, not with dslc/ops' helpers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from dslc.backends.base import Feed
+from dslc.backends.lowering import LoweringTable, activation_node
+from dslc.diagnostics import DslError
+from dslc.ir.graph import Graph, Node
+
+Array = np.ndarray
+
+
+class Context:
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray]):
+        self.graph = graph
+        self.weights = weights
+
+    def param(self, node: Node, key: str) -> Array:
+        return np.asarray(self.weights[f"{node.name}.{key}"], dtype=np.float64)
+
+    def bias(self, node: Node) -> Array | float:
+        return self.param(node, "bias") if "bias" in node.params else 0.0
+
+    def activation(self, node: Node, x: Array) -> Array:
+        act = activation_node(node)
+        return LOWERINGS.lower(self, act, [x])
+
+    def in_shape(self, node: Node, i: int = 0) -> tuple:
+        return self.graph.type_of(node.inputs[i]).shape
+
+
+LOWERINGS: LoweringTable[Context, Array] = LoweringTable("reference")
+
+
+# -- activations -----------------------------------------------------------------------------
+
+@LOWERINGS("linear")
+def linear(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0]
+
+
+@LOWERINGS("relu")
+def relu(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.maximum(xs[0], 0.0)
+
+
+@LOWERINGS("sigmoid")
+def sigmoid(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    # the two halves keep exp from overflowing
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+@LOWERINGS("tanh")
+def tanh(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.tanh(xs[0])
+
+
+@LOWERINGS("gelu")
+def gelu(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    return 0.5 * x * (1 + np.vectorize(math.erf, otypes=[np.float64])(x / math.sqrt(2)))
+
+
+@LOWERINGS("softmax")
+def softmax(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@LOWERINGS("leaky_relu")
+def leaky_relu(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    return np.where(x > 0, x, node.attrs.alpha * x)
+
+
+# -- layers ----------------------------------------------------------------------------------
+
+@LOWERINGS("dense")
+def dense(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    y = xs[0] @ ctx.param(node, "kernel") + ctx.bias(node)
+    return ctx.activation(node, y)
+
+
+def _two(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _padding(size: int, k: int, s: int, d: int, mode: str) -> tuple[int, int, int]:
+    """(before, after, output size) along one axis; TF `same` puts the odd pixel after."""
+    span = d * (k - 1) + 1
+    if mode == "valid":
+        return 0, 0, (size - span) // s + 1
+    out = -(-size // s)
+    total = max((out - 1) * s + span - size, 0)
+    return total // 2, total - total // 2, out
+
+
+def _windows(node: Node, x: Array, fill: float) -> Iterator[tuple[int, int, Array]]:
+    """(i, j, window [N, kh, kw, C]) for every output pixel, over `x` padded with `fill`."""
+    a = node.attrs
+    (kh, kw), (sh, sw) = _two(a.kernel), _two(a.strides)
+    dh, dw = _two(getattr(a, "dilation", 1))
+    top, bottom, oh = _padding(x.shape[1], kh, sh, dh, a.padding)
+    left, right, ow = _padding(x.shape[2], kw, sw, dw, a.padding)
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+    for i in range(oh):
+        for j in range(ow):
+            yield i, j, xp[:, i * sh:i * sh + dh * (kh - 1) + 1:dh,
+                           j * sw:j * sw + dw * (kw - 1) + 1:dw]
+
+
+@LOWERINGS("conv2d")
+def conv2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    kernel = ctx.param(node, "kernel")  # [kh, kw, in, out]
+    oh, ow, c = node.type.shape
+    y = np.zeros((len(xs[0]), oh, ow, c))
+    for i, j, win in _windows(node, xs[0], 0.0):
+        y[:, i, j] = np.einsum("nhwc,hwco->no", win, kernel)
+    return ctx.activation(node, y + ctx.bias(node))
+
+
+@LOWERINGS("maxpool2d")
+def maxpool2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    oh, ow, c = node.type.shape
+    y = np.zeros((len(xs[0]), oh, ow, c))
+    for i, j, win in _windows(node, xs[0], -np.inf):
+        y[:, i, j] = win.max(axis=(1, 2))
+    return y
+
+
+@LOWERINGS("avgpool2d")
+def avgpool2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    oh, ow, c = node.type.shape
+    y = np.zeros((len(x), oh, ow, c))
+    real = dict(((i, j), w.sum()) for i, j, w in _windows(node, np.ones_like(x[:1, :, :, :1]), 0.0))
+    for i, j, win in _windows(node, x, 0.0):
+        y[:, i, j] = win.sum(axis=(1, 2)) / real[i, j]  # padded pixels are not counted
+    return y
+
+
+@LOWERINGS("global_avgpool2d")
+def global_avgpool2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0].mean(axis=(1, 2))
+
+
+@LOWERINGS("global_maxpool2d")
+def global_maxpool2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0].max(axis=(1, 2))
+
+
+@LOWERINGS("flatten")
+def flatten(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0].reshape(len(xs[0]), -1)  # row-major over [H, W, C]: channels-last order
+
+
+@LOWERINGS("reshape")
+def reshape(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0].reshape(len(xs[0]), *node.type.shape)
+
+
+@LOWERINGS("dropout")
+def dropout(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0]  # inference
+
+
+@LOWERINGS("add")
+def add(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    return total
+
+
+@LOWERINGS("concat")
+def concat(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    axis = node.attrs.axis
+    return np.concatenate(xs, axis=axis if axis < 0 else axis + 1)  # +1: the batch axis
+
+
+@LOWERINGS("simple_rnn")
+def simple_rnn(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    a = node.attrs
+    kernel, recurrent = ctx.param(node, "kernel"), ctx.param(node, "recurrent_kernel")
+    h = np.zeros((len(x), a.units))
+    steps = []
+    for t in range(x.shape[1]):
+        h = ctx.activation(node, x[:, t] @ kernel + h @ recurrent + ctx.bias(node))
+        steps.append(h)
+    if a.return_sequences:
+        return np.stack(steps, axis=1) if steps else np.zeros((len(x), 0, a.units))
+    return h
+
+
+# -- the walk --------------------------------------------------------------------------------
+
+class Interpreter:
+    """`Runtime` of the reference backend: inference, float64 inside, float32 out (as the
+    frameworks give), unless `exact=True`."""
+
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], exact: bool = False):
+        missing = [k for k in graph.param_specs() if k not in weights]
+        if missing:
+            raise DslError(f"weights for model `{graph.name}` lack {', '.join(missing[:5])}")
+        self.graph = LOWERINGS.prepare(graph)
+        self.weights = weights
+        self.exact = exact
+
+    def values(self, x: Feed) -> dict[str, Array]:
+        """Every tensor of the graph (inputs and layers) for `x`, float64."""
+        g = self.graph
+        if isinstance(x, dict):
+            xs = [x[i.name] for i in g.inputs]
+        else:
+            xs = list(x) if isinstance(x, list | tuple) else [x]
+        if len(xs) != len(g.inputs):
+            raise DslError(f"model `{g.name}` takes {len(g.inputs)} input(s), got {len(xs)}")
+        env = {i.name: np.asarray(v, dtype=np.float64) for i, v in zip(g.inputs, xs, strict=True)}
+        ctx = Context(g, self.weights)
+        for node in g.nodes:
+            env[node.name] = LOWERINGS.lower(ctx, node, [env[n] for n in node.inputs])
+        return env
+
+    def predict_all(self, x: Feed) -> list[np.ndarray]:
+        env = self.values(x)
+        dtype = np.float64 if self.exact else np.float32
+        return [env[o].astype(dtype) for o in self.graph.outputs]
+
+    def predict(self, x: Feed) -> np.ndarray:
+        return self.predict_all(x)[0]
