@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dslc.backends import BACKENDS
-
-TRAIN_BACKENDS = ("torch", "keras")
+from dslc.backends import backend_names
 
 
 def seed(text: str) -> int:
@@ -33,9 +31,12 @@ def batch_size(text: str) -> int | str:
 
 
 def register(sub, commands: dict) -> None:
+    # Each flag offers the backends that can do what it asks (see dslc/backends/base.py).
+    targets, trainers, runners = (backend_names(emits=True), backend_names(trains=True),
+                                  backend_names(runs=True))
     p = sub.add_parser("compile", help="write standalone source (torch, keras) or a .onnx file")
     p.add_argument("spec")
-    p.add_argument("--target", required=True, choices=BACKENDS)
+    p.add_argument("--target", required=True, choices=targets)
     p.add_argument("-o", "--out", required=True, help="output folder (torch, keras) or .onnx file")
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the initial weights (onnx)")
@@ -43,7 +44,7 @@ def register(sub, commands: dict) -> None:
 
     p = sub.add_parser("train", help="train per the spec's train block")
     p.add_argument("spec")
-    p.add_argument("--backend", default="torch", choices=TRAIN_BACKENDS)
+    p.add_argument("--backend", default="torch", choices=trainers)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=batch_size, help="samples a step, or `full`")
@@ -57,7 +58,7 @@ def register(sub, commands: dict) -> None:
     p = sub.add_parser("eval", help="loss and metrics on the test split")
     p.add_argument("spec")
     p.add_argument("--weights", required=True)
-    p.add_argument("--backend", default="torch", choices=(*TRAIN_BACKENDS, "onnx"))
+    p.add_argument("--backend", default="torch", choices=runners)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--model")

@@ -1,7 +1,7 @@
 """The epoch loop shared by every backend.
 
-A backend plugs in through `dslc.backends.<name>.make_trainer(graph, config, device, seed)`,
-which returns a `Trainer` (dslc/train/backend.py). The loop owns everything else, once:
+A backend plugs in through `get_backend(name).make_trainer(graph, config, device, seed)`,
+which returns a `Trainer` (dslc/backends/base.py). The loop owns everything else, once:
 seeded shuffling and augmentation, validation, metrics, progress, checkpoints, `--resume`,
 and the stop on a NaN/inf loss. What the loop relies on, beyond the protocol's docstrings:
 
@@ -18,7 +18,7 @@ and the stop on a NaN/inf loss. What the loop relies on, beyond the protocol's d
 - `get_weights()`/`set_weights()` use the canonical layout; `optimizer_state()` is a flat
   dict of numpy arrays of any numeric dtype (stored as is in the checkpoint) that
   `set_optimizer_state()` takes back to continue exactly where the run stopped.
-- Optional `begin_epoch(epoch)`: called before each epoch (0-based). Reseed the framework's
+- `begin_epoch(epoch)` (a no-op by default): called before each epoch (0-based). Reseed the framework's
   own random state there (dropout) from `(seed, epoch)`, so `--resume` draws what the
   uninterrupted run drew and ends with the same weights.
 
@@ -125,8 +125,7 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
             x, y = data.x_train[order], data.y_train[order]
             if cfg.augment:
                 x = augment(x, cfg.augment, rng)
-            if hasattr(trainer, "begin_epoch"):
-                trainer.begin_epoch(epoch)
+            trainer.begin_epoch(epoch)
             steps = [0]
 
             def on_batch(samples: int, loss: float, epoch: int = epoch, steps=steps) -> None:
