@@ -38,7 +38,7 @@ def cmd_check(args) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     for m in summary["models"]:
-        rows = [("layer", "op", "output shape", "params")]
+        rows: list[tuple[str, ...]] = [("layer", "op", "output shape", "params")]
         for layer in m["layers"]:
             shape = "[" + ", ".join("?" if d is None else str(d) for d in layer["shape"]) + "]"
             rows.append((layer["name"], layer["op"], shape, f"{layer['params']:,}"))

@@ -128,12 +128,12 @@ def compile_text(text: str, path: str | Path = "<input>") -> Spec:
             errors.error(f"`train {train.model}` appears twice", train.span)
             continue
         seen.add(train.model)
-        graph = spec.models.get(train.model)
-        if graph is None:
+        trained = spec.models.get(train.model)
+        if trained is None:
             errors.error(f"`train` names an unknown model `{train.model}`", train.span,
                          did_you_mean(train.model, spec.models))
             continue
-        cfg = build_train(train, None if train.model in broken else graph, items.lets, errors)
+        cfg = build_train(train, None if train.model in broken else trained, items.lets, errors)
         if cfg is not None:
             spec.trains[train.model] = cfg
     if errors.diagnostics:

@@ -4,7 +4,7 @@ activation op adds it to every layer's `activation=` as well."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -49,5 +49,9 @@ class LeakyRelu(Elementwise):
         alpha: float = Field(default=0.01, ge=0.0)
 
 
-# The values of every layer's `activation=`: the activation ops above, in their order.
-Activation = Literal[activation_names()]  # type: ignore[valid-type]
+# The values of every layer's `activation=`: the activation ops above, in their order (a
+# plain str to the type checker, which cannot read a Literal built at run time).
+if TYPE_CHECKING:
+    Activation = str
+else:
+    Activation = Literal[activation_names()]

@@ -40,7 +40,7 @@ class Concat(Op):
         axis = a.axis if a.axis >= 0 else rank + a.axis
         if not 0 <= axis < rank:
             raise ShapeError(f"concat axis {a.axis} is out of range for rank {rank}")
-        total = 0
+        total: int | None = 0
         for t in inputs:
             s = t.shape
             if len(s) != rank or any(s[i] != inputs[0].shape[i] for i in range(rank) if i != axis):

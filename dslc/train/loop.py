@@ -144,7 +144,7 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
             if cfg.metrics:
                 pred = trainer.predict(data.x_train[probe])
                 row.update(epoch_metrics(cfg, data.y_train[probe], pred, with_loss=False))
-            if data.x_val is not None:
+            if data.x_val is not None and data.y_val is not None:
                 row.update(epoch_metrics(cfg, data.y_val, trainer.predict(data.x_val), "val_"))
             row["seconds"] = time.perf_counter() - t0
             row["samples_per_s"] = n / max(train_seconds, 1e-9)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 
 def format_row(row: dict, epochs: int) -> str:
@@ -26,8 +26,8 @@ class Progress:
     def __init__(self, stream: TextIO | None = None, live: bool | None = None):
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty() if live is None else live
-        self._bar = None
-        self._task = None
+        self._bar: Any = None  # a rich Progress, made on the first live epoch
+        self._task: Any = None
         self._last = 0.0
 
     def message(self, text: str) -> None:
