@@ -74,7 +74,7 @@ def torch_export_bytes(weights: dict[str, np.ndarray]) -> bytes:
 
 
 def dslc_bytes(weights: dict[str, np.ndarray]) -> bytes:
-    from dslc.backends.onnx import to_model
+    from dslc.backends.onnx.export import to_model
     from dslc.compiler import compile_file
 
     return to_model(compile_file(SPEC).model(), weights).SerializeToString()

@@ -15,9 +15,12 @@ import test_onnx_run  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 from test_onnx_run import DIGITS, dslc  # noqa: E402
 
-from dslc.backends.onnx import build, export, to_model  # noqa: E402
+from dslc.backends import get_backend  # noqa: E402
+from dslc.backends.onnx.export import export, to_model  # noqa: E402
 from dslc.compiler import compile_file  # noqa: E402
 from dslc.weights import init_weights, save_weights  # noqa: E402
+
+build = get_backend("onnx").build
 
 EDGE_SPECS = {
     "input_out": "input x: f32[4]\n d = dropout(x, 0.3)\n output d, x",

@@ -15,9 +15,10 @@ ort = pytest.importorskip("onnxruntime")
 from conftest import ROOT, SPECS  # noqa: E402
 
 from dslc import __version__  # noqa: E402
-from dslc.backends.onnx import BATCH, OPSET, build, export, to_model  # noqa: E402
-from dslc.backends.onnx import lower as lower_mod  # noqa: E402
-from dslc.backends.onnx.lower import NCHW, lower_graph  # noqa: E402
+from dslc.backends import get_backend  # noqa: E402
+from dslc.backends.onnx.export import export, to_model  # noqa: E402
+from dslc.backends.onnx.lower import BATCH, LOWERINGS, NCHW, OPSET, lower_graph  # noqa: E402
+from dslc.backends.onnx.metadata import task_of  # noqa: E402
 from dslc.compiler import compile_file, compile_text  # noqa: E402
 from dslc.diagnostics import DslError  # noqa: E402
 from dslc.weights import init_weights  # noqa: E402
@@ -31,6 +32,10 @@ def _load_bench():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def build(graph, weights):
+    return get_backend("onnx").build(graph, weights)
 
 
 def _dims(value_info) -> list:
@@ -51,7 +56,7 @@ def test_model_is_valid_and_inferred_shapes_match_check(path):
     checked = 0
     for node in graph.nodes:
         if node.name not in infos:  # dropout and friends emit nothing
-            assert node.op in ("dropout", "linear", "flatten")
+            assert LOWERINGS.rule(node).__name__ in ("identity", "flatten")
             continue
         want = [BATCH, *node.type.shape]
         if layouts.get(node.name) == NCHW:
@@ -132,7 +137,7 @@ def test_dynamic_time_axis():
 
 
 def test_unsupported_op_is_a_clear_error(monkeypatch):
-    monkeypatch.delitem(lower_mod.LOWERINGS, "dense")
+    monkeypatch.delitem(LOWERINGS.rules, "dense")
     graph = compile_file(ROOT / "specs" / "linear_regression.dl").model()
     with pytest.raises(DslError, match="op `dense` is not supported by backend onnx"):
         to_model(graph, init_weights(graph, 0))
@@ -155,3 +160,20 @@ def test_no_more_nodes_than_torch_onnx_export():
     outs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
             .run(None, {m.graph.input[0].name: x})[0] for m in (ours, theirs)]
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("body,task", [
+    ("dense(3, activation=softmax)\n dropout(0.5)", "classifier"),  # the dropout defect
+    ("dense(3, activation=softmax)", "classifier"),
+    ("dense(3)\n softmax\n linear\n dropout(0.2)", "classifier"),
+    ("dense(1, activation=sigmoid)\n dropout(0.5)", "binary"),
+    ("dense(3, activation=relu)\n dropout(0.5)", "regression"),
+    ("dense(3, activation=softmax)\n dense(3)", "regression"),
+])
+def test_task_metadata_sees_through_layers_that_pass_values(tmp_path, body, task):
+    spec = compile_text(f"model m {{\n input x: f32[4]\n {body}\n}}\n")
+    graph = spec.model()
+    assert task_of(graph, graph.outputs[0]) == task
+    path = export(spec, graph, init_weights(graph, 0), tmp_path / "m.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["dslc.tasks"]) == {graph.outputs[0]: task}

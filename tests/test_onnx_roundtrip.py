@@ -14,7 +14,7 @@ Image = pytest.importorskip("PIL.Image")
 
 from conftest import ROOT  # noqa: E402
 
-from dslc.backends import load_backend  # noqa: E402
+from dslc.backends import get_backend  # noqa: E402
 from dslc.compiler import compile_file  # noqa: E402
 from dslc.data.loaders import apply_preprocessing, load_dataset  # noqa: E402
 from dslc.weights import load_weights, read_weights  # noqa: E402
@@ -36,7 +36,7 @@ def test_train_export_run_a_png(dslc, tmp_path):
     meta = read_weights(run / "weights.safetensors")[1]
     record = json.loads(meta["preprocessing"])
     data = load_dataset(cfg, tuple(graph.inputs[0].type.shape), SPEC.parent, int(meta["seed"]))
-    torch_rt = load_backend("torch").build(graph, weights)
+    torch_rt = get_backend("torch").build(graph, weights)
     pred = torch_rt.predict(data.x_test).argmax(axis=1)
     assert (pred == data.y_test).mean() > 0.9  # a trained model
 

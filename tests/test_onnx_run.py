@@ -13,10 +13,12 @@ pytest.importorskip("onnxruntime")
 
 from conftest import ROOT  # noqa: E402
 
-from dslc.backends.onnx import build  # noqa: E402
+from dslc.backends import get_backend  # noqa: E402
 from dslc.cli import main  # noqa: E402
 from dslc.compiler import compile_file  # noqa: E402
 from dslc.weights import init_weights, save_weights  # noqa: E402
+
+build = get_backend("onnx").build
 
 DIGITS = ROOT / "specs" / "digits_cnn.dl"
 
@@ -304,6 +306,19 @@ def test_several_inputs_and_outputs(tmp_path, capsys):
     code, _, err = dslc(capsys, "run", model, "--input", tmp_path / "half.npz")
     assert code == 2 and "`context`" in err
 
+
+
+def test_outputs_named_like_savez_arguments_are_saved(tmp_path, capsys):
+    spec = tmp_path / "f.dl"
+    spec.write_text("model m {\n input x: f32[3]\n file = dense(x, 2)\n"
+                    " allow_pickle = dense(x, 4)\n output file, allow_pickle\n}\n")
+    assert main(["compile", str(spec), "--target", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    code, _, err = dslc(capsys, "run", tmp_path / "m.onnx", "--input", tmp_path / "x.npy",
+                        "--output", tmp_path / "y.npz")
+    assert code == 0, err
+    with np.load(tmp_path / "y.npz") as y:
+        assert {k: y[k].shape for k in y} == {"file": (2, 2), "allow_pickle": (2, 4)}
 
 def test_binary_classifier_prints_the_predicted_class(tmp_path, capsys):
     spec = ROOT / "specs" / "logistic_regression.dl"

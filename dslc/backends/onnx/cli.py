@@ -7,14 +7,16 @@ import io
 import json
 import sys
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dslc.diagnostics import DslError
 
-from . import META_PIXEL_MAX, META_PREPROCESSING, META_TASKS, static_preprocessing
 from .inputs import Signature, read_input
+from .metadata import META_PIXEL_MAX, META_PREPROCESSING, META_TASKS, static_preprocessing
 from .record import check_output_path, check_pixel_max, check_preprocessing
 
 PREPROCESSING_FILES = ("preprocessing.json", "metrics.json")
@@ -22,7 +24,7 @@ PREPROCESSING_FILES = ("preprocessing.json", "metrics.json")
 
 # -- export -----------------------------------------------------------------------------------
 
-def find_preprocessing(weights_path: Path) -> tuple[object, str | None]:
+def find_preprocessing(weights_path: Path) -> tuple[Any, str | None]:
     """The preprocessing record of the training run: in the weights file's metadata (as
     `dslc train` writes it) or in a JSON file beside the weights. Not yet checked: see
     `record.check_preprocessing`; the second item names where it came from."""
@@ -68,7 +70,7 @@ def export_command(args) -> int:
     from dslc.compiler import compile_file
     from dslc.weights import load_weights
 
-    from . import export
+    from .export import export
 
     out = Path(args.out)
     weights_path = Path(args.weights)
@@ -274,6 +276,15 @@ def print_outputs(names: list[str], outputs: list[np.ndarray], tasks: dict) -> N
                 print(f"{r:>5}  " + "  ".join(f"{v:.6g}" for v in row))
 
 
+def write_npz(buf: io.BytesIO, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez(buf, **arrays)`, for any names: an output called `file` or `allow_pickle`
+    would clash with savez's own arguments."""
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, y in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(y), allow_pickle=False)
+
+
 def save_outputs(path: Path, names: list[str], outputs: list[np.ndarray]) -> int:
     from dslc.weights import atomic_write_bytes
 
@@ -285,7 +296,7 @@ def save_outputs(path: Path, names: list[str], outputs: list[np.ndarray]) -> int
                            ".npy holds one", hint="save to a .npz file")
         np.save(buf, outputs[0], allow_pickle=False)
     elif suffix == ".npz":
-        np.savez(buf, **dict(zip(names, outputs, strict=True)))
+        write_npz(buf, dict(zip(names, outputs, strict=True)))
     elif suffix == ".csv":
         outputs = [np.asarray(y) for y in outputs]
         scalar = [n for n, y in zip(names, outputs, strict=True) if y.ndim == 0]

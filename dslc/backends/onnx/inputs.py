@@ -133,8 +133,9 @@ def read_image(path: Path, sig: Signature, pixel_max: float) -> np.ndarray:
                            "image with 1, 3 or 4 channels", sig)
     h, w, c = sample
     try:
-        with Image.open(path) as img:
-            img.load()
+        with Image.open(path) as file:
+            file.load()
+            img: Image.Image = file
             if img.mode in ("I;16", "I;16B", "I"):  # 16-bit grayscale → 8-bit range
                 img = Image.fromarray((np.asarray(img, np.float64) / 257.0).astype(np.uint8))
             img = img.convert({1: "L", 3: "RGB", 4: "RGBA"}[c])

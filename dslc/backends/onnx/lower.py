@@ -10,22 +10,28 @@ the dense kernels' rows are permuted to match instead (a weight conversion at th
 so checkpoints keep the canonical layout).
 
 Every layer's final value is named after the layer; helper nodes are `<layer>/<role>`.
-Layers that are the identity at inference (dropout, linear) emit nothing.
+Layers whose rule is the identity at inference (dropout, linear) emit nothing.
+
+Importing this module imports no onnx (the table is asked for without the framework); the
+lowering itself does, when it builds protos.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnx import GraphProto, TensorProto, helper, numpy_helper
 
-from dslc.diagnostics import DslError
-from dslc.ir.graph import Graph, Node
-from dslc.ops.activation import LEAKY_RELU_ALPHA
+from dslc.backends.lowering import LoweringTable, activation_node
+from dslc.ir.graph import Graph, Node, Shape
 from dslc.ops.conv import pads_2d
 from dslc.ops.registry import pair
+
+if TYPE_CHECKING:
+    from onnx import GraphProto, NodeProto, TensorProto, ValueInfoProto
 
 OPSET = 20  # Gelu is a single op from opset 20 on
 IR_VERSION = 9  # onnx's pairing for opset 20; onnxruntime reads it
@@ -33,6 +39,8 @@ BATCH = "batch"
 
 NHWC, NCHW = "nhwc", "nchw"
 TO_NCHW, TO_NHWC = (0, 3, 1, 2), (0, 2, 3, 1)
+
+Convert = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -60,9 +68,9 @@ class Lowering:
     """The state of one lowering: emitted nodes, initializers and the value of each IR tensor."""
 
     def __init__(self, graph: Graph, weights: dict[str, np.ndarray]):
-        self.graph = graph
+        self.graph = graph  # prepared: every op has a rule (see `lower_graph`)
         self.weights = weights
-        self.nodes: list = []
+        self.nodes: list[NodeProto] = []
         self.initializers: list[TensorProto] = []
         self.values: dict[str, Value] = {}
         self.layouts: dict[str, str] = {}
@@ -80,18 +88,25 @@ class Lowering:
         self._used.add(name)
         return name
 
-    def const(self, role: str, array, owner: str | None = None) -> str:
+    def const(self, role: str, array: Any, owner: str | None = None) -> str:
         """An initializer named `<owner or layer>.<role>`."""
+        from onnx import numpy_helper
+
         name = self.unique(f"{owner or self.layer}.{role}")
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    def param(self, key: str) -> np.ndarray:
-        return np.asarray(self.weights[f"{self.layer}.{key}"], dtype=np.float32)
+    def param(self, node: Node, key: str, convert: Convert | None = None) -> str:
+        """The initializer `<layer>.<key>`: the canonical parameter (float32), brought to
+        ONNX's layout by `convert` — the one place a lowering reads weights."""
+        array = np.asarray(self.weights[f"{node.name}.{key}"], dtype=np.float32)
+        return self.const(key, array if convert is None else convert(array), owner=node.name)
 
     def emit(self, op_type: str, inputs: list[str], role: str | None = None, outputs: int = 1,
-             **attrs) -> list[str]:
+             **attrs: Any) -> list[str]:
         """Add one node named after the current layer; returns its output names."""
+        from onnx import helper
+
         name = self.unique(self.layer if role is None else f"{self.layer}/{role}")
         # Values get their own names: the layer's final value is renamed to the layer's name.
         outs = [self.unique(f"{name}:{i}") for i in range(outputs)]
@@ -99,18 +114,40 @@ class Lowering:
         return outs
 
     def value(self, op_type: str, inputs: list[str], rank: int, layout: str | None = None,
-              role: str | None = None, **attrs) -> Value:
+              role: str | None = None, **attrs: Any) -> Value:
         out = Value(self.emit(op_type, inputs, role, **attrs)[0], rank, layout)
         if layout:
             self.layouts[out.name] = layout
         return out
 
+    def unary(self, op_type: str, node: Node, x: Value, **attrs: Any) -> Value:
+        """One elementwise ONNX op on `x`, in `x`'s layout, named after `node`'s op."""
+        return self.value(op_type, [x.name], x.rank, x.layout, role=node.op, **attrs)
+
+    def activation(self, node: Node, v: Value) -> Value:
+        """`node`'s fused `activation=` applied to `v`, by that activation op's own rule."""
+        return LOWERINGS.lower(self, activation_node(node), [v])
+
+    @contextmanager
+    def scope(self, layer: str) -> Iterator[list[NodeProto]]:
+        """Emit into a fresh node list (a subgraph's body), nodes named `<layer>/<role>`.
+        Names stay unique across both graphs: ONNX keeps SSA over a graph and its bodies."""
+        nodes, outer = self.nodes, self.layer
+        self.nodes, self.layer = [], layer
+        try:
+            yield self.nodes
+        finally:
+            self.nodes, self.layer = nodes, outer
+
     def to_layout(self, v: Value, layout: str) -> Value:
         """`v` in `layout`: a Transpose made once per value and layout."""
+        from onnx import helper
+
         if v.layout is None or v.layout == layout:
             return v
         key = (v.name, layout)
         if key not in self._converted:
+            assert v.shape is not None
             perm = TO_NCHW if layout == NCHW else TO_NHWC
             name = self.unique(f"{v.name}/to_{layout}")
             h, w, c = v.shape
@@ -128,11 +165,11 @@ class Lowering:
         return self._converted[key]
 
     def consumers(self, name: str) -> list[Node]:
-        """The layers reading `name`, looking through the ones that vanish at inference."""
+        """The layers reading `name`, looking through those whose rule is the identity."""
         out = []
         for n in self.graph.nodes:
             if name in n.inputs:
-                if n.op in ("dropout", "linear"):
+                if LOWERINGS.rule(n) is identity:
                     if n.name in self.graph.outputs:
                         out.append(n)
                     out.extend(self.consumers(n.name))
@@ -168,9 +205,9 @@ class Lowering:
     def bind_outputs(self) -> dict[str, str]:
         """Give every graph output a value of its own name, NHWC; returns the ONNX names.
 
-        A layer's value usually is named after it already. Layers that vanish at inference
-        (dropout, linear) share the value they read: renaming it is enough, unless that value
-        is a graph input or already another graph output; only then an Identity is emitted.
+        A layer's value usually is named after it already. Layers whose rule is the identity
+        share the value they read: renaming it is enough, unless that value is a graph input
+        or already another graph output; only then an Identity is emitted.
         """
         g = self.graph
         input_names = {i.name for i in g.inputs}
@@ -208,23 +245,11 @@ class Lowering:
                 v.name == name for v in (*self.values.values(), *self._converted.values())):
             self.rename(name, self.unique(f"{name}/{NCHW}"))
 
-    def activation(self, v: Value, act: str, alpha: float = LEAKY_RELU_ALPHA) -> Value:
-        """`act` applied to `v`; softmax runs over the channels-last last axis."""
-        if act == "linear":
-            return v
-        op = ACTIVATIONS.get(act)
-        if op is None:
-            raise DslError(f"activation `{act}` is not supported by backend onnx")
-        attrs = {}
-        if act == "softmax":
-            attrs["axis"] = 1 if v.layout == NCHW else -1
-        elif act == "leaky_relu":
-            attrs["alpha"] = float(alpha)
-        return self.value(op, [v.name], v.rank, v.layout, role=act, **attrs)
-
     # -- the walk --------------------------------------------------------------------------
 
     def run(self) -> Lowered:
+        from onnx import helper
+
         g = self.graph
         inputs, outputs = [], []
         for inp in g.inputs:
@@ -237,18 +262,14 @@ class Lowering:
             inputs.append(_tensor_info(inp.name, inp.type.shape))
         for node in g.nodes:
             self.layer = node.name
-            lower = LOWERINGS.get(node.op)
-            if lower is None:
-                raise DslError(f"op `{node.op}` is not supported by backend onnx", node.span)
             before = len(self.nodes)
-            args = [self.values[name] for name in node.inputs]
-            out = lower(self, node, *args)
+            out = LOWERINGS.lower(self, node, [self.values[name] for name in node.inputs])
             produced = {o for n in self.nodes[before:] for o in n.output}
             if out.name in produced and out.name != node.name:
                 self._used.add(node.name)
                 self.rename(out.name, node.name)
                 out.name = node.name
-            out.shape = tuple(node.type.shape)
+            out.shape = tuple(g.type_of(node.name).shape)
             self.values[node.name] = out
         output_names = self.bind_outputs()
         for name in g.outputs:
@@ -257,90 +278,147 @@ class Lowering:
         return Lowered(graph, dict(self.layouts), output_names)
 
 
-def _tensor_info(name: str, shape) -> object:
+def _tensor_info(name: str, shape: Shape) -> ValueInfoProto:
+    from onnx import TensorProto, helper
+
     dims = [BATCH] + [f"{name}_dim{i + 1}" if d is None else int(d) for i, d in enumerate(shape)]
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
 
 def lower_graph(graph: Graph, weights: dict[str, np.ndarray]) -> Lowered:
-    return Lowering(graph, weights).run()
+    return Lowering(LOWERINGS.prepare(graph), weights).run()
 
 
-# -- the lowerings ------------------------------------------------------------------------
-
-ACTIVATIONS = {
-    "relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softmax": "Softmax",
-    "leaky_relu": "LeakyRelu", "gelu": "Gelu",
-}
+LOWERINGS: LoweringTable[Lowering, Value] = LoweringTable("onnx")
 
 
-def _in_shape(ctx: Lowering, node: Node) -> tuple:
+# -- activations ------------------------------------------------------------------------------
+
+@LOWERINGS("linear", "dropout")
+def identity(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return xs[0]  # at inference: emits nothing, the value passes on
+
+
+@LOWERINGS("relu")
+def relu(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("Relu", node, xs[0])
+
+
+@LOWERINGS("sigmoid")
+def sigmoid(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("Sigmoid", node, xs[0])
+
+
+@LOWERINGS("tanh")
+def tanh(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("Tanh", node, xs[0])
+
+
+@LOWERINGS("gelu")
+def gelu(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("Gelu", node, xs[0])  # approximate="none": the exact (erf) form
+
+
+@LOWERINGS("softmax")
+def softmax(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
+    return ctx.unary("Softmax", node, x, axis=1 if x.layout == NCHW else -1)  # the channels
+
+
+@LOWERINGS("leaky_relu")
+def leaky_relu(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("LeakyRelu", node, xs[0], alpha=float(node.attrs.alpha))
+
+
+# -- layers -----------------------------------------------------------------------------------
+
+def _in_shape(ctx: Lowering, node: Node) -> Shape:
     return ctx.graph.type_of(node.inputs[0]).shape
 
 
-def _onnx_pads(ctx: Lowering, node: Node) -> dict:
+def _onnx_pads(ctx: Lowering, node: Node) -> dict[str, Any]:
     top, bottom, left, right = pads_2d(node.attrs, _in_shape(ctx, node))
     return {"pads": [top, left, bottom, right]} if (top, bottom, left, right) != (0,) * 4 else {}
 
 
-def lower_conv2d(ctx: Lowering, node: Node, x: Value) -> Value:
+@LOWERINGS("conv2d")
+def conv2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    x = ctx.to_layout(xs[0], NCHW)
+    kernel = ctx.param(node, "kernel", lambda k: k.transpose(3, 2, 0, 1))  # → [out, in, kh, kw]
+    inputs = [x.name, kernel] + ([ctx.param(node, "bias")] if a.use_bias else [])
+    y = ctx.value("Conv", inputs, 4, NCHW, kernel_shape=list(pair(a.kernel)),
+                  strides=list(pair(a.strides)), dilations=list(pair(a.dilation)),
+                  **_onnx_pads(ctx, node))
+    return ctx.activation(node, y)
+
+
+def _pool(ctx: Lowering, node: Node, x: Value, onnx_op: str, **extra: Any) -> Value:
     a = node.attrs
     x = ctx.to_layout(x, NCHW)
-    kernel = ctx.const("kernel", ctx.param("kernel").transpose(3, 2, 0, 1))  # → [out, in, kh, kw]
-    inputs = [x.name, kernel] + ([ctx.const("bias", ctx.param("bias"))] if a.use_bias else [])
-    attrs = {"kernel_shape": list(pair(a.kernel)), "strides": list(pair(a.strides)),
-             "dilations": list(pair(a.dilation)), **_onnx_pads(ctx, node)}
-    y = ctx.value("Conv", inputs, 4, NCHW, **attrs)
-    return ctx.activation(y, a.activation)
+    return ctx.value(onnx_op, [x.name], 4, NCHW, kernel_shape=list(pair(a.kernel)),
+                     strides=list(pair(a.strides)), **_onnx_pads(ctx, node), **extra)
 
 
-def _pool(onnx_op: str, **extra) -> Callable:
-    def lower(ctx: Lowering, node: Node, x: Value) -> Value:
-        a = node.attrs
-        x = ctx.to_layout(x, NCHW)
-        attrs = {"kernel_shape": list(pair(a.kernel)), "strides": list(pair(a.strides)),
-                 **_onnx_pads(ctx, node), **extra}
-        return ctx.value(onnx_op, [x.name], 4, NCHW, **attrs)
-
-    return lower
+@LOWERINGS("maxpool2d")
+def maxpool2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _pool(ctx, node, xs[0], "MaxPool")
 
 
-def _global_pool(onnx_op: str) -> Callable:
-    def lower(ctx: Lowering, node: Node, x: Value) -> Value:
-        axes = [2, 3] if x.layout == NCHW else [1, 2]  # reduce in place: no transpose
-        return ctx.value(onnx_op, [x.name, ctx.const("axes", np.array(axes, np.int64))], 2,
-                         keepdims=0)
-
-    return lower
+@LOWERINGS("avgpool2d")
+def avgpool2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _pool(ctx, node, xs[0], "AveragePool", count_include_pad=0)
 
 
-def lower_dense(ctx: Lowering, node: Node, x: Value) -> Value:
+def _global_pool(ctx: Lowering, x: Value, onnx_op: str) -> Value:
+    axes = [2, 3] if x.layout == NCHW else [1, 2]  # reduce in place: no transpose
+    return ctx.value(onnx_op, [x.name, ctx.const("axes", np.array(axes, np.int64))], 2,
+                     keepdims=0)
+
+
+@LOWERINGS("global_avgpool2d")
+def global_avgpool2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _global_pool(ctx, xs[0], "ReduceMean")
+
+
+@LOWERINGS("global_maxpool2d")
+def global_maxpool2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _global_pool(ctx, xs[0], "ReduceMax")
+
+
+@LOWERINGS("dense")
+def dense(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
-    kernel = ctx.param("kernel")
-    if x.order is not None:  # rows to the NCHW flatten order of the input
-        kernel = kernel[x.order]
-    if x.rank == 2:
-        if a.use_bias:
-            # Gemm with transB, as PyTorch exports Linear.
-            y = ctx.value("Gemm", [x.name, ctx.const("kernel", kernel.T),
-                                   ctx.const("bias", ctx.param("bias"))], 2, transB=1)
-        else:
-            y = ctx.value("MatMul", [x.name, ctx.const("kernel", kernel)], 2)
+    x = xs[0]
+    order = x.order
+
+    def rows(kernel: np.ndarray) -> np.ndarray:  # to the NCHW flatten order of the input
+        return kernel if order is None else kernel[order]
+
+    if x.rank == 2 and a.use_bias:
+        # Gemm with transB, as PyTorch exports Linear.
+        y = ctx.value("Gemm", [x.name, ctx.param(node, "kernel", lambda k: rows(k).T),
+                               ctx.param(node, "bias")], 2, transB=1)
+    elif x.rank == 2:
+        y = ctx.value("MatMul", [x.name, ctx.param(node, "kernel", rows)], 2)
     else:  # Gemm is 2-D only; dense on [time, features] maps the last axis
-        y = ctx.value("MatMul", [x.name, ctx.const("kernel", kernel)], x.rank, role="matmul")
+        y = ctx.value("MatMul", [x.name, ctx.param(node, "kernel", rows)], x.rank,
+                      role="matmul")
         if a.use_bias:
-            y = ctx.value("Add", [y.name, ctx.const("bias", ctx.param("bias"))], x.rank,
-                          role="bias")
-    return ctx.activation(y, a.activation)
+            y = ctx.value("Add", [y.name, ctx.param(node, "bias")], x.rank, role="bias")
+    return ctx.activation(node, y)
 
 
-def lower_flatten(ctx: Lowering, node: Node, x: Value) -> Value:
+@LOWERINGS("flatten")
+def flatten(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
     if x.rank == 2:
         return x
     users = ctx.consumers(node.name)
     if (x.layout == NCHW and users and node.name not in ctx.graph.outputs
             and all(u.op == "dense" for u in users)):
         h, w, c = _in_shape(ctx, node)
+        assert h is not None and w is not None and c is not None
         order = np.arange(h * w * c).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
         out = ctx.value("Flatten", [x.name], 2, axis=1)
         out.order = order
@@ -349,8 +427,9 @@ def lower_flatten(ctx: Lowering, node: Node, x: Value) -> Value:
     return ctx.value("Flatten", [x.name], 2, axis=1)
 
 
-def lower_reshape(ctx: Lowering, node: Node, x: Value) -> Value:
-    x = ctx.to_layout(x, NHWC)
+@LOWERINGS("reshape")
+def reshape(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = ctx.to_layout(xs[0], NHWC)
     shape = tuple(node.attrs.shape)
     # 0 keeps the (dynamic) batch size: never bake a batch into the constant.
     target = ctx.const("shape", np.array([0, *shape], np.int64))
@@ -358,29 +437,21 @@ def lower_reshape(ctx: Lowering, node: Node, x: Value) -> Value:
     return ctx.value("Reshape", [x.name, target], rank, NHWC if rank == 4 else None)
 
 
-def lower_identity(ctx: Lowering, node: Node, x: Value) -> Value:
-    return x  # dropout and linear do nothing at inference
-
-
-def _activation_op(ctx: Lowering, node: Node, x: Value) -> Value:
-    alpha = getattr(node.attrs, "alpha", LEAKY_RELU_ALPHA)
-    return ctx.activation(x, node.op, alpha)
-
-
-def _common_layout(ctx: Lowering, xs: tuple[Value, ...]) -> list[Value]:
-    layouts = {x.layout for x in xs}
-    if len(layouts) <= 1:
-        return list(xs)
+def _common_layout(ctx: Lowering, xs: list[Value]) -> list[Value]:
+    if len({x.layout for x in xs}) <= 1:
+        return xs
     return [ctx.to_layout(x, NCHW) for x in xs]
 
 
-def lower_add(ctx: Lowering, node: Node, *xs: Value) -> Value:
+@LOWERINGS("add")
+def add(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     xs = _common_layout(ctx, xs)
     op = "Add" if len(xs) == 2 else "Sum"
     return ctx.value(op, [x.name for x in xs], xs[0].rank, xs[0].layout)
 
 
-def lower_concat(ctx: Lowering, node: Node, *xs: Value) -> Value:
+@LOWERINGS("concat")
+def concat(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     xs = _common_layout(ctx, xs)
     rank = xs[0].rank
     axis = node.attrs.axis % (rank - 1)  # per-sample axis, channels-last
@@ -388,27 +459,52 @@ def lower_concat(ctx: Lowering, node: Node, *xs: Value) -> Value:
     return ctx.value("Concat", [x.name for x in xs], rank, xs[0].layout, axis=onnx_axis)
 
 
-# Activations the ONNX RNN op applies itself (name, alpha).
-RNN_ACTIVATIONS = {"tanh": ("Tanh", None), "relu": ("Relu", None), "sigmoid": ("Sigmoid", None),
-                   "linear": ("Affine", 1.0), "leaky_relu": ("LeakyRelu", LEAKY_RELU_ALPHA)}
+# -- recurrent --------------------------------------------------------------------------------
+
+# The ONNX functions the RNN op applies itself that dslc's tests run through onnxruntime
+# (with their `alpha`); any other activation runs as a Scan.
+RNN_FUNCTIONS = ("Tanh", "Relu", "Sigmoid", "LeakyRelu")
 
 
-def lower_simple_rnn(ctx: Lowering, node: Node, x: Value) -> Value:
+def rnn_activation(ctx: Lowering, node: Node) -> dict[str, Any] | None:
+    """The RNN op's `activations` attributes for `node`'s activation, read off what that
+    activation op's own rule emits (one function of `RNN_FUNCTIONS`, or nothing: the
+    identity); None when the RNN op cannot apply it."""
+    from onnx import helper
+
+    probe = Lowering(ctx.graph, {})
+    probe.layer = node.name
+    x = Value(probe.unique("x"), 2)
+    y = LOWERINGS.lower(probe, activation_node(node), [x])
+    if not probe.nodes and not probe.initializers and y.name == x.name:
+        return {"activations": ["Affine"], "activation_alpha": [1.0], "activation_beta": [0.0]}
+    if len(probe.nodes) != 1 or probe.initializers:
+        return None
+    fn = probe.nodes[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in fn.attribute}
+    if fn.op_type not in RNN_FUNCTIONS or set(attrs) - {"alpha"} or list(fn.input) != [x.name]:
+        return None
+    out: dict[str, Any] = {"activations": [fn.op_type]}
+    if "alpha" in attrs:
+        out["activation_alpha"] = [float(attrs["alpha"])]
+    return out
+
+
+@LOWERINGS("simple_rnn")
+def simple_rnn(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
-    kernel, recurrent = ctx.param("kernel"), ctx.param("recurrent_kernel")
-    bias = ctx.param("bias") if a.use_bias else np.zeros(a.units, np.float32)
-    if a.activation not in RNN_ACTIVATIONS:
-        return _scan_rnn(ctx, node, x, kernel, recurrent, bias)
-    act, alpha = RNN_ACTIVATIONS[a.activation]
-    attrs = {"hidden_size": a.units, "activations": [act]}
-    if alpha is not None:
-        attrs["activation_alpha"] = [alpha]
-        if act == "Affine":
-            attrs["activation_beta"] = [0.0]
+    x = xs[0]
+    act = rnn_activation(ctx, node)
+    if act is None:
+        return _scan_rnn(ctx, node, x)
     # ONNX keeps two biases (Wb, Rb); the canonical one is Wb and Rb is zero.
-    w = ctx.const("kernel", kernel.T[None])
-    r = ctx.const("recurrent_kernel", recurrent.T[None])
-    b = ctx.const("bias", np.concatenate([bias, np.zeros_like(bias)])[None])
+    w = ctx.param(node, "kernel", lambda k: k.T[None])
+    r = ctx.param(node, "recurrent_kernel", lambda k: k.T[None])
+    if a.use_bias:
+        b = ctx.param(node, "bias", lambda v: np.concatenate([v, np.zeros_like(v)])[None])
+    else:
+        b = ctx.const("bias", np.zeros((1, 2 * a.units), np.float32))
+    attrs = {"hidden_size": a.units, **act}
     # onnxruntime runs RNN time-major only (layout=0).
     xt = ctx.value("Transpose", [x.name], 3, role="time_major", perm=[1, 0, 2])
     axes = ctx.const("axes", np.array([0], np.int64))
@@ -421,61 +517,40 @@ def lower_simple_rnn(ctx: Lowering, node: Node, x: Value) -> Value:
     return ctx.value("Squeeze", [y_h, axes], 2, role="squeeze")
 
 
-def _scan_rnn(ctx: Lowering, node: Node, x: Value, kernel, recurrent, bias) -> Value:
-    """An Elman RNN as a Scan, for activations the RNN op lacks (gelu, softmax)."""
+def _scan_rnn(ctx: Lowering, node: Node, x: Value) -> Value:
+    """An Elman RNN as a Scan, for activations the RNN op lacks (gelu, softmax). The step's
+    activation is the activation op's own rule, emitted into the Scan body."""
+    from onnx import TensorProto, helper, numpy_helper
+
     a = node.attrs
     h = a.units
-    xw = ctx.value("MatMul", [x.name, ctx.const("kernel", kernel)], 3, role="input_proj")
-    xw = ctx.value("Add", [xw.name, ctx.const("bias", bias)], 3, role="input_bias")
+    xw = ctx.value("MatMul", [x.name, ctx.param(node, "kernel")], 3, role="input_proj")
+    if a.use_bias:
+        xw = ctx.value("Add", [xw.name, ctx.param(node, "bias")], 3, role="input_bias")
     n = ctx.value("Shape", [x.name], 1, role="batch_size", start=0, end=1)
     dims = ctx.value("Concat", [n.name, ctx.const("units", np.array([h], np.int64))], 1,
                      role="state_shape", axis=0)
     zero = numpy_helper.from_array(np.zeros(1, np.float32), "zero")
     h0 = ctx.value("ConstantOfShape", [dims.name], 2, role="initial_state", value=zero)
-    r = ctx.const("recurrent_kernel", recurrent)
-    f32 = TensorProto.FLOAT
-    # Inner names live in the outer graph's scope too (SSA over both): prefix them with the
-    # layer and reserve them, so no spec tensor or helper value can clash.
-    inner = {role: ctx.unique(f"{node.name}/step/{role}")
-             for role in ("h_prev", "x_t", "hr", "pre", "h_next", "h_out")}
-    body_nodes = [
-        helper.make_node("MatMul", [inner["h_prev"], r], [inner["hr"]],
-                         name=ctx.unique(f"{node.name}/step/recurrence")),
-        helper.make_node("Add", [inner["x_t"], inner["hr"]], [inner["pre"]],
-                         name=ctx.unique(f"{node.name}/step/sum")),
-        helper.make_node(ACTIVATIONS[a.activation], [inner["pre"]], [inner["h_next"]],
-                         name=ctx.unique(f"{node.name}/step/{a.activation}"),
-                         **({"axis": -1} if a.activation == "softmax" else {})),
-    ]
-    body_outputs = [helper.make_tensor_value_info(inner["h_next"], f32, [None, h])]
-    if a.return_sequences:
-        # The state is also the per-step output; a graph cannot list one value twice.
-        body_nodes.append(helper.make_node("Identity", [inner["h_next"]], [inner["h_out"]],
-                                           name=ctx.unique(f"{node.name}/step/emit")))
-        body_outputs.append(helper.make_tensor_value_info(inner["h_out"], f32, [None, h]))
-    body = helper.make_graph(
-        body_nodes, f"{node.name}_step",
-        [helper.make_tensor_value_info(inner["h_prev"], f32, [None, h]),
-         helper.make_tensor_value_info(inner["x_t"], f32, [None, h])], body_outputs)
-    outs = ctx.emit("Scan", [h0.name, xw.name], outputs=len(body_outputs), body=body,
-                    num_scan_inputs=1, scan_input_axes=[1],
-                    **({"scan_output_axes": [1]} if a.return_sequences else {}))
+    r = ctx.param(node, "recurrent_kernel")
+    # Inner names carry the layer and a `/`, which no spec tensor has, and are reserved.
+    step = f"{node.name}/step"
+    h_prev, x_t = ctx.unique(f"{step}/h_prev"), ctx.unique(f"{step}/x_t")
+    with ctx.scope(step) as body:
+        hr = ctx.value("MatMul", [h_prev, r], 2, role="recurrence")
+        pre = ctx.value("Add", [x_t, hr.name], 2, role="sum")
+        h_next = ctx.activation(node, pre).name
+        step_outputs = [h_next]
+        if a.return_sequences:
+            # The state is also the per-step output; a graph cannot list one value twice.
+            step_outputs.append(ctx.emit("Identity", [h_next], "emit")[0])
+
+    def info(name: str) -> ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, h])
+
+    graph = helper.make_graph(body, f"{node.name}_step", [info(h_prev), info(x_t)],
+                              [info(o) for o in step_outputs])
+    seq_axes: dict[str, Any] = {"scan_output_axes": [1]} if a.return_sequences else {}
+    outs = ctx.emit("Scan", [h0.name, xw.name], outputs=len(step_outputs), body=graph,
+                    num_scan_inputs=1, scan_input_axes=[1], **seq_axes)
     return Value(outs[1], 3) if a.return_sequences else Value(outs[0], 2)
-
-
-LOWERINGS: dict[str, Callable[..., Value]] = {
-    "dense": lower_dense,
-    "conv2d": lower_conv2d,
-    "maxpool2d": _pool("MaxPool"),
-    "avgpool2d": _pool("AveragePool", count_include_pad=0),
-    "global_avgpool2d": _global_pool("ReduceMean"),
-    "global_maxpool2d": _global_pool("ReduceMax"),
-    "flatten": lower_flatten,
-    "reshape": lower_reshape,
-    "dropout": lower_identity,
-    "linear": lower_identity,
-    "simple_rnn": lower_simple_rnn,
-    "add": lower_add,
-    "concat": lower_concat,
-    **{act: _activation_op for act in ACTIVATIONS},
-}

@@ -1,0 +1,50 @@
+"""An exported model in an onnxruntime session: the ONNX backend's `Runtime`."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from dslc.backends.base import Feed
+from dslc.diagnostics import DslError
+
+
+def providers(device: str | None) -> list[str]:
+    if device in ("cpu", None):
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto":
+        return ["CPUExecutionProvider"]
+    raise DslError(f"device `{device}` is not available to onnxruntime",
+                   hint="install onnxruntime-gpu for CUDA, or use --device cpu")
+
+
+class OnnxRuntime:
+    """An onnxruntime session; `predict(x)` takes channels-last float32 `[N, ...]`."""
+
+    def __init__(self, model_bytes: bytes, device: str = "cpu"):
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(model_bytes, opts, providers=providers(device))
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def predict(self, x: Feed) -> np.ndarray:
+        """The first output."""
+        return self._run(x, self.output_names[:1])[0]
+
+    def predict_all(self, x: Feed) -> list[np.ndarray]:
+        """Every output, in the spec's order."""
+        return self._run(x, self.output_names)
+
+    def _run(self, x: Feed, names: list[str]) -> list[np.ndarray]:
+        if isinstance(x, dict):
+            feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in x.items()}
+        elif isinstance(x, list | tuple):  # one array per input, in the spec's order
+            feed = {k: np.ascontiguousarray(v, dtype=np.float32)
+                    for k, v in zip(self.input_names, x, strict=True)}
+        else:
+            feed = {self.input_names[0]: np.ascontiguousarray(x, dtype=np.float32)}
+        return [np.asarray(y) for y in self.session.run(names, feed)]
