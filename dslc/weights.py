@@ -7,6 +7,7 @@ one bias `[units]`. Every backend starts from these arrays, so all three begin e
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -83,11 +84,17 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written file."""
+    """Write to a temporary file beside `path`, then rename: never a half-written file. A
+    path that exists and is not a regular file (a device, a FIFO, a folder) is refused, and a
+    full disk is a user error that leaves nothing behind, not even the folders made for it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.exists() and not path.is_file():
+        raise DslError(f"{path} exists and is not a regular file; not replacing it",
+                       hint="choose another output path")
+    made = _make_parents(path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         # mkstemp makes the file 0600; give it the mode a plain open() would (or the old one's)
         os.chmod(fd, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -95,9 +102,34 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DslError(f"disk full: {path}", hint="free some space and run again") from None
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # the CLI reports it as the user's file-system problem
         raise
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; returns the ones made, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    made = []
+    for f in reversed(missing):
+        f.mkdir(exist_ok=True)
+        made.append(f)
+    return made
 
 
 def save_weights(path: str | Path, weights: dict[str, np.ndarray],
@@ -148,4 +180,14 @@ def load_weights(path: str | Path, graph: Graph) -> dict[str, np.ndarray]:
         problems.append(f"unexpected key(s) {', '.join(f'`{k}`' for k in extra[:5])}")
     if problems:
         raise DslError(f"{path} does not fit model `{graph.name}`: " + "; ".join(problems))
+    for key in specs:
+        a = arrays[key]
+        if a.dtype.kind != "f":  # an int tensor is someone else's file, not a cast to make
+            raise DslError(f"{path}: `{key}` holds {a.dtype} values; weights are floats",
+                           hint="weights are written by `dslc train` as float32")
+        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+        if bad:
+            raise DslError(f"{path}: `{key}` holds {bad} non-finite value(s) (NaN or inf)",
+                           hint="the run that wrote it diverged; train again, e.g. with a "
+                                "smaller learning rate")
     return {k: arrays[k].astype(np.float32, copy=False) for k in specs}
