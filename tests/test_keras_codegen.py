@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from dslc.backends.keras import LOWERINGS, generate
+from dslc.backends import get_backend
+from dslc.backends.keras import BACKEND, LOWERINGS, KerasBackend, generate
+from dslc.backends.keras.codegen import Call, Context, Function, weight_names
+from dslc.backends.lowering import activation_node
 from dslc.compiler import compile_file, compile_text
 from dslc.diagnostics import DslError
-from dslc.ops import all_ops
+from dslc.ops import activation_names, all_ops
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "keras"
@@ -127,29 +130,128 @@ def test_names_that_clash_with_python_are_renamed():
                    " output build_m")
     source = generate(None, graph)
     compile(source, "m.py", "exec")
-    assert "keras_ = keras.layers.Dense(" in source and "build_m_ = keras.layers.Dense(" in source
-    assert 'name="keras",\n    )(x)' in source and 'name="build_m",\n    )(keras_)' in source
-    assert "outputs=build_m_," in source
+    assert "keras_2 = keras.layers.Dense(" in source
+    assert "build_m_2 = keras.layers.Dense(" in source
+    assert 'name="keras",\n    )(x)' in source and 'name="build_m",\n    )(keras_2)' in source
+    assert "outputs=build_m_2," in source
+
+
+def test_a_helper_function_name_is_not_reused_for_a_layer():
+    graph = _graph("input x: f32[5]", "gelu = dense(x, 3, activation=gelu)\n output gelu")
+    source = generate(None, graph)
+    compile(source, "m.py", "exec")
+    assert "def gelu(x):" in source and "gelu_2 = keras.layers.Dense(" in source
 
 
 def test_every_registered_op_has_a_lowering():
-    missing = set(all_ops()) - set(LOWERINGS)
-    assert not missing, f"ops without a keras lowering: {missing}"
+    assert LOWERINGS.missing() == []
+    assert set(all_ops()) == set(LOWERINGS)  # Keras has a layer for each op: no decomposition
+
+
+@pytest.mark.parametrize("act", activation_names())
+def test_every_activation_lowers_fused_and_alone(act):
+    """A layer's `activation=` comes from the rule of that activation op, as does the op."""
+    source = generate(None, _graph("input x: f32[5]", f"dense(3, activation={act})\n {act}"))
+    compile(source, "m.py", "exec")
+    fused = LOWERINGS.lower(Context(), activation_node(_dense_node(act)), []).activation
+    assert fused is not None
+    value = fused.name if isinstance(fused, Function) else f'"{fused}"'
+    assert f"activation={value}," in source
+
+
+def _dense_node(act: str):
+    return _graph("input x: f32[5]", f"dense(3, activation={act})").nodes[0]
 
 
 def test_unsupported_op_is_a_clear_error(monkeypatch):
     graph = _graph("input x: f32[5]", "dense(3)")
-    monkeypatch.delitem(LOWERINGS, "dense")
+    monkeypatch.delitem(LOWERINGS.rules, "dense")
     with pytest.raises(DslError, match="op `dense` is not supported by backend keras"):
         generate(None, graph)
 
 
-def test_generate_and_compile_do_not_import_tensorflow(tmp_path):
-    code = ("import sys\nfrom dslc.cli import main\n"
-            f"rc = main(['compile', {str(ROOT / 'specs' / 'digits_cnn.dl')!r}, '--target', "
-            f"'keras', '-o', {str(tmp_path)!r}])\n"
-            "assert rc == 0\n"
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+def test_an_op_without_a_rule_is_decomposed(monkeypatch):
+    graph = _graph("input image: f32[7, 6, 2]", "pooled = global_avgpool2d(image)\n"
+                   " output pooled")
+    monkeypatch.delitem(LOWERINGS.rules, "global_avgpool2d")
+    source = generate(None, graph)
+    assert "keras.layers.AveragePooling2D(" in source and "pool_size=(7, 6)," in source
+    assert 'name="pooled_pool"' in source
+    assert 'pooled = keras.layers.Flatten(\n        data_format="channels_last",\n' \
+        '        name="pooled",\n    )(pooled_pool)' in source
+
+
+def test_a_rule_that_forgets_a_parameter_is_an_error(monkeypatch):
+    graph = _graph("input x: f32[5]", "dense(3)")
+
+    def forgetful(ctx, node, xs):
+        return Call("keras.layers.Dense", [repr(node.attrs.units)], weights={"kernel": "kernel"})
+
+    monkeypatch.setitem(LOWERINGS.rules, "dense", forgetful)
+    with pytest.raises(ValueError, match=r"`dense` names no Keras variable for parameter.*bias"):
+        generate(None, graph)
+
+
+def test_weight_names_come_from_the_lowerings():
+    graph = _graph("input seq: f32[6, 3]", "simple_rnn(4, return_sequences=true)\n"
+                   " simple_rnn(2, use_bias=false)\n dense(3)")
+    assert weight_names(graph) == {
+        "simple_rnn_1": {"kernel": "kernel", "recurrent_kernel": "recurrent_kernel",
+                         "bias": "bias"},
+        "simple_rnn_2": {"kernel": "kernel", "recurrent_kernel": "recurrent_kernel"},
+        "dense_1": {"kernel": "kernel", "bias": "bias"},
+    }
+
+
+def test_a_crafted_file_name_cannot_inject_code(tmp_path):
+    path = tmp_path / 'evil\nimport os; os.system("touch PWNED")\n#.dl'
+    path.write_text("model m {\n input x: f32[5]\n dense(3, activation=gelu)\n}\n",
+                    encoding="utf-8")
+    spec = compile_file(path)
+    source = generate(spec, spec.model())
+    tree = ast.parse(source)
+    kinds = [type(stmt).__name__ for stmt in tree.body]
+    assert kinds == ["Expr", "Import", "FunctionDef", "FunctionDef", "If"]
+    assert [alias.name for alias in tree.body[1].names] == ["keras"]
+    assert [f.name for f in tree.body if isinstance(f, ast.FunctionDef)] == ["gelu", "build_m"]
+    assert source.splitlines()[0].startswith("# Generated by dslc ")
+    assert source.splitlines()[1].startswith("# Edit the spec")
+
+
+def test_generating_source_imports_no_framework():
+    code = ("import sys\n"
+            "from dslc.backends import get_backend\n"
+            "from dslc.compiler import compile_file\n"
+            f"spec = compile_file({str(ROOT / 'specs' / 'digits_cnn.dl')!r})\n"
+            "backend = get_backend('keras')\n"
+            "source = backend.generate(spec, spec.model())\n"
+            "backend.lowerings.prepare(spec.model())\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, "
+            "sorted(m for m in sys.modules if 'keras' in m or 'tensorflow' in m)\n"
+            "sys.stdout.write(source)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "digits_cnn.py").read_text() == _source(ROOT / "specs" / "digits_cnn.dl")
+    assert done.stdout == _source(ROOT / "specs" / "digits_cnn.dl")
+
+
+def test_backend_contract():
+    backend = get_backend("keras")
+    assert isinstance(backend, KerasBackend) and backend is BACKEND
+    assert (backend.name, backend.emits, backend.runs, backend.trains) == \
+        ("keras", "source", True, True)
+    assert backend.frameworks == ("tensorflow", "keras", "safetensors")
+    assert backend.extra == "keras"
+    assert backend.lowerings is LOWERINGS
+
+
+def test_a_missing_framework_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    graph = _graph("input x: f32[5]", "dense(3)")
+    with pytest.raises(DslError, match="backend `keras` needs `tensorflow`") as err:
+        BACKEND.build(graph, {})
+    assert "dslc[keras]" in (err.value.diagnostics[0].hint or "")

@@ -1,7 +1,8 @@
-"""The Keras runtime against the PyTorch one (itself checked against numpy in
-test_torch_ops.py): the same canonical weights give the same outputs, max abs diff ≤ 1e-5,
-for one case per op variant and for every spec in specs/. Also: Keras's own parameter count
-equals `dslc check`'s, and the weight adapter round-trips."""
+"""The Keras runtime, held against the reference backend: every spec and example gives the
+reference's outputs (max abs diff ≤ 1e-5) from the same canonical weights. Also what is
+Keras's own: its parameter count equals `dslc check`'s, the weight adapter round-trips in
+the canonical layout, feeds, gradients, errors. (The op-by-op matrix over every backend is
+tests/test_op_matrix.py's.)"""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
-torch = pytest.importorskip("torch")
 
-from dslc.backends import keras as kb  # noqa: E402
-from dslc.backends import torch as tb  # noqa: E402
+from dslc.backends import get_backend  # noqa: E402
+from dslc.backends.keras.codegen import LOWERINGS  # noqa: E402
+from dslc.backends.keras.weights import to_canonical  # noqa: E402
 from dslc.compiler import compile_file, compile_text  # noqa: E402
 from dslc.diagnostics import DslError  # noqa: E402
 from dslc.weights import init_weights  # noqa: E402
@@ -22,48 +23,9 @@ from dslc.weights import init_weights  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = [*sorted((ROOT / "specs").glob("*.dl")), *sorted((ROOT / "examples").glob("*.dl")),
          ROOT / "tests" / "golden" / "keras" / "graph_ops.dl"]
-
 IMG = "input image: f32[7, 6, 2]"
-CASES = {
-    "dense_relu": ("input x: f32[5]", "dense(4, activation=relu)"),
-    "dense_tanh_nobias": ("input x: f32[5]", "dense(3, activation=tanh, use_bias=false)"),
-    "dense_sigmoid": ("input x: f32[5]", "dense(3, activation=sigmoid)"),
-    "dense_gelu": ("input x: f32[5]", "dense(3, activation=gelu)"),
-    "dense_leaky": ("input x: f32[5]", "dense(3, activation=leaky_relu)"),
-    "dense_softmax": ("input x: f32[5]", "dense(4, activation=softmax)"),
-    "dense_on_sequence": ("input x: f32[3, 5]", "dense(4)"),
-    "conv_valid": (IMG, "conv2d(3, kernel=3)"),
-    "conv_same_even_kernel": (IMG, "conv2d(3, kernel=2, padding=same)"),
-    "conv_same_stride2": (IMG, "conv2d(3, kernel=3, strides=2, padding=same)"),
-    "conv_same_k4_stride2": (IMG, "conv2d(3, kernel=4, strides=2, padding=same)"),
-    "conv_rect": (IMG, "conv2d(3, kernel=[3, 2], strides=[1, 2])"),
-    "conv_dilated_same": (IMG, "conv2d(3, kernel=3, dilation=2, padding=same)"),
-    "maxpool_floor": (IMG, "maxpool2d(3, strides=2)"),
-    "maxpool_same_asym": (IMG, "maxpool2d(2, padding=same)"),
-    "avgpool_valid": (IMG, "avgpool2d(2)"),
-    "avgpool_same_asym": (IMG, "avgpool2d(2, padding=same)"),
-    "avgpool_same_k3s2": (IMG, "avgpool2d(3, strides=2, padding=same)"),
-    "global_avg": (IMG, "conv2d(3, kernel=1)\n global_avgpool2d"),
-    "global_max": (IMG, "global_maxpool2d"),
-    "flatten_order": (IMG, "conv2d(4, kernel=3)\n flatten\n dense(5, activation=softmax)"),
-    "reshape": ("input x: f32[48]", "reshape([4, 4, 3])\n conv2d(2, kernel=3)\n flatten"),
-    "reshape_back": (IMG, "conv2d(4, kernel=1)\n reshape([-1, 4])"),
-    "dropout_is_identity": ("input x: f32[5]", "dense(8)\n dropout(0.5)\n dense(2)"),
-    "rnn": ("input seq: f32[6, 3]", "simple_rnn(4)"),
-    "rnn_seq_relu": ("input seq: f32[6, 3]", "simple_rnn(4, activation=relu, return_sequences=true)"),
-    "rnn_leaky": ("input seq: f32[6, 3]", "simple_rnn(4, activation=leaky_relu)"),
-    "rnn_nobias_stack": ("input seq: f32[6, 3]",
-                         "simple_rnn(4, return_sequences=true, use_bias=false)\n simple_rnn(2)"),
-    "act_ops": ("input x: f32[5]", "dense(4)\n leaky_relu(0.2)\n gelu\n tanh\n sigmoid\n relu"),
-    "leaky_op_default": ("input x: f32[5]", "dense(4)\n leaky_relu\n linear"),
-    "softmax_op_image": (IMG, "conv2d(3, kernel=1)\n softmax"),
-    "residual_add": (IMG, "c = conv2d(image, 2, kernel=3, padding=same)\n output relu(add(image, c))"),
-    "concat_channels": (IMG, "a = conv2d(image, 3, kernel=1)\n b = maxpool2d(image, 1)\n"
-                        " output concat(a, b)"),
-    "concat_height": (IMG, "a = conv2d(image, 2, kernel=1)\n output concat(a, image, axis=0)"),
-    "two_outputs_first": ("input x: f32[5]", "a = dense(x, 2, activation=softmax)\n b = dense(a, 1)\n"
-                          " output a, b"),
-}
+keras = get_backend("keras")
+reference = get_backend("reference")
 
 
 def _graph(header: str, body: str):
@@ -78,36 +40,38 @@ def _weights(graph, seed=3):
     return weights
 
 
-def _same_as_torch(graph, weights, n=5):
+def _inputs(graph, n):
     rng = np.random.default_rng(0)
-    xs = [rng.normal(size=(n, *(d or 7 for d in i.type.shape))).astype(np.float32)
-          for i in graph.inputs]
-    got = kb.build(graph, weights).predict(xs[0] if len(xs) == 1 else xs)
-    module = tb.instantiate(graph, weights).eval()
-    with torch.no_grad():
-        out = module(*(torch.from_numpy(x) for x in xs))
-    want = (out[0] if isinstance(out, tuple) else out).numpy()
-    assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
-    return got
+    return [rng.normal(size=(n, *(d or 7 for d in i.type.shape))).astype(np.float32)
+            for i in graph.inputs]
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_op_matches_torch(case):
-    graph = _graph(*CASES[case])
-    _same_as_torch(graph, _weights(graph))
+def _same_as_reference(graph, weights, n=4):
+    xs = _inputs(graph, n)
+    got = keras.build(graph, weights).predict_all(xs)
+    want = reference.build(graph, weights).predict_all(xs)
+    assert len(got) == len(want) == len(graph.outputs)
+    for name, g, w in zip(graph.outputs, got, want, strict=True):
+        assert g.shape == w.shape, name
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=0, err_msg=name)
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
-def test_spec_matches_torch_with_initial_weights(path):
+def test_spec_matches_the_reference(path):
     graph = compile_file(path).model()
-    _same_as_torch(graph, init_weights(graph, 0), n=8)
+    _same_as_reference(graph, _weights(graph, 0))
+
+
+def test_a_decomposed_op_matches_the_reference(monkeypatch):
+    monkeypatch.delitem(LOWERINGS.rules, "global_maxpool2d")
+    graph = _graph(IMG, "conv2d(3, kernel=1)\n global_maxpool2d\n dense(2)")
+    _same_as_reference(graph, _weights(graph))
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_keras_count_params_equals_check(path):
     graph = compile_file(path).model()
-    runtime = kb.build(graph, init_weights(graph, 0))
+    runtime = keras.build(graph, init_weights(graph, 0))
     assert runtime.model.count_params() == graph.param_count
     assert [layer.name for layer in runtime.model.layers] == \
         [i.name for i in graph.inputs] + [n.name for n in graph.nodes]
@@ -115,16 +79,19 @@ def test_keras_count_params_equals_check(path):
 
 def test_weight_adapter_round_trip_and_layout():
     graph = _graph(IMG, "conv2d(3, kernel=[3, 2])\n flatten\n dense(4)")
-    rnn = _graph("input seq: f32[6, 3]", "simple_rnn(4)")
+    rnn = _graph("input seq: f32[6, 3]", "simple_rnn(4, return_sequences=true)\n"
+                 " simple_rnn(2, use_bias=false)")
     for g in (graph, rnn):
         w = _weights(g, 1)
-        runtime = kb.build(g, w)
-        back = kb.to_canonical(runtime.model, g)
-        assert list(back) == list(w)
-        for k in w:
-            np.testing.assert_array_equal(back[k], w[k])
-    model = kb.build(graph, _weights(graph)).model
+        runtime = keras.build(g, w)
+        for back in (runtime.get_weights(), to_canonical(runtime.model, g)):
+            assert list(back) == list(w) == list(g.param_specs())
+            for k in w:
+                np.testing.assert_array_equal(back[k], w[k])
+    model = keras.build(graph, _weights(graph)).model
     assert tuple(model.get_layer("conv2d_1").kernel.shape) == (3, 2, 2, 3)  # [kh, kw, in, out]
+    cell = keras.build(rnn, _weights(rnn)).model.get_layer("simple_rnn_1").cell
+    assert tuple(cell.recurrent_kernel.shape) == (4, 4)
 
 
 def test_weights_of_the_wrong_shape_are_a_user_error():
@@ -132,18 +99,64 @@ def test_weights_of_the_wrong_shape_are_a_user_error():
     w = init_weights(graph, 0)
     w["dense_1.kernel"] = np.zeros((3, 5), np.float32)
     with pytest.raises(DslError, match=r"`dense_1.kernel` has shape \[3, 5\]"):
-        kb.build(graph, w)
+        keras.build(graph, w)
     del w["dense_1.kernel"]
     with pytest.raises(DslError, match="lack `dense_1.kernel`"):
-        kb.build(graph, w)
+        keras.build(graph, w)
 
 
 def test_predict_batches_and_empty_input():
     graph = _graph("input x: f32[5]", "dense(3, activation=softmax)")
-    runtime = kb.build(graph, init_weights(graph, 0))
+    runtime = keras.build(graph, init_weights(graph, 0))
     x = np.random.default_rng(1).normal(size=(10, 5)).astype(np.float32)
     np.testing.assert_allclose(runtime.predict(x, batch_size=3), runtime.predict(x), atol=1e-7)
     assert runtime.predict(x[:0]).shape == (0, 3)
+
+
+def test_feeds_by_position_and_by_name():
+    graph = compile_file(ROOT / "examples" / "two_heads.dl").model()
+    runtime = keras.build(graph, init_weights(graph, 0))
+    features, context = _inputs(graph, 3)
+    by_list = runtime.predict_all([features, context])
+    by_name = runtime.predict_all({"context": context, "features": features})
+    assert [a.shape for a in by_list] == [(3, 1), (3, 3)]
+    for a, b in zip(by_list, by_name, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(runtime.predict((features, context)), by_list[0])
+    with pytest.raises(DslError, match="takes 2 input"):
+        runtime.predict(features)
+    with pytest.raises(DslError, match="needs input"):
+        runtime.predict({"features": features})
+
+
+def test_gradients_of_a_dense_layer_in_inference_mode():
+    """sum(y * c) for y = dropout(x @ W + b): dW = xᵀc, db = Σc, dx = c Wᵀ (no dropout)."""
+    graph = _graph("input x: f32[5]", "dense(3)\n dropout(0.5)")
+    w = _weights(graph)
+    x = np.random.default_rng(2).normal(size=(4, 5)).astype(np.float32)
+    c = np.random.default_rng(3).normal(size=(4, 3)).astype(np.float32)
+    grads = keras.gradients(graph, w, [x], [c])
+    assert set(grads) == {"dense_1.kernel", "dense_1.bias", "input:x"}
+    np.testing.assert_allclose(grads["dense_1.kernel"], x.T @ c, atol=1e-5)
+    np.testing.assert_allclose(grads["dense_1.bias"], c.sum(axis=0), atol=1e-5)
+    np.testing.assert_allclose(grads["input:x"], c @ w["dense_1.kernel"].T, atol=1e-5)
+
+
+def test_gradients_over_several_outputs_and_layouts():
+    graph = compile_file(ROOT / "examples" / "two_heads.dl").model()
+    w = _weights(graph)
+    xs = _inputs(graph, 3)
+    zero = [np.zeros((3, 1), np.float32), np.zeros((3, 3), np.float32)]
+    score_only = [np.ones((3, 1), np.float32), zero[1]]
+    grads = keras.gradients(graph, w, xs, score_only)
+    assert set(grads) == set(w) | {"input:features", "input:context"}
+    for key, value in w.items():
+        assert grads[key].shape == value.shape and grads[key].dtype == np.float32, key
+    assert not grads["label.kernel"].any()  # the label head does not feed the score
+    np.testing.assert_allclose(grads["score.bias"], [3.0])
+    assert not any(g.any() for g in keras.gradients(graph, w, xs, zero).values())
+    with pytest.raises(DslError, match="2 output"):
+        keras.gradients(graph, w, xs, score_only[:1])
 
 
 def test_cuda_without_a_gpu_is_a_user_error():
@@ -153,7 +166,7 @@ def test_cuda_without_a_gpu_is_a_user_error():
         pytest.skip("a GPU is present")
     graph = _graph("input x: f32[5]", "dense(3)")
     with pytest.raises(DslError, match="TensorFlow sees no GPU"):
-        kb.build(graph, init_weights(graph, 0), device="cuda")
+        keras.build(graph, init_weights(graph, 0), device="cuda")
 
 
 @pytest.mark.gpu
@@ -164,8 +177,8 @@ def test_cuda_runs_on_the_gpu():
         pytest.skip("TensorFlow sees no GPU")
     graph = compile_file(ROOT / "specs" / "digits_cnn.dl").model()
     w = init_weights(graph, 0)
-    runtime = kb.build(graph, w, device="cuda")
+    runtime = keras.build(graph, w, device="cuda")
     assert runtime.device == "cuda"
     assert "GPU" in runtime.model.get_layer("conv2d_1").kernel.value.device
     x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype(np.float32)
-    np.testing.assert_allclose(runtime.predict(x), kb.build(graph, w).predict(x), atol=1e-4)
+    np.testing.assert_allclose(runtime.predict(x), keras.build(graph, w).predict(x), atol=1e-4)

@@ -1,6 +1,6 @@
 """The Keras trainer in-process: its losses equal the shared numpy reference, its optimizer
 steps equal PyTorch's from the same weights on the same batches, full batch, state for
---resume."""
+--resume, a softmax seen through a dropout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from dslc.backends import keras as kb  # noqa: E402
+from dslc.backends import get_backend  # noqa: E402
 from dslc.backends.keras.quiet import import_keras  # noqa: E402
 from dslc.backends.keras.trainer import make_loss  # noqa: E402
 from dslc.compiler import compile_text  # noqa: E402
@@ -25,6 +25,7 @@ def _spec(model: str, train: str):
     return spec.model(), spec.train_config()
 
 
+keras = get_backend("keras")
 MLP = "input x: f32[64]\n dense(16, activation=relu)\n dense(10, activation=softmax)"
 rng = np.random.default_rng(0)
 X = rng.normal(size=(40, 64)).astype(np.float32)
@@ -60,9 +61,7 @@ def test_loss_equals_the_shared_numpy_loss(loss, pred, y):
 
 
 def _torch_steps(graph, cfg, weights, batch):
-    from dslc.backends import torch as tb
-
-    trainer = tb.make_trainer(graph, cfg, "cpu", 0)
+    trainer = get_backend("torch").make_trainer(graph, cfg, "cpu", 0)
     trainer.set_weights(weights)
     losses = []
     trainer.train_epoch(X, LABELS, batch, lambda n, loss: losses.append(loss))
@@ -82,7 +81,7 @@ def test_steps_equal_torch_from_the_same_weights(optimizer, tol):
     batch = None if optimizer.startswith("gd") else 8
     graph, cfg = _spec(MLP, f" loss = sparse_categorical_crossentropy\n optimizer = {optimizer}")
     weights = init_weights(graph, 5)
-    trainer = kb.make_trainer(graph, cfg, "cpu", 0)
+    trainer = keras.make_trainer(graph, cfg, "cpu", 0)
     trainer.set_weights(weights)
     losses = []
     mean = trainer.train_epoch(X, LABELS, batch, lambda n, loss: losses.append(loss))
@@ -97,13 +96,13 @@ def test_steps_equal_torch_from_the_same_weights(optimizer, tol):
 
 def test_optimizer_state_round_trip_continues_identically():
     graph, cfg = _spec(MLP, " loss = sparse_categorical_crossentropy\n optimizer = adam(lr=0.01)")
-    a = kb.make_trainer(graph, cfg, "cpu", 0)
+    a = keras.make_trainer(graph, cfg, "cpu", 0)
     a.train_epoch(X, LABELS, 8, lambda n, loss: None)
     state, weights = a.optimizer_state(), a.get_weights()
     assert int(state["iteration"]) == 5
     assert {"dense_1.kernel.momentum", "dense_2.bias.velocity"} <= set(state)
     assert not any("learning_rate" in k for k in state)
-    b = kb.make_trainer(graph, cfg, "cpu", 1)
+    b = keras.make_trainer(graph, cfg, "cpu", 1)
     b.set_weights(weights)
     b.set_optimizer_state({k: v.reshape(-1) if v.ndim == 0 else v for k, v in state.items()})
     a.train_epoch(X, LABELS, 8, lambda n, loss: None)
@@ -117,9 +116,9 @@ def test_optimizer_state_of_another_optimizer_is_a_user_error():
 
     graph, cfg = _spec(MLP, " loss = sparse_categorical_crossentropy\n optimizer = adam")
     _, sgd_cfg = _spec(MLP, " loss = sparse_categorical_crossentropy\n optimizer = sgd")
-    state = kb.make_trainer(graph, sgd_cfg, "cpu", 0).optimizer_state()
+    state = keras.make_trainer(graph, sgd_cfg, "cpu", 0).optimizer_state()
     with pytest.raises(DslError, match="optimizer state does not fit"):
-        kb.make_trainer(graph, cfg, "cpu", 0).set_optimizer_state(state)
+        keras.make_trainer(graph, cfg, "cpu", 0).set_optimizer_state(state)
 
 
 def test_dropout_masks_follow_the_epoch_seed():
@@ -128,9 +127,36 @@ def test_dropout_masks_follow_the_epoch_seed():
                        " loss = sparse_categorical_crossentropy\n optimizer = sgd(lr=0.1)")
     runs = []
     for epoch in (3, 3, 4):
-        t = kb.make_trainer(graph, cfg, "cpu", 0)
+        t = keras.make_trainer(graph, cfg, "cpu", 0)
         t.begin_epoch(epoch)
         t.train_epoch(X, LABELS, 8, lambda n, loss: None)
         runs.append(t.get_weights()["dense_1.kernel"])
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.allclose(runs[0], runs[2])
+
+
+def test_softmax_then_dropout_trains(tmp_path):
+    """The output ends in the softmax, seen through the dropout: the spec is accepted with
+    sparse_categorical_crossentropy and trains (issue 9's regression)."""
+    from dslc.compiler import compile_file
+    from dslc.data.loaders import load_dataset
+    from dslc.train.loop import fit
+    from dslc.train.progress import Silent
+
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", LABELS % 3)
+    (tmp_path / "drop.dl").write_text(
+        "model drop {\n input x: f32[64]\n dense(3, activation=softmax)\n dropout(0.5)\n}\n"
+        "train drop {\n data = npy(\"x.npy\", \"y.npy\", test=0.25)\n"
+        " loss = sparse_categorical_crossentropy\n optimizer = adam(lr=0.01)\n epochs = 2\n"
+        " batch = 8\n}\n", encoding="utf-8")
+    spec = compile_file(tmp_path / "drop.dl")
+    graph, cfg = spec.model(), spec.train_config()
+    data = load_dataset(cfg, graph.inputs[0].type.shape, tmp_path, cfg.seed)
+    trainer = keras.make_trainer(graph, cfg, "cpu", cfg.seed)
+    run = fit(trainer, graph, cfg, data, out=tmp_path / "run", backend="keras", epochs=2,
+              batch=8, seed=cfg.seed, progress=Silent())
+    assert len(run.history) == 2
+    assert all(np.isfinite(row["loss"]) for row in run.history)
+    pred = trainer.predict(data.x_test)
+    np.testing.assert_allclose(pred.sum(axis=1), 1.0, atol=1e-5)  # inference: no dropout

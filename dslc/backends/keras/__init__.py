@@ -1,36 +1,63 @@
 """Keras 3 backend on TensorFlow: generated source, runtime, weight adapter and trainer.
 
-`generate` needs no framework; `build` and `make_trainer` import Keras (quietly, see
-quiet.py) when first called, so `dslc compile --target keras` stays fast.
+Importing this package and generating source import no framework (`dslc compile --target
+keras` stays fast); `build`, `make_trainer` and `gradients` check that TensorFlow and Keras
+are installed, then import them quietly (quiet.py).
 """
 
 from __future__ import annotations
 
-from dslc.backends.keras.codegen import LOWERINGS, generate
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dslc.backends.base import Backend, Runtime, Trainer
+
+from .codegen import LOWERINGS, generate
+
+if TYPE_CHECKING:
+    from dslc.backends.lowering import LoweringTable
+    from dslc.ir.graph import Graph
+    from dslc.ir.train import TrainConfig
 
 
-def build(graph, weights, device: str = "cpu"):
-    from dslc.backends.keras.runtime import build as _build
+class KerasBackend(Backend):
+    name = "keras"
+    summary = "Keras 3 on TensorFlow: standalone functional-API source, runtime, trainer"
+    frameworks = ("tensorflow", "keras", "safetensors")
+    extra = "keras"
+    emits = "source"
+    runs = True
+    trains = True
 
-    return _build(graph, weights, device)
+    @property
+    def lowerings(self) -> LoweringTable:
+        return LOWERINGS
+
+    def generate(self, spec: Any, graph: Graph) -> str:
+        return generate(spec, graph)
+
+    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
+        self.require()
+        from .runtime import KerasRuntime
+
+        return KerasRuntime(graph, weights, device)
+
+    def make_trainer(self, graph: Graph, config: TrainConfig, device: str = "cpu",
+                     seed: int = 0) -> Trainer:
+        self.require()
+        from .trainer import KerasTrainer
+
+        return KerasTrainer(graph, config, device, seed)
+
+    def gradients(self, graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarray],
+                  cotangents: list[np.ndarray]) -> dict[str, np.ndarray]:
+        self.require()
+        from .runtime import gradients
+
+        return gradients(graph, weights, xs, cotangents)
 
 
-def make_trainer(graph, config, device: str = "cpu", seed: int = 0):
-    from dslc.backends.keras.trainer import KerasTrainer
+BACKEND = KerasBackend()
 
-    return KerasTrainer(graph, config, device, seed)
-
-
-def to_canonical(model, graph):
-    from dslc.backends.keras.weights import to_canonical as _to
-
-    return _to(model, graph)
-
-
-def from_canonical(model, graph, weights) -> None:
-    from dslc.backends.keras.weights import from_canonical as _from
-
-    _from(model, graph, weights)
-
-
-__all__ = ["LOWERINGS", "build", "from_canonical", "generate", "make_trainer", "to_canonical"]
+__all__ = ["BACKEND", "LOWERINGS", "KerasBackend", "generate"]

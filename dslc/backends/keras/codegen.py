@@ -1,208 +1,269 @@
 """Lowering of the checked graph to a standalone Keras 3 module (functional API).
 
-One small function per op in `LOWERINGS`, keyed by op name: each turns a node into one
-Keras layer call. The generated file imports only `keras`, names every layer after the
-spec, states every default the IR pins (Keras's own defaults differ in places: LeakyReLU's
-slope, the image data format from ~/.keras/keras.json) and uses no Lambda layers.
+One rule per op in `LOWERINGS`, all with the one signature `rule(ctx, node, xs) -> Call`:
+`xs` are the `Call`s that make the node's inputs (a graph input's is its `keras.Input`);
+the rule returns the one Keras layer call for the node, which the generator applies to the
+inputs' variables. A rule also says, in the `Call`, which Keras variable holds each
+canonical parameter (weights.py reads nothing else) and, for an activation op, what a layer
+passes as `activation=` to apply it fused.
+
+The generated file imports only `keras`, names every layer after the spec, states every
+default the IR pins (Keras's own defaults differ in places: LeakyReLU's slope, the image
+data format from ~/.keras/keras.json) and uses no Lambda layers. Importing this module
+imports no framework.
 """
 
 from __future__ import annotations
 
-import json
-import keyword
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from dslc import __version__
-from dslc.backends import lowering_table
-from dslc.diagnostics import DslError
-from dslc.ir.graph import Graph, Node
-from dslc.ops.activation import LEAKY_RELU_ALPHA
+from dslc.backends.lowering import LoweringTable, activation_node
+from dslc.backends.pysource import Names, comment, identifier, quote
+from dslc.ir.graph import Graph, Input, Node
+from dslc.ops import get_op
 from dslc.ops.registry import pair
 
-LINE = 88
+LINE = 88  # ruff format's width: generated files pass `ruff format --check`
 INDENT = "    "
 DTYPES = {"f32": "float32"}
 
 
+@dataclass(frozen=True)
+class Function:
+    """A module-level function the generated file defines (dslc uses no Lambda layers)."""
+
+    name: str
+    source: str
+
+
 @dataclass
 class Call:
-    """One layer: `cls(*args, **kwargs, name=...)` applied to the node's inputs."""
+    """One Keras layer: `cls(*args, **kwargs, name=<layer>)` applied to the node's inputs.
+
+    `weights`: canonical parameter → the name of the layer's Keras variable that holds it.
+    `uses`: the module-level functions the arguments name. `activation` (activation ops
+    only): the value a layer passes as `activation=` to apply this op fused — the name of
+    a Keras activation, or a function the module defines.
+    """
 
     cls: str
     args: list[str] = field(default_factory=list)
     kwargs: list[tuple[str, str]] = field(default_factory=list)
+    weights: dict[str, str] = field(default_factory=dict)
+    uses: list[Function] = field(default_factory=list)
+    activation: str | Function | None = None
 
 
 @dataclass
 class Context:
-    """What lowerings may ask for: helper functions the module must define."""
+    """What rules may ask for while one graph is lowered: the `activation=` value of a
+    layer's fused activation. Collects the functions the module must define."""
 
-    helpers: set[str] = field(default_factory=set)
+    functions: dict[str, Function] = field(default_factory=dict)
 
-    def activation(self, name: str) -> str:
-        """The `activation=` value for a Keras layer, pinned where Keras's default differs."""
-        if name in HELPERS:
-            self.helpers.add(name)
-            return name
-        return q(name)
+    def use(self, fn: Function) -> str:
+        known = self.functions.setdefault(fn.name, fn)
+        if known != fn:
+            raise ValueError(f"keras: two different helper functions named {fn.name!r}")
+        return fn.name
 
-
-# Module-level functions emitted when used: plain named functions, no Lambda layers.
-HELPERS = {
-    "leaky_relu": (
-        "def leaky_relu(x):\n"
-        f'    """LeakyReLU with the slope dslc pins ({LEAKY_RELU_ALPHA}); Keras\'s default is'
-        ' 0.2."""\n'
-        f"    return keras.activations.leaky_relu(x, negative_slope={LEAKY_RELU_ALPHA!r})\n"
-    ),
-    "gelu": (
-        "def gelu(x):\n"
-        '    """GELU in its exact (erf) form, as dslc pins it."""\n'
-        "    return keras.activations.gelu(x, approximate=False)\n"
-    ),
-}
-
-Lowering = Callable[[Node, Context], Call]
-LOWERINGS: dict[str, Lowering]
-LOWERINGS, lowers = lowering_table()
+    def activation(self, node: Node) -> str:
+        """`node`'s `activation=` value, as the rule for that activation op gives it."""
+        act = activation_node(node)
+        value = LOWERINGS.lower(self, act, []).activation
+        if value is None:
+            raise ValueError(f"keras: the rule for `{act.op}` gives no `activation=` value")
+        return self.use(value) if isinstance(value, Function) else quote(value)
 
 
-def q(text: str) -> str:
-    """A double-quoted Python string literal (as ruff format writes them)."""
-    return json.dumps(text)
+LOWERINGS: LoweringTable[Context, Call] = LoweringTable("keras")
 
 
-def _tuple(v) -> str:
+def _tuple(v: Any) -> str:
     return repr(tuple(pair(v)))
 
 
-@lowers("dense")
-def _dense(n: Node, ctx: Context) -> Call:
-    a = n.attrs
+# -- activations -----------------------------------------------------------------------------
+
+@LOWERINGS("linear", "relu", "sigmoid", "tanh", "softmax")
+def keras_activation(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    """Keras's activation of the op's name: its definition is dslc's."""
+    return Call("keras.layers.Activation", [quote(node.op)], activation=node.op)
+
+
+@LOWERINGS("gelu")
+def gelu(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    fn = Function("gelu", (
+        "def gelu(x):\n"
+        '    """GELU in its exact (erf) form, as dslc pins it."""\n'
+        "    return keras.activations.gelu(x, approximate=False)\n"))
+    return Call("keras.layers.Activation", [fn.name], uses=[fn], activation=fn)
+
+
+@LOWERINGS("leaky_relu")
+def leaky_relu(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    alpha = node.attrs.alpha
+    # a layer's `activation=leaky_relu` applies the op with its pinned slope
+    pinned = get_op("leaky_relu").Attrs().alpha  # type: ignore[attr-defined]
+    fn = Function("leaky_relu", (
+        "def leaky_relu(x):\n"
+        f'    """LeakyReLU with the slope dslc pins ({pinned!r}); Keras\'s default is 0.2."""\n'
+        f"    return keras.activations.leaky_relu(x, negative_slope={pinned!r})\n"))
+    return Call("keras.layers.LeakyReLU", kwargs=[("negative_slope", repr(alpha))],
+                activation=fn if alpha == pinned else None)
+
+
+# -- layers ----------------------------------------------------------------------------------
+
+@LOWERINGS("dense")
+def dense(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
     return Call("keras.layers.Dense", [repr(a.units)], [
-        ("activation", ctx.activation(a.activation)),
+        ("activation", ctx.activation(node)),
         ("use_bias", repr(a.use_bias)),
-        ("kernel_initializer", q(a.kernel_init)),
-        ("bias_initializer", q(a.bias_init)),
-    ])
+        ("kernel_initializer", quote(a.kernel_init)),
+        ("bias_initializer", quote(a.bias_init)),
+    ], weights={"kernel": "kernel", "bias": "bias"})
 
 
-@lowers("conv2d")
-def _conv2d(n: Node, ctx: Context) -> Call:
-    a = n.attrs
+@LOWERINGS("conv2d")
+def conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
     return Call("keras.layers.Conv2D", [repr(a.filters)], [
         ("kernel_size", _tuple(a.kernel)),
         ("strides", _tuple(a.strides)),
-        ("padding", q(a.padding)),
+        ("padding", quote(a.padding)),
         ("dilation_rate", _tuple(a.dilation)),
-        ("data_format", q("channels_last")),
-        ("activation", ctx.activation(a.activation)),
+        ("data_format", quote("channels_last")),
+        ("activation", ctx.activation(node)),
         ("use_bias", repr(a.use_bias)),
-        ("kernel_initializer", q(a.kernel_init)),
-        ("bias_initializer", q(a.bias_init)),
-    ])
+        ("kernel_initializer", quote(a.kernel_init)),
+        ("bias_initializer", quote(a.bias_init)),
+    ], weights={"kernel": "kernel", "bias": "bias"})
 
 
-def _pool(cls: str) -> Lowering:
-    def lower(n: Node, ctx: Context) -> Call:
-        a = n.attrs
+@LOWERINGS("simple_rnn")
+def simple_rnn(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    return Call("keras.layers.SimpleRNN", [repr(a.units)], [
+        ("activation", ctx.activation(node)),
+        ("use_bias", repr(a.use_bias)),
+        ("return_sequences", repr(a.return_sequences)),
+        ("kernel_initializer", quote(a.kernel_init)),
+        ("recurrent_initializer", quote(a.recurrent_init)),
+        ("bias_initializer", quote(a.bias_init)),
+    ], weights={"kernel": "kernel", "recurrent_kernel": "recurrent_kernel", "bias": "bias"})
+
+
+def _pooling(cls: str) -> Callable[[Context, Node, list[Call]], Call]:
+    def rule(ctx: Context, node: Node, xs: list[Call]) -> Call:
+        a = node.attrs
         return Call(cls, [], [
             ("pool_size", _tuple(a.kernel)),
             ("strides", _tuple(a.strides)),
-            ("padding", q(a.padding)),
-            ("data_format", q("channels_last")),
+            ("padding", quote(a.padding)),
+            ("data_format", quote("channels_last")),
         ])
 
-    return lower
+    return rule
 
 
-LOWERINGS["maxpool2d"] = _pool("keras.layers.MaxPooling2D")
-LOWERINGS["avgpool2d"] = _pool("keras.layers.AveragePooling2D")
+LOWERINGS.add("maxpool2d", _pooling("keras.layers.MaxPooling2D"))
+LOWERINGS.add("avgpool2d", _pooling("keras.layers.AveragePooling2D"))
 
 
-def _global_pool(cls: str) -> Lowering:
-    return lambda n, ctx: Call(cls, [], [("data_format", q("channels_last"))])
+@LOWERINGS("global_avgpool2d")
+def global_avgpool2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.GlobalAveragePooling2D", [],
+                [("data_format", quote("channels_last"))])
 
 
-LOWERINGS["global_avgpool2d"] = _global_pool("keras.layers.GlobalAveragePooling2D")
-LOWERINGS["global_maxpool2d"] = _global_pool("keras.layers.GlobalMaxPooling2D")
+@LOWERINGS("global_maxpool2d")
+def global_maxpool2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.GlobalMaxPooling2D", [], [("data_format", quote("channels_last"))])
 
 
-@lowers("flatten")
-def _flatten(n: Node, ctx: Context) -> Call:
+@LOWERINGS("flatten")
+def flatten(ctx: Context, node: Node, xs: list[Call]) -> Call:
     # channels_last pinned: the canonical flatten order is row-major [H, W, C].
-    return Call("keras.layers.Flatten", [], [("data_format", q("channels_last"))])
+    return Call("keras.layers.Flatten", [], [("data_format", quote("channels_last"))])
 
 
-@lowers("reshape")
-def _reshape(n: Node, ctx: Context) -> Call:
-    return Call("keras.layers.Reshape", [repr(tuple(n.attrs.shape))])
+@LOWERINGS("reshape")
+def reshape(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Reshape", [repr(tuple(node.attrs.shape))])
 
 
-@lowers("dropout")
-def _dropout(n: Node, ctx: Context) -> Call:
-    return Call("keras.layers.Dropout", [repr(n.attrs.rate)])
+@LOWERINGS("dropout")
+def dropout(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Dropout", [repr(node.attrs.rate)])
 
 
-@lowers("simple_rnn")
-def _simple_rnn(n: Node, ctx: Context) -> Call:
-    a = n.attrs
-    return Call("keras.layers.SimpleRNN", [repr(a.units)], [
-        ("activation", ctx.activation(a.activation)),
-        ("use_bias", repr(a.use_bias)),
-        ("return_sequences", repr(a.return_sequences)),
-        ("kernel_initializer", q(a.kernel_init)),
-        ("recurrent_initializer", q(a.recurrent_init)),
-        ("bias_initializer", q(a.bias_init)),
-    ])
-
-
-@lowers("add")
-def _add(n: Node, ctx: Context) -> Call:
+@LOWERINGS("add")
+def add(ctx: Context, node: Node, xs: list[Call]) -> Call:
     return Call("keras.layers.Add")
 
 
-@lowers("concat")
-def _concat(n: Node, ctx: Context) -> Call:
+@LOWERINGS("concat")
+def concat(ctx: Context, node: Node, xs: list[Call]) -> Call:
     # The IR's axis excludes the batch; Keras's includes it.
-    axis = n.attrs.axis + 1 if n.attrs.axis >= 0 else n.attrs.axis
+    axis = node.attrs.axis + 1 if node.attrs.axis >= 0 else node.attrs.axis
     return Call("keras.layers.Concatenate", [], [("axis", repr(axis))])
 
 
-@lowers("relu", "sigmoid", "tanh", "softmax", "linear", "gelu")
-def _activation(n: Node, ctx: Context) -> Call:
-    return Call("keras.layers.Activation", [ctx.activation(n.op)])
+# -- the graph -------------------------------------------------------------------------------
+
+@dataclass
+class Lowered:
+    """A graph lowered for Keras: `graph` with the ops Keras has no rule for decomposed,
+    the `Call` that makes each tensor (inputs included), the module's functions."""
+
+    graph: Graph
+    calls: dict[str, Call]
+    functions: dict[str, Function]
 
 
-@lowers("leaky_relu")
-def _leaky_relu(n: Node, ctx: Context) -> Call:
-    return Call("keras.layers.LeakyReLU", [], [("negative_slope", repr(n.attrs.alpha))])
+def input_call(i: Input) -> Call:
+    dtype = DTYPES.get(i.type.dtype, i.type.dtype)
+    return Call("keras.Input", kwargs=[("shape", repr(tuple(i.type.shape))),
+                                       ("dtype", quote(dtype)), ("name", quote(i.name))])
 
 
-def lower(node: Node, ctx: Context) -> Call:
-    fn = LOWERINGS.get(node.op)
-    if fn is None:
-        raise DslError(f"op `{node.op}` is not supported by backend keras", node.span)
-    return fn(node, ctx)
+def lower_graph(graph: Graph) -> Lowered:
+    graph = LOWERINGS.prepare(graph)
+    ctx = Context()
+    calls = {i.name: input_call(i) for i in graph.inputs}
+    for node in graph.nodes:
+        call = LOWERINGS.lower(ctx, node, [calls[t] for t in node.inputs])
+        forgotten = [p for p in node.params if p not in call.weights]
+        if forgotten:  # the weight adapter would have no variable to load them into
+            raise ValueError(f"keras: the rule for `{node.op}` names no Keras variable for "
+                             f"parameter(s) {', '.join(forgotten)}")
+        for fn in call.uses:
+            ctx.use(fn)
+        calls[node.name] = call
+    return Lowered(graph, calls, ctx.functions)
 
 
-def _identifiers(graph: Graph) -> dict[str, str]:
-    """A Python variable per tensor: the spec's name where it is a safe identifier."""
-    taken = {"keras", model_function(graph), *HELPERS}
-    names: dict[str, str] = {}
-    for tensor in [i.name for i in graph.inputs] + [n.name for n in graph.nodes]:
-        base = "".join(c if c.isalnum() or c == "_" else "_" for c in tensor) or "t"
-        if base[0].isdigit() or keyword.iskeyword(base) or base in taken or \
-                base in ("l", "O", "I"):  # ruff E741: they look like digits
-            base = f"{base}_" if not base[0].isdigit() else f"t_{base}"
-        var, k = base, 1
-        while var in taken:
-            k += 1
-            var = f"{base}_{k}"
-        taken.add(var)
-        names[tensor] = var
-    return names
+def weight_names(graph: Graph) -> dict[str, dict[str, str]]:
+    """layer → {canonical param: Keras variable name}, for every layer with parameters."""
+    lowered = lower_graph(graph)
+    return {n.name: {p: lowered.calls[n.name].weights[p] for p in n.params}
+            for n in lowered.graph.nodes if n.params}
+
+
+def model_function(graph: Graph) -> str:
+    """The name of the generated `build_<model>` function."""
+    return identifier(f"build_{graph.name}")
+
+
+def _docstring_text(text: str) -> str:
+    """`text` safe inside a `\"\"\"` docstring: `comment` leaves no line break or control
+    character, and no double quote can end the string."""
+    return comment(text).replace('"', '\\"')
 
 
 def _exploded(items: list[str], depth: int) -> str:
@@ -221,7 +282,7 @@ def _assign(target: str, value: Callable[[int], str]) -> str:
 
 
 def _render_call(target: str, call: Call, layer_name: str, inputs: list[str]) -> str:
-    items = [*call.args, *(f"{k}={v}" for k, v in call.kwargs), f"name={q(layer_name)}"]
+    items = [*call.args, *(f"{k}={v}" for k, v in call.kwargs), f"name={quote(layer_name)}"]
     arg = inputs[0] if len(inputs) == 1 else f"[{', '.join(inputs)}]"
     line = f"{INDENT}{target} = {call.cls}({', '.join(items)})({arg})"
     if len(line) <= LINE:
@@ -260,55 +321,42 @@ def _render_kwargs(target: str | None, fn: str, kwargs: list[tuple[str, str]]) -
     return _assign(target, value) if target else f"{lead}{value(1)}"
 
 
-def _shape(shape) -> str:
-    return repr(tuple(shape))
-
-
-def model_function(graph: Graph) -> str:
-    """The name of the generated `build_<model>` function: `build_class` for a model named
-    after a Python keyword is a valid identifier too."""
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in graph.name)
-    fn = f"build_{name}"
-    if not fn.isidentifier():
-        raise DslError(f"model name `{graph.name}` is not a valid Python identifier", graph.span)
-    return fn
-
-
-def generate(spec, graph: Graph) -> str:
+def generate(spec: Any, graph: Graph) -> str:
     """Standalone Keras 3 source defining `build_<model>() -> keras.Model`."""
+    lowered = lower_graph(graph)
     fn = model_function(graph)
-    ctx = Context()
-    var = _identifiers(graph)
+    names = Names({"keras", fn, *lowered.functions})
+    var = {t: names.fresh(t) for t in
+           [i.name for i in lowered.graph.inputs] + [n.name for n in lowered.graph.nodes]}
     body: list[str] = []
-    for i in graph.inputs:
-        dtype = DTYPES.get(i.type.dtype, i.type.dtype)
-        body.append(_render_kwargs(var[i.name], "keras.Input", [
-            ("shape", _shape(i.type.shape)), ("dtype", q(dtype)), ("name", q(i.name))]))
-    for node in graph.nodes:
-        call = lower(node, ctx)
-        body.append(_render_call(var[node.name], call, node.name,
+    for i in lowered.graph.inputs:
+        call = lowered.calls[i.name]
+        body.append(_render_kwargs(var[i.name], call.cls, call.kwargs))
+    for node in lowered.graph.nodes:
+        body.append(_render_call(var[node.name], lowered.calls[node.name], node.name,
                                  [var[t] for t in node.inputs]))
 
-    def listed(names: list[str]) -> str:
-        return var[names[0]] if len(names) == 1 else f"[{', '.join(var[n] for n in names)}]"
+    def listed(tensors: list[str]) -> str:
+        return var[tensors[0]] if len(tensors) == 1 else f"[{', '.join(var[t] for t in tensors)}]"
 
     ins, outs = listed([i.name for i in graph.inputs]), listed(graph.outputs)
     body.append(_render_kwargs(None, "keras.Model",
-                               [("inputs", ins), ("outputs", outs), ("name", q(graph.name))]))
+                               [("inputs", ins), ("outputs", outs), ("name", quote(graph.name))]))
 
     source = getattr(spec, "path", None)
-    origin = source.name if source is not None else "<spec>"
-    params = f"{graph.param_count:,}"
+    origin = comment(source.name) if source is not None else "<spec>"
+    model = _docstring_text(graph.name)
     parts = [
-        f"# Generated by dslc {__version__} from {origin} (model `{graph.name}`).\n"
+        f"# Generated by dslc {__version__} from {origin} (model `{comment(graph.name)}`).\n"
         "# Edit the spec and recompile rather than this file.\n"
-        f'"""Keras 3 model `{graph.name}`: {len(graph.nodes)} layers, {params} parameters.\n\n'
+        f'"""Keras 3 model `{model}`: {len(graph.nodes)} layers, {graph.param_count:,} '
+        "parameters.\n\n"
         "Layers are channels-last and named as in the spec, so checkpoints keyed\n"
         '`<layer>.<param>` map onto them one to one.\n"""\n\nimport keras\n',
     ]
-    parts += [HELPERS[h] for h in sorted(ctx.helpers)]
+    parts += [lowered.functions[name].source for name in sorted(lowered.functions)]
     parts.append(f"def {fn}() -> keras.Model:\n"
-                 f'{INDENT}"""Build `{graph.name}` as a functional keras.Model."""\n'
+                 f'{INDENT}"""Build `{model}` as a functional keras.Model."""\n'
                  + "\n".join(body) + "\n")
     parts.append(f'if __name__ == "__main__":\n{INDENT}{fn}().summary()\n')
     return "\n\n".join(parts)

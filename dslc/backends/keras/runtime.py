@@ -1,4 +1,5 @@
-"""Build a keras.Model from the generated source, holding canonical weights."""
+"""Build a keras.Model from the generated source, holding canonical weights; inference and
+gradients."""
 
 from __future__ import annotations
 
@@ -6,35 +7,41 @@ import importlib.util
 import itertools
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from dslc.backends.base import Feed
 from dslc.backends.keras.codegen import generate, model_function
 from dslc.backends.keras.quiet import import_keras
-from dslc.backends.keras.weights import from_canonical, to_canonical
+from dslc.backends.keras.weights import assign, model_variables, read
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 
 _counter = itertools.count()
 
 
-def load_generated(graph: Graph, spec=None):
-    """Import the generated module from a temporary file and return its `build_<model>`."""
+def load_generated(graph: Graph, spec: Any = None) -> Callable[[], Any]:
+    """Import the generated module from a temporary file and return its `build_<model>`, so
+    what runs is exactly what `compile` writes."""
     import_keras()
     source = generate(spec, graph)
-    name = f"dslc_generated_keras_{graph.name}_{next(_counter)}"
+    name = f"dslc_generated_keras_{next(_counter)}"
     with tempfile.TemporaryDirectory(prefix="dslc-keras-") as tmp:
-        path = Path(tmp) / f"{graph.name}.py"
+        path = Path(tmp) / "model.py"
         path.write_text(source, encoding="utf-8")
         module_spec = importlib.util.spec_from_file_location(name, path)
+        assert module_spec is not None and module_spec.loader is not None
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
     sys.modules.pop(name, None)
-    return getattr(module, model_function(graph))
+    builder: Callable[[], Any] = getattr(module, model_function(graph))
+    return builder
 
 
-def tensorflow():
+def tensorflow() -> Any:
     """The `tensorflow` module, imported quietly (through quiet.py) on first use."""
     import_keras()
     import tensorflow as tf
@@ -57,38 +64,52 @@ def resolve_device(device: str) -> tuple[str, str]:
     return "cpu", "/CPU:0"
 
 
-def build_model(graph: Graph, tf_device: str):
+def build_model(graph: Graph, tf_device: str) -> Any:
     tf = tensorflow()
     builder = load_generated(graph)
     with tf.device(tf_device):
         return builder()
 
 
-def inference_fn(model, graph: Graph, all_outputs: bool = False):
+def feed(graph: Graph, x: Feed) -> list[np.ndarray]:
+    """The inputs in the spec's order, float32 (see `dslc.backends.base.Feed`)."""
+    if isinstance(x, dict):
+        missing = [i.name for i in graph.inputs if i.name not in x]
+        if missing:
+            raise DslError(f"model `{graph.name}` needs input(s) {', '.join(missing)}")
+        xs = [x[i.name] for i in graph.inputs]
+    else:
+        xs = list(x) if isinstance(x, list | tuple) else [x]
+    if len(xs) != len(graph.inputs):
+        raise DslError(f"model `{graph.name}` takes {len(graph.inputs)} input(s), got {len(xs)}")
+    return [np.asarray(a, dtype=np.float32) for a in xs]
+
+
+def inference_fn(model: Any, graph: Graph, all_outputs: bool = False) -> Callable[..., Any]:
     """A traced inference call taking one batch of every input (batch size free); it gives
     the first output, or with `all_outputs` a tuple of every output."""
     tf = tensorflow()
     signature = [tf.TensorSpec((None, *i.type.shape), tf.float32) for i in graph.inputs]
 
-    def infer(*xs):
+    def infer(*xs: Any) -> Any:
         out = model(xs[0] if len(xs) == 1 else list(xs), training=False)
         if all_outputs:
-            return tuple(out) if isinstance(out, (list, tuple)) else (out,)
-        return out[0] if isinstance(out, (list, tuple)) else out
+            return tuple(out) if isinstance(out, list | tuple) else (out,)
+        return out[0] if isinstance(out, list | tuple) else out
 
     return tf.function(infer, input_signature=signature, reduce_retracing=True)
 
 
-def predict_batches(fn, x, tf_device: str, batch_size: int = 256) -> np.ndarray:
-    """`fn` (one output) over `x` in batches."""
-    return predict_all_batches(lambda *a: (fn(*a),), x, tf_device, batch_size)[0]
+def predict_batches(fn: Callable[..., Any], xs: list[np.ndarray], tf_device: str,
+                    batch_size: int = 256) -> np.ndarray:
+    """`fn` (one output) over the inputs `xs` in batches."""
+    return predict_all_batches(lambda *a: (fn(*a),), xs, tf_device, batch_size)[0]
 
 
-def predict_all_batches(fn, x, tf_device: str, batch_size: int = 256) -> list[np.ndarray]:
+def predict_all_batches(fn: Callable[..., Any], xs: list[np.ndarray], tf_device: str,
+                        batch_size: int = 256) -> list[np.ndarray]:
     """As `predict_batches`, for a `fn` giving a tuple of outputs."""
     tf = tensorflow()
-    xs = list(x) if isinstance(x, (list, tuple)) else [x]
-    xs = [np.asarray(a, dtype=np.float32) for a in xs]
     n = len(xs[0])
     parts = []
     with tf.device(tf_device):
@@ -100,28 +121,54 @@ def predict_all_batches(fn, x, tf_device: str, batch_size: int = 256) -> list[np
 
 
 class KerasRuntime:
-    """A built model in inference mode; `predict` takes channels-last float32 `[N, ...]`."""
+    """A built model in inference mode; inputs channels-last float32 `[N, ...]`."""
 
     def __init__(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu"):
         self.graph = graph
         self.device, self._tf_device = resolve_device(device)
         self.model = build_model(graph, self._tf_device)
-        from_canonical(self.model, graph, weights)
+        self.variables = model_variables(self.model, graph)
+        assign(self.variables, weights, graph.name)
         self._infer = inference_fn(self.model, graph)
-        self._infer_all = None
+        self._infer_all: Callable[..., Any] | None = None
 
-    def predict(self, x, batch_size: int = 256) -> np.ndarray:
-        return predict_batches(self._infer, x, self._tf_device, batch_size)
+    def predict(self, x: Feed, batch_size: int = 256) -> np.ndarray:
+        return predict_batches(self._infer, feed(self.graph, x), self._tf_device, batch_size)
 
-    def predict_all(self, x, batch_size: int = 256) -> list[np.ndarray]:
+    def predict_all(self, x: Feed, batch_size: int = 256) -> list[np.ndarray]:
         """Every output for `x`, in the spec's order."""
         if self._infer_all is None:
             self._infer_all = inference_fn(self.model, self.graph, all_outputs=True)
-        return predict_all_batches(self._infer_all, x, self._tf_device, batch_size)
+        return predict_all_batches(self._infer_all, feed(self.graph, x), self._tf_device,
+                                   batch_size)
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return to_canonical(self.model, self.graph)
+        return read(self.variables)
+
+    def gradients(self, xs: list[np.ndarray], cotangents: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The gradient of `sum(output_k * cotangent_k)` in inference mode, by canonical key
+        and by `input:<name>` (see `dslc.backends.base.Backend.gradients`)."""
+        tf = tensorflow()
+        if len(cotangents) != len(self.graph.outputs):
+            raise DslError(f"model `{self.graph.name}` has {len(self.graph.outputs)} output(s), "
+                           f"got {len(cotangents)} cotangent(s)")
+        with tf.device(self._tf_device):
+            inputs = [tf.constant(a) for a in feed(self.graph, xs)]
+            keys = list(self.variables)
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                out = self.model(inputs[0] if len(inputs) == 1 else inputs, training=False)
+                outs = list(out) if isinstance(out, list | tuple) else [out]
+                total = tf.add_n([tf.reduce_sum(y * tf.constant(np.asarray(c, np.float32)))
+                                  for y, c in zip(outs, cotangents, strict=True)])
+            targets = [self.variables[k] for k in keys] + inputs
+            grads = tape.gradient(total, targets,
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        names = keys + [f"input:{i.name}" for i in self.graph.inputs]
+        return {name: np.asarray(g.numpy(), dtype=np.float32)
+                for name, g in zip(names, grads, strict=True)}
 
 
-def build(graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> KerasRuntime:
-    return KerasRuntime(graph, weights, device)
+def gradients(graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarray],
+              cotangents: list[np.ndarray]) -> dict[str, np.ndarray]:
+    return KerasRuntime(graph, weights).gradients(xs, cotangents)

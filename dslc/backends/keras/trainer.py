@@ -1,30 +1,35 @@
-"""The Keras side of the shared training loop (dslc/train/backend.py's Trainer protocol).
+"""The Keras side of the shared training loop (`dslc.backends.base.Trainer`).
 
 One optimizer step per batch runs as a traced `tf.function` (batch size free, so the short
 last batch does not retrace); the loop around it — data, shuffling, augmentation, metrics,
 progress, checkpoints — is dslc/train's, shared with PyTorch.
 
-Softmax/sigmoid outputs trained with cross-entropy: inside a traced step Keras's TensorFlow
-backend recognises the Softmax/Sigmoid op feeding the loss and computes the loss from its
-logits (tf.nn.*_cross_entropy_with_logits), the numerically stable fused form.
+Softmax/sigmoid outputs trained with cross-entropy: Keras's TensorFlow backend recognises a
+softmax/sigmoid tensor fed to the loss and computes the loss from its logits
+(tf.nn.*_cross_entropy_with_logits), the numerically stable fused form. Nothing here decides
+it: a layer between the activation and the output that makes a new tensor in training
+(dropout, flatten, reshape) leaves the loss to the clipped probabilities, which trains too.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from dslc.backends.base import Trainer
 from dslc.backends.keras.quiet import import_keras
 from dslc.backends.keras.runtime import (
     build_model,
+    feed,
     inference_fn,
     predict_batches,
     resolve_device,
     tensorflow,
 )
-from dslc.backends.keras.weights import from_canonical, model_variables, to_canonical
+from dslc.backends.keras.weights import assign, model_variables, read
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import Loss, Optimizer, TrainConfig
@@ -33,7 +38,7 @@ from dslc.train.targets import shape_targets
 from dslc.weights import init_weights
 
 
-def make_loss(keras, loss: Loss, classes: int):
+def make_loss(keras: Any, loss: Loss, classes: int) -> Any:
     """The Keras loss object for the IR's loss (mean over the batch, as every backend)."""
     ls, logits = loss.label_smoothing, loss.from_logits
     if loss.name == "mse":
@@ -50,14 +55,14 @@ def make_loss(keras, loss: Loss, classes: int):
         # Keras's sparse loss has no label smoothing: one-hot the labels in the step instead.
         cce = keras.losses.CategoricalCrossentropy(from_logits=logits, label_smoothing=ls)
 
-        def smoothed(y_true, y_pred):
+        def smoothed(y_true: Any, y_pred: Any) -> Any:
             return cce(keras.ops.one_hot(keras.ops.cast(y_true, "int32"), classes), y_pred)
 
         return smoothed
     raise DslError(f"loss `{loss.name}` is not supported by backend keras", loss.span)
 
 
-def make_optimizer(keras, opt: Optimizer):
+def make_optimizer(keras: Any, opt: Optimizer) -> Any:
     """Keras optimizers with every value the IR pins. Weight decay: L2 added to the gradient
     (PyTorch's meaning) for sgd/gd/adam/rmsprop, decoupled for adamw."""
     if opt.name in ("sgd", "gd"):
@@ -78,7 +83,7 @@ def make_optimizer(keras, opt: Optimizer):
 # One CPU thread for small batches (SMALL_BATCH_MACS), the torch backend's rule: digits_cnn
 # trains in 2.1 s vs 4.5 s. It uses the spec's batch because TensorFlow fixes its threads
 # before its first op; TF_NUM_INTRAOP_THREADS, when set, wins.
-def choose_threads(tf, graph: Graph, batch: int | None, device: str) -> None:
+def choose_threads(tf: Any, graph: Graph, batch: int | None, device: str) -> None:
     if device != "cpu" or "TF_NUM_INTRAOP_THREADS" in os.environ or batch is None:
         return
     if graph_macs(graph) * batch < SMALL_BATCH_MACS:
@@ -89,7 +94,7 @@ def choose_threads(tf, graph: Graph, batch: int | None, device: str) -> None:
             pass
 
 
-class KerasTrainer:
+class KerasTrainer(Trainer):
     """Model, loss and optimizer for one training run, starting from `init_weights(seed)`."""
 
     def __init__(self, graph: Graph, config: TrainConfig, device: str = "cpu", seed: int = 0):
@@ -103,41 +108,42 @@ class KerasTrainer:
         self._out_shape = tuple(out_shape)
         with self.tf.device(self._tf_device):
             self.model = build_model(graph, self._tf_device)
-            from_canonical(self.model, graph, init_weights(graph, seed))
+            self.variables = model_variables(self.model, graph)
+            assign(self.variables, init_weights(graph, seed), graph.name)
             self.loss_fn = make_loss(keras, config.loss, int(out_shape[-1] or 1))
             self.optimizer = make_optimizer(keras, config.optimizer)
             self.optimizer.build(self.model.trainable_variables)
         self._l2 = (config.optimizer.weight_decay
                     if config.optimizer.name != "adamw" else 0.0)
-        self._steps: dict[tuple, Callable] = {}
+        self._steps: dict[tuple[Any, ...], Callable[..., Any]] = {}
         self._infer = inference_fn(self.model, graph)
 
     # weights -------------------------------------------------------------------------
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        from_canonical(self.model, self.graph, weights)
+        assign(self.variables, weights, self.graph.name)
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return to_canonical(self.model, self.graph)
+        return read(self.variables)
 
     # training ------------------------------------------------------------------------
     def _targets(self, y: np.ndarray) -> np.ndarray:
         """Labels as the loss compares them with the outputs (dslc/train/targets.py)."""
         return shape_targets(y, self.config.loss, self._out_shape)
 
-    def _step_for(self, y: np.ndarray) -> Callable:
+    def _step_for(self, y: np.ndarray) -> Callable[..., Any]:
         key = (y.dtype.str, y.shape[1:])
         step = self._steps.get(key)
         if step is None:
             step = self._steps[key] = self._make_step(y)
         return step
 
-    def _make_step(self, y: np.ndarray) -> Callable:
+    def _make_step(self, y: np.ndarray) -> Callable[..., Any]:
         tf, model, loss_fn, opt, l2 = self.tf, self.model, self.loss_fn, self.optimizer, self._l2
         variables = model.trainable_variables
         x_spec = [tf.TensorSpec((None, *i.type.shape), tf.float32) for i in self.graph.inputs]
         y_spec = tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype))
 
-        def step(y_true, *xs):
+        def step(y_true: Any, *xs: Any) -> Any:
             with tf.GradientTape() as tape:
                 pred = model(xs[0] if len(xs) == 1 else list(xs), training=True)
                 if isinstance(pred, (list, tuple)):
@@ -161,10 +167,9 @@ class KerasTrainer:
                 value = int(rng.integers(0, 2**31 - 1))
                 generator.state.assign(np.array([value, 0], dtype=generator.state.dtype))
 
-    def train_epoch(self, x, y: np.ndarray, batch_size: int | None,
+    def train_epoch(self, x: Any, y: np.ndarray, batch_size: int | None,
                     on_batch: Callable[[int, float], None]) -> float:
-        xs = list(x) if isinstance(x, (list, tuple)) else [x]
-        xs = [np.asarray(a, dtype=np.float32) for a in xs]
+        xs = feed(self.graph, x)
         y = self._targets(y)
         n = len(y)
         batch_size = batch_size or max(n, 1)  # None: full batch (gradient descent)
@@ -178,16 +183,16 @@ class KerasTrainer:
                 on_batch(stop - start, loss)
         return total / n if n else float("nan")
 
-    def predict(self, x, batch_size: int = 256) -> np.ndarray:
-        return predict_batches(self._infer, x, self._tf_device, batch_size)
+    def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
+        return predict_batches(self._infer, feed(self.graph, x), self._tf_device, batch_size)
 
     # optimizer state for --resume ----------------------------------------------------
-    def _optimizer_variables(self) -> dict[str, object]:
+    def _optimizer_variables(self) -> dict[str, Any]:
         """Optimizer variables under stable names: `iteration` and `<layer>.<param>.<slot>`
         (e.g. `dense_1.kernel.momentum`), not Keras's auto-numbered paths (`adam_2/...`).
         The learning rate comes from the spec, so a resumed run uses the spec's value."""
         prefixes = sorted(((v.path.replace("/", "_") + "_", key)
-                           for key, v in model_variables(self.model, self.graph).items()),
+                           for key, v in self.variables.items()),
                           key=lambda item: -len(item[0]))
         named = {}
         for var in self.optimizer.variables:
