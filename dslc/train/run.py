@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dslc.backends import load_backend
+from dslc.backends import get_backend
 from dslc.compiler import compile_file
 from dslc.diagnostics import DslError
 from dslc.train import outputs
@@ -114,7 +114,7 @@ def train_command(args) -> int:
             raise DslError(f"{out / outputs.CHECKPOINT} was written by backend "
                            f"{state.get('backend')}, not {args.backend}",
                            hint=f"resume with `--backend {state.get('backend')}`")
-    backend = load_backend(args.backend)
+    backend = get_backend(args.backend)
     trainer = backend.make_trainer(graph, cfg, args.device, seed)  # a missing GPU fails first
     data = _dataset(spec, graph, cfg, seed)
     progress = Progress()
@@ -181,7 +181,7 @@ def evaluate(spec, graph, cfg, weights_path: str, backend_name: str, device: str
     _, meta = read_weights(weights_path)
     seed = int(meta["seed"]) if str(meta.get("seed", "")).lstrip("-").isdigit() else cfg.seed
     data = _dataset(spec, graph, cfg, seed)
-    runtime = load_backend(backend_name).build(graph, weights, device=device)
+    runtime = get_backend(backend_name).build(graph, weights, device=device)
     pred = np.asarray(runtime.predict(data.x_test))
     classify = cfg.loss.name in CE
     names = list(dict.fromkeys(cfg.metrics + (CLASS_METRICS if classify else ["mse", "mae"])))
