@@ -20,9 +20,9 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("onnxruntime")
 
 from dslc import verify  # noqa: E402
-from dslc.backends import load_backend  # noqa: E402
-from dslc.backends import torch as tb  # noqa: E402
-from dslc.backends.keras import generate as keras_generate  # noqa: E402
+from dslc.backends import get_backend  # noqa: E402
+from dslc.backends.torch.codegen import MODULE_ATTRS, module_attrs  # noqa: E402
+from dslc.backends.torch.runtime import load_module  # noqa: E402
 from dslc.backends.torch.weights import state_dict_keys  # noqa: E402
 from dslc.compiler import compile_text  # noqa: E402
 from dslc.weights import init_weights  # noqa: E402
@@ -40,7 +40,8 @@ def _ruff(*args: str) -> None:
 def _sources(text: str, tmp_path: Path):
     """The graph and both generated sources, checked by py_compile and ruff."""
     graph = compile_text(text, "case.dl").model()
-    torch_src, keras_src = tb.generate(None, graph), keras_generate(None, graph)
+    torch_src = get_backend("torch").generate(None, graph)
+    keras_src = get_backend("keras").generate(None, graph)
     torch_py, keras_py = tmp_path / "gen_torch.py", tmp_path / "gen_keras.py"
     torch_py.write_text(torch_src, encoding="utf-8")
     keras_py.write_text(keras_src, encoding="utf-8")
@@ -59,7 +60,7 @@ def _agree(graph) -> list[np.ndarray]:
     weights = init_weights(graph, 0)
     xs = verify.seeded_batch(graph, 3, 0)
     feed = xs[0] if len(xs) == 1 else xs
-    outs = {name: load_backend(name).build(graph, weights).predict_all(feed)
+    outs = {name: get_backend(name).build(graph, weights).predict_all(feed)
             for name in ("torch", "keras", "onnx")}
     for name in ("keras", "onnx"):
         assert len(outs[name]) == len(outs["torch"]) == len(graph.outputs)
@@ -134,16 +135,16 @@ def test_layer_names_that_would_break_the_module(names, tmp_path):
     body = f" {names[0]} = dense(x, 4)\n"
     body += "".join(f" {b} = dense({a}, 4)\n" for a, b in zip(names, names[1:]))
     graph, src, _ = _check(f"model priv {{ input x: f32[4]\n{body} dense(2) }}", tmp_path)
-    attrs = tb.codegen.module_attrs(graph)
+    attrs = module_attrs(graph)
     assert len(set(attrs.values())) == len(attrs)
     for layer, attr in attrs.items():
         assert not attr.startswith("_") and attr.isidentifier()
-        assert attr not in tb.codegen._MODULE_ATTRS
+        assert attr not in MODULE_ATTRS
         if layer.isidentifier() and not layer.startswith("_") and \
-                layer not in tb.codegen._MODULE_ATTRS:
+                layer not in MODULE_ATTRS:
             assert attr == layer  # a safe name is never taken by a renamed one
     # canonical `<layer>.<param>` keys map onto the module's state_dict
-    module = tb.load_module(graph, src)()
+    module = load_module(graph, src)()
     keys = state_dict_keys(graph)
     assert set(keys.values()) == set(module.state_dict())
     assert set(keys) == set(init_weights(graph, 0))
@@ -153,8 +154,8 @@ def test_every_public_module_attribute_is_reserved():
     from torch import nn
 
     public = {n for n in dir(nn.Module()) if not n.startswith("_")}
-    assert public <= tb.codegen._MODULE_ATTRS
-    assert "reset_parameters" in tb.codegen._MODULE_ATTRS
+    assert public <= MODULE_ATTRS
+    assert "reset_parameters" in MODULE_ATTRS
 
 
 # 4. buffers never take a spec name

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 
-from dslc.backends import load_backend  # noqa: E402
+from dslc.backends import get_backend  # noqa: E402
 from dslc.compiler import compile_file  # noqa: E402
 from dslc.data.loaders import load_dataset  # noqa: E402
 from dslc.train.loop import fit  # noqa: E402
@@ -34,7 +34,7 @@ def test_torch_and_keras_train_to_the_same_weights(name, epochs, tol):
     data = load_dataset(cfg, graph.inputs[0].type.shape, spec.path.parent, cfg.seed)
     results = {}
     for backend in ("torch", "keras"):
-        trainer = load_backend(backend).make_trainer(graph, cfg, "cpu", cfg.seed)
+        trainer = get_backend(backend).make_trainer(graph, cfg, "cpu", cfg.seed)
         with tempfile.TemporaryDirectory() as out:
             run = fit(trainer, graph, cfg, data, out=Path(out), backend=backend, epochs=epochs,
                       batch=cfg.batch, seed=cfg.seed, progress=Silent())

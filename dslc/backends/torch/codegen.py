@@ -1,8 +1,12 @@
 """Graph → standalone PyTorch source: one `nn.Module` subclass named after the model.
 
-A backend is a table of lowerings (`LOWERINGS`, keyed by op name). Each lowering adds the
-layer's submodule to `__init__` (named after the spec's layer) and returns the expression
-that computes the layer in `forward`; the caller applies the layer's `activation`.
+The backend is a table of lowerings (`LOWERINGS`), one rule per op, all `(em, node, xs) ->
+Value`. A rule adds the layer's submodule to `__init__` (named after the spec's layer),
+declaring there where each of its canonical parameters lives and how its axes move, and
+returns the expression that computes the layer in `forward`, its `activation=` applied with
+the activation op's own rule. The weight adapter (weights.py) and `reset_parameters` are built
+from those declarations, so a parameter's torch name is written once. Nothing here imports
+torch: `dslc compile --target torch` only writes text.
 
 Layout: the spec is channels-last. Rank-3 per-sample tensors (`[H, W, C]`) that come out of
 a convolution or pooling live in NCHW inside the module (`Value.nchw`); every other consumer
@@ -16,18 +20,23 @@ import re
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import dslc
-from dslc.backends.pysource import AMBIGUOUS, atom, identifier, public, wrap
+from dslc.backends.lowering import LoweringTable, activation_node
+from dslc.backends.pysource import Names, atom, comment, docstring, identifier, public, quote, wrap
 from dslc.diagnostics import DslError
-from dslc.ir.graph import Graph, Node
-from dslc.ops.activation import LEAKY_RELU_ALPHA
+from dslc.ir.graph import Graph, Node, ParamSpec, Shape
+from dslc.ops import ending_activation
 from dslc.ops.conv import pads_2d
-from dslc.ops.registry import get_op, pair
+from dslc.ops.registry import pair
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Names that the generated module already uses, or that nn.Module defines: a layer called
 # `train` must not shadow `nn.Module.train`.
-_MODULE_ATTRS = {
+MODULE_ATTRS = frozenset({
     "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children",
     "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward",
     "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu",
@@ -41,33 +50,69 @@ _MODULE_ATTRS = {
     "training", "type", "xpu", "zero_grad",
     # written by this generator
     "reset_parameters",
-}
-_GLOBALS = {"torch", "nn", "F", "self", "logits", "float", "range", "super"}
+})
+# Names the generated source uses itself: no variable may take them.
+GLOBALS = frozenset({"torch", "nn", "F", "self", "logits", "float", "range", "super"})
 
-_identifier = identifier
-_public = public
-_AMBIGUOUS = AMBIGUOUS
-
+LINE = 100
 _USES_F = re.compile(r"\bF\.")
 NCHW = "permute(0, 3, 1, 2)"  # [N, H, W, C] → [N, C, H, W]
 NHWC = "permute(0, 2, 3, 1)"  # and back
 
 
+# -- parameter layouts: canonical (docs/weights.md) ↔ torch -----------------------------------
+
+Convert = Callable[["np.ndarray"], "np.ndarray"]
+
+
+def same(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def transpose(a: np.ndarray) -> np.ndarray:
+    return a.T  # [in, out] ↔ nn.Linear's [out, in]
+
+
+def conv_to_torch(a: np.ndarray) -> np.ndarray:
+    return a.transpose(3, 2, 0, 1)  # [kh, kw, in, out] → [out, in, kh, kw]
+
+
+def conv_from_torch(a: np.ndarray) -> np.ndarray:
+    return a.transpose(2, 3, 1, 0)
+
+
+# canonical param → (name under the layer's submodule, to torch, from torch)
+Declared = dict[str, tuple[str, Convert, Convert]]
+
+
+@dataclass(frozen=True)
+class Param:
+    """Where one canonical parameter lives in the generated module, as its lowering declared."""
+
+    key: str  # canonical checkpoint key `<layer>.<param>`
+    target: str  # state_dict key `<attribute>.<torch name>`
+    to_torch: Convert
+    from_torch: Convert
+    spec: ParamSpec
+
+
+# -- names ------------------------------------------------------------------------------------
+
 def module_attrs(graph: Graph) -> dict[str, str]:
     """The submodule attribute of every layer that owns one: the layer's name, made safe.
-    The weight adapter uses the same map, so state_dict keys are `<attr>.<param>`.
+    State_dict keys are `<attr>.<param>`.
 
     A name that is safe as it is keeps it; the others (reserved, a keyword, a leading `_`)
     are renamed afterwards, so a renamed layer never takes another layer's own name."""
-    taken = set(_MODULE_ATTRS) | _GLOBALS
+    taken = set(MODULE_ATTRS | GLOBALS)
     out = {}
     for node in graph.nodes:
-        if _identifier(node.name, taken) == node.name and not node.name.startswith("_"):
+        if identifier(node.name, taken) == node.name and not node.name.startswith("_"):
             taken.add(node.name)
             out[node.name] = node.name
     for node in graph.nodes:
         if node.name not in out:
-            attr = _identifier(_public(node.name), taken)
+            attr = identifier(public(node.name), taken)
             taken.add(attr)
             out[node.name] = attr
     return {node.name: out[node.name] for node in graph.nodes}
@@ -76,109 +121,170 @@ def module_attrs(graph: Graph) -> dict[str, str]:
 def class_name(model: str) -> str:
     """CamelCase of the model's name (`digits_cnn` → `DigitsCnn`), a valid identifier."""
     camel = "".join(part[:1].upper() + part[1:] for part in model.split("_") if part)
-    return _identifier(camel or "Model", _GLOBALS)
+    return identifier(camel or "Model", GLOBALS)
 
+
+# -- the emitter --------------------------------------------------------------------------------
 
 @dataclass
 class Value:
-    """A tensor in `forward`: the Python expression that holds it and its layout."""
+    """A tensor in `forward`: the Python expression that holds it and its layout. A value made
+    by an activation rule keeps the value it activated (`pre`) and the activation's node
+    (`act`), so `forward(..., logits=True)` can return what came before the final softmax."""
 
     expr: str
     nchw: bool = False
     rank: int = 1  # per-sample rank (batch excluded)
+    pre: Value | None = None
+    act: Node | None = None
 
     def channels_last(self) -> str:
-        return f"{_atom(self.expr)}.{NHWC}" if self.nchw else self.expr
+        return f"{atom(self.expr)}.{NHWC}" if self.nchw else self.expr
 
     def channels_first(self) -> str:
-        return self.expr if self.nchw else f"{_atom(self.expr)}.{NCHW}"
+        return self.expr if self.nchw else f"{atom(self.expr)}.{NCHW}"
 
-
-_atom = atom
+    def named(self, var: str) -> Value:
+        """This value once held by the variable `var`."""
+        return Value(var, self.nchw, self.rank)
 
 
 @dataclass
 class Emitter:
+    """The module being written: `__init__` and `forward` lines, names in use, and where each
+    canonical parameter lives (`params`, from the lowerings' declarations)."""
+
     graph: Graph
     attrs: dict[str, str]
     init: list[str] = field(default_factory=list)
     forward: list[str] = field(default_factory=list)
-    taken: set[str] = field(default_factory=set)
-    attr_taken: set[str] = field(default_factory=set)
+    names: Names = field(default_factory=lambda: Names(GLOBALS))
+    declared: dict[str, Declared] = field(default_factory=dict)
+    params: list[Param] = field(default_factory=list)
+    input_names: list[str] = field(default_factory=list)  # `forward`'s arguments
+    fused: str | None = None  # the final activation `logits=True` leaves out, if any
+    buffer_names: Names = field(init=False)
 
     def __post_init__(self) -> None:
         # attributes of the module: every layer's (spec name and attribute) and nn.Module's
-        self.attr_taken |= set(_MODULE_ATTRS) | _GLOBALS | set(self.attrs.values())
-        self.attr_taken |= {n.name for n in self.graph.nodes}
-        self.attr_taken |= {i.name for i in self.graph.inputs}
+        self.buffer_names = Names(MODULE_ATTRS | GLOBALS | set(self.attrs.values())
+                                  | {n.name for n in self.graph.nodes}
+                                  | {i.name for i in self.graph.inputs})
+
+    @property
+    def cls(self) -> str:
+        return class_name(self.graph.name)
 
     def fresh_attr(self, base: str) -> str:
         """A new attribute name (a buffer) that no layer, spec name or nn.Module uses."""
-        base = _identifier(_public(base), set())
-        name, k = base, 2
-        while name in self.attr_taken:
-            name, k = f"{base}_{k}", k + 1
-        self.attr_taken.add(name)
-        return name
+        return self.buffer_names.fresh(public(base))
+
+    def fresh(self, base: str) -> str:
+        """A new variable name in `forward`."""
+        return self.names.fresh(base)
 
     def module(self, node: Node) -> str:
         return f"self.{self.attrs[node.name]}"
 
-    def add(self, node: Node, ctor: str) -> str:
-        """Declare `node`'s submodule in `__init__`; return how `forward` calls it."""
+    def add(self, node: Node, ctor: str, params: Declared | None = None) -> str:
+        """Declare `node`'s submodule in `__init__` and where each of its canonical parameters
+        lives under it (entries for parameters this layer lacks, such as a bias switched off,
+        are ignored); return how `forward` calls it."""
         self.init.append(f"self.{self.attrs[node.name]} = {ctor}")
+        self.declared[node.name] = dict(params or {})
         return self.module(node)
 
-    def fresh(self, base: str) -> str:
-        if base.startswith("__"):  # `__x` would be mangled, `__class__` is the class cell
-            base = _public(base)
-        name = _identifier(base, set())
-        if name in _AMBIGUOUS:
-            name += "_"
-        k = 2
-        while name in self.taken or name in _GLOBALS:
-            name, k = f"{_identifier(base, set())}_{k}", k + 1
-        self.taken.add(name)
-        return name
+    def collect_params(self, node: Node) -> None:
+        """Record `node`'s parameters from its lowering's declaration: one it left out is a bug
+        in the lowering, reported at generation."""
+        declared = self.declared.get(node.name, {})
+        for param, spec in node.params.items():
+            if param not in declared:
+                raise DslError(f"backend torch: the lowering of `{node.op}` does not declare "
+                               f"where parameter `{param}` of layer `{node.name}` lives",
+                               node.span)
+            name, to_torch, from_torch = declared[param]
+            self.params.append(Param(f"{node.name}.{param}", f"{self.attrs[node.name]}.{name}",
+                                     to_torch, from_torch, spec))
 
-    def in_shape(self, node: Node, i: int = 0):
+    def in_shape(self, node: Node, i: int = 0) -> Shape:
         return self.graph.type_of(node.inputs[i]).shape
 
-
-Lowering = Callable[[Emitter, Node, list[Value]], Value]
-LOWERINGS: dict[str, Lowering]
-LOWERINGS, lowers = lowering_table()
+    def out_shape(self, node: Node) -> Shape:
+        return self.graph.type_of(node.name).shape
 
 
-def _tuple(v) -> str:
+LOWERINGS: LoweringTable[Emitter, Value] = LoweringTable("torch")
+
+
+def _tuple(v: Any) -> str:
     return repr(tuple(pair(v)))
 
 
-def activation(name: str, expr: str, nchw: bool, alpha: float = LEAKY_RELU_ALPHA) -> str:
-    if name == "linear":
-        return expr
-    if name in ("relu", "sigmoid", "tanh"):
-        return f"torch.{name}({expr})"
-    if name == "softmax":
-        return f"torch.softmax({expr}, dim={1 if nchw else -1})"
-    if name == "gelu":
-        return f"F.gelu({expr})"  # exact erf form: PyTorch's default, as the IR pins
-    if name == "leaky_relu":
-        return f"F.leaky_relu({expr}, {float(alpha)!r})"
-    raise DslError(f"activation `{name}` is not supported by backend torch")
+def _activate(em: Emitter, node: Node, value: Value) -> Value:
+    """`value` through `node`'s `activation=`, lowered by that activation op's rule."""
+    return LOWERINGS.lower(em, activation_node(node), [value])
 
 
-@lowers("dense")
-def _dense(em: Emitter, node: Node, ins: list[Value]) -> Value:
+# -- activations ---------------------------------------------------------------------------------
+
+def _activated(node: Node, x: Value, expr: str) -> Value:
+    return Value(expr, x.nchw, x.rank, pre=x, act=node)
+
+
+@LOWERINGS("linear")
+def identity(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return xs[0]
+
+
+@LOWERINGS("relu")
+def relu(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return _activated(node, xs[0], f"torch.relu({xs[0].expr})")
+
+
+@LOWERINGS("sigmoid")
+def sigmoid(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return _activated(node, xs[0], f"torch.sigmoid({xs[0].expr})")
+
+
+@LOWERINGS("tanh")
+def tanh(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return _activated(node, xs[0], f"torch.tanh({xs[0].expr})")
+
+
+@LOWERINGS("gelu")
+def gelu(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    # the exact erf form: PyTorch's default, as the IR pins
+    return _activated(node, xs[0], f"F.gelu({xs[0].expr})")
+
+
+@LOWERINGS("softmax")
+def softmax(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]  # over the channels, which are dim 1 while the value is NCHW
+    return _activated(node, x, f"torch.softmax({x.expr}, dim={1 if x.nchw else -1})")
+
+
+@LOWERINGS("leaky_relu")
+def leaky_relu(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return _activated(node, xs[0], f"F.leaky_relu({xs[0].expr}, {float(node.attrs.alpha)!r})")
+
+
+# -- layers -----------------------------------------------------------------------------------
+
+@LOWERINGS("dense")
+def dense(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
     fan_in = em.in_shape(node)[-1]
     bias = "" if a.use_bias else ", bias=False"
-    call = em.add(node, f"nn.Linear({fan_in}, {a.units}{bias})")
-    return Value(f"{call}({ins[0].channels_last()})", rank=len(node.type.shape))
+    call = em.add(node, f"nn.Linear({fan_in}, {a.units}{bias})",
+                  params={"kernel": ("weight", transpose, transpose),
+                          "bias": ("bias", same, same)})
+    y = Value(f"{call}({xs[0].channels_last()})", rank=len(em.out_shape(node)))
+    return _activate(em, node, y)
 
 
-@lowers("conv2d")
-def _conv2d(em: Emitter, node: Node, ins: list[Value]) -> Value:
+@LOWERINGS("conv2d")
+def conv2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
     cin = em.in_shape(node)[2]
     top, bottom, left, right = pads_2d(a, em.in_shape(node))
@@ -187,7 +293,7 @@ def _conv2d(em: Emitter, node: Node, ins: list[Value]) -> Value:
         args.append(f"stride={_tuple(a.strides)}")
     if pair(a.dilation) != (1, 1):
         args.append(f"dilation={_tuple(a.dilation)}")
-    x = ins[0].channels_first()
+    x = xs[0].channels_first()
     if (top, left) == (bottom, right):
         if top or left:
             args.append(f"padding={(top, left)!r}")
@@ -195,17 +301,19 @@ def _conv2d(em: Emitter, node: Node, ins: list[Value]) -> Value:
         x = f"F.pad({x}, {(left, right, top, bottom)!r})"
     if not a.use_bias:
         args.append("bias=False")
-    call = em.add(node, f"nn.Conv2d({', '.join(args)})")
-    return Value(f"{call}({x})", nchw=True, rank=3)
+    call = em.add(node, f"nn.Conv2d({', '.join(args)})",
+                  params={"kernel": ("weight", conv_to_torch, conv_from_torch),
+                          "bias": ("bias", same, same)})
+    return _activate(em, node, Value(f"{call}({x})", nchw=True, rank=3))
 
 
-@lowers("maxpool2d")
-def _maxpool2d(em: Emitter, node: Node, ins: list[Value]) -> Value:
+@LOWERINGS("maxpool2d")
+def maxpool2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
     kh, kw = pair(a.kernel)
     top, bottom, left, right = pads_2d(a, em.in_shape(node))
     args = [_tuple(a.kernel), f"stride={_tuple(a.strides)}"]
-    x = ins[0].channels_first()
+    x = xs[0].channels_first()
     if (top, left) == (bottom, right) and top <= kh // 2 and left <= kw // 2:
         if top or left:
             args.append(f"padding={(top, left)!r}")  # nn.MaxPool2d pads with -inf
@@ -215,14 +323,14 @@ def _maxpool2d(em: Emitter, node: Node, ins: list[Value]) -> Value:
     return Value(f"{call}({x})", nchw=True, rank=3)
 
 
-@lowers("avgpool2d")
-def _avgpool2d(em: Emitter, node: Node, ins: list[Value]) -> Value:
+@LOWERINGS("avgpool2d")
+def avgpool2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
-    (kh, kw) = pair(a.kernel)
+    kh, kw = pair(a.kernel)
     h, w, _ = em.in_shape(node)
     top, bottom, left, right = pads_2d(a, em.in_shape(node))
     args = [_tuple(a.kernel), f"stride={_tuple(a.strides)}"]
-    x = ins[0].channels_first()
+    x = xs[0].channels_first()
     if (top, left) == (bottom, right) and top <= kh // 2 and left <= kw // 2:
         if top or left:
             args += [f"padding={(top, left)!r}", "count_include_pad=False"]
@@ -233,118 +341,108 @@ def _avgpool2d(em: Emitter, node: Node, ins: list[Value]) -> Value:
     pads = (left, right, top, bottom)
     call = em.add(node, f"nn.AvgPool2d({', '.join(args)})")
     scale = em.fresh_attr(f"{em.attrs[node.name]}_real")
-    em.init += [f"# {node.name} pads unevenly (TF `same`): the share of real pixels per window",
+    em.init += [f"# {comment(node.name)} pads unevenly (TF `same`): the share of real pixels "
+                "per window",
                 f"real = {call}(F.pad(torch.ones(1, 1, {h}, {w}), {pads!r}))",
-                f"self.register_buffer(\"{scale}\", real, persistent=False)"]
+                f"self.register_buffer({quote(scale)}, real, persistent=False)"]
     return Value(f"{call}(F.pad({x}, {pads!r})) / self.{scale}", nchw=True, rank=3)
 
 
-@lowers("global_avgpool2d")
-def _global_avgpool2d(em: Emitter, node: Node, ins: list[Value]) -> Value:
-    return Value(f"{ins[0].channels_first()}.mean(dim=(2, 3))")
+@LOWERINGS("global_avgpool2d")
+def global_avgpool2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(f"{xs[0].channels_first()}.mean(dim=(2, 3))")
 
 
-@lowers("global_maxpool2d")
-def _global_maxpool2d(em: Emitter, node: Node, ins: list[Value]) -> Value:
-    return Value(f"{ins[0].channels_first()}.amax(dim=(2, 3))")
+@LOWERINGS("global_maxpool2d")
+def global_maxpool2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(f"{xs[0].channels_first()}.amax(dim=(2, 3))")
 
 
-@lowers("flatten")
-def _flatten(em: Emitter, node: Node, ins: list[Value]) -> Value:
+@LOWERINGS("flatten")
+def flatten(em: Emitter, node: Node, xs: list[Value]) -> Value:
     # Channels-last order before flattening, so the next dense sees Keras's feature order.
-    return Value(f"torch.flatten({ins[0].channels_last()}, 1)")
+    return Value(f"torch.flatten({xs[0].channels_last()}, 1)")
 
 
-@lowers("reshape")
-def _reshape(em: Emitter, node: Node, ins: list[Value]) -> Value:
-    dims = ", ".join(str(d) for d in node.type.shape)
-    return Value(f"{ins[0].channels_last()}.reshape(-1, {dims})", rank=len(node.type.shape))
+@LOWERINGS("reshape")
+def reshape(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    shape = em.out_shape(node)
+    dims = ", ".join(str(d) for d in shape)
+    return Value(f"{xs[0].channels_last()}.reshape(-1, {dims})", rank=len(shape))
 
 
-@lowers("dropout")
-def _dropout(em: Emitter, node: Node, ins: list[Value]) -> Value:
+@LOWERINGS("dropout")
+def dropout(em: Emitter, node: Node, xs: list[Value]) -> Value:
     call = em.add(node, f"nn.Dropout({float(node.attrs.rate)!r})")
-    return Value(f"{call}({ins[0].expr})", ins[0].nchw, ins[0].rank)
+    return Value(f"{call}({xs[0].expr})", xs[0].nchw, xs[0].rank)
 
 
-@lowers("add")
-def _add(em: Emitter, node: Node, ins: list[Value]) -> Value:
-    nchw = ins[0].nchw
-    terms = [v.channels_first() if nchw else v.channels_last() for v in ins]
-    return Value(" + ".join(terms), nchw, ins[0].rank)
+@LOWERINGS("add")
+def add(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    nchw = xs[0].nchw
+    terms = [v.channels_first() if nchw else v.channels_last() for v in xs]
+    return Value(" + ".join(terms), nchw, xs[0].rank)
 
 
-@lowers("concat")
-def _concat(em: Emitter, node: Node, ins: list[Value]) -> Value:
-    rank = ins[0].rank
+@LOWERINGS("concat")
+def concat(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    rank = xs[0].rank
     axis = node.attrs.axis % rank
-    nchw = ins[0].nchw
-    parts = [v.channels_first() if nchw else v.channels_last() for v in ins]
+    nchw = xs[0].nchw
+    parts = [v.channels_first() if nchw else v.channels_last() for v in xs]
     dim = {0: 2, 1: 3, 2: 1}[axis] if nchw else axis + 1
     return Value(f"torch.cat([{', '.join(parts)}], dim={dim})", nchw, rank)
 
 
-@lowers("simple_rnn")
-def _simple_rnn(em: Emitter, node: Node, ins: list[Value]) -> Value:
+# The simple_rnn's two projections, named once for `__init__`, `forward` and the weights.
+RNN_INPUT = "input"
+RNN_RECURRENT = "recurrent"
+
+
+@LOWERINGS("simple_rnn")
+def simple_rnn(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
     features = em.in_shape(node)[1]
     bias = "" if a.use_bias else ", bias=False"
     # Keras's form, one bias: the input projection carries it, the recurrent one has none, so
     # the parameter count is `dslc check`'s (see docs/weights.md).
     rnn = em.add(node, "nn.ModuleDict({\n"
-                       f"    \"input\": nn.Linear({features}, {a.units}{bias}),\n"
-                       f"    \"recurrent\": nn.Linear({a.units}, {a.units}, bias=False),\n"
-                       "})")
-    xs, h, t = em.fresh("inputs"), em.fresh("h"), em.fresh("t")
+                       f"    {quote(RNN_INPUT)}: nn.Linear({features}, {a.units}{bias}),\n"
+                       f"    {quote(RNN_RECURRENT)}: nn.Linear({a.units}, {a.units}, bias=False),\n"
+                       "})",
+                 params={"kernel": (f"{RNN_INPUT}.weight", transpose, transpose),
+                         "recurrent_kernel": (f"{RNN_RECURRENT}.weight", transpose, transpose),
+                         "bias": (f"{RNN_INPUT}.bias", same, same)})
+    inputs, h, t = em.fresh("inputs"), em.fresh("h"), em.fresh("t")
     steps = em.fresh("steps") if a.return_sequences else None
-    step = activation(a.activation, f"{xs}[:, {t}] + {rnn}.recurrent({h})", False)
+    step = _activate(em, node, Value(f"{inputs}[:, {t}] + {rnn}.{RNN_RECURRENT}({h})")).expr
     em.forward += [
-        f"# {node.name}: h_t = {a.activation}(x_t @ kernel + bias + h_(t-1) @ recurrent_kernel)",
-        f"{xs} = {rnn}.input({ins[0].expr})",
-        f"{h} = {xs}.new_zeros({xs}.shape[0], {a.units})",
+        f"# {comment(node.name)}: h_t = {a.activation}(x_t @ kernel + bias + h_(t-1) @ "
+        "recurrent_kernel)",
+        f"{inputs} = {rnn}.{RNN_INPUT}({xs[0].expr})",
+        f"{h} = {inputs}.new_zeros({inputs}.shape[0], {a.units})",
     ]
     if steps:
         em.forward.append(f"{steps} = []")
-    em.forward += [f"for {t} in range({xs}.shape[1]):", f"    {h} = {step}"]
+    em.forward += [f"for {t} in range({inputs}.shape[1]):", f"    {h} = {step}"]
     if steps:
         em.forward.append(f"    {steps}.append({h})")
         return Value(f"torch.stack({steps}, dim=1)", rank=2)
     return Value(h)
 
 
-def _elementwise(em: Emitter, node: Node, ins: list[Value]) -> Value:
-    return ins[0]  # the activation itself is applied by `_node_activation`
+# -- the module ---------------------------------------------------------------------------------
 
-
-for _op in ("relu", "sigmoid", "tanh", "softmax", "linear", "gelu", "leaky_relu"):
-    LOWERINGS[_op] = _elementwise
-
-
-# Lowerings that apply the layer's `activation` themselves (inside a loop).
-SELF_ACTIVATED = {"simple_rnn"}
-
-
-def _node_activation(node: Node) -> tuple[str, float]:
-    if node.op in SELF_ACTIVATED:
-        return "linear", LEAKY_RELU_ALPHA
-    op = get_op(node.op)
-    if op.category == "activation":
-        return node.op, getattr(node.attrs, "alpha", LEAKY_RELU_ALPHA)
-    return getattr(node.attrs, "activation", "linear"), LEAKY_RELU_ALPHA
-
-
-def fused_activation(graph: Graph) -> str | None:
-    """`softmax` or `sigmoid` when the model's only output ends in one: the generated
-    `forward(..., logits=True)` then returns the pre-activation, for a stable fused loss."""
-    if len(graph.outputs) != 1 or graph.outputs[0] not in {n.name for n in graph.nodes}:
-        return None  # several outputs, or an input passed straight through
-    act, _ = _node_activation(graph.node(graph.outputs[0]))
-    return act if act in ("softmax", "sigmoid") else None
-
-
-def _passes_through(node: Node) -> bool:
-    """Whether `forward` computes `node` as its input's expression, unchanged."""
-    return LOWERINGS.get(node.op) is _elementwise and _node_activation(node)[0] == "linear"
+def _fuse_point(graph: Graph) -> str | None:
+    """The layer whose softmax/sigmoid ends the model's only output, when only identities
+    (`linear`) follow it: `forward(..., logits=True)` returns its value before the activation,
+    for a stable fused loss. Not through dropout: the loss must see what training sees."""
+    if len(graph.outputs) != 1:
+        return None
+    act, through = ending_activation(graph, graph.outputs[0])
+    if act not in ("softmax", "sigmoid") or any(n.op != "linear" for n in through):
+        return None
+    return through[-1].inputs[0] if through else graph.outputs[0]
 
 
 def _consumers(graph: Graph) -> dict[str, list[int]]:
@@ -356,28 +454,20 @@ def _consumers(graph: Graph) -> dict[str, list[int]]:
     return out
 
 
-def check_supported(graph: Graph) -> None:
-    missing = sorted({n.op for n in graph.nodes if n.op not in LOWERINGS})
-    if missing:
-        node = next(n for n in graph.nodes if n.op == missing[0])
-        raise DslError(f"op `{missing[0]}` is not supported by backend torch", node.span)
-
-
-def generate(spec, graph: Graph) -> str:
-    """The module's source. `spec` (a compiled Spec, or None) only names the source file."""
-    check_supported(graph)
-    attrs = module_attrs(graph)
-    cls = class_name(graph.name)
-    fused = fused_activation(graph)
+def emit(graph: Graph) -> Emitter:
+    """Lower `graph`: the module's lines, names and parameter places, not yet rendered."""
+    graph = LOWERINGS.prepare(graph)
+    em = Emitter(graph, module_attrs(graph))
     consumers = _consumers(graph)
     outputs = set(graph.outputs)
+    fuse_at = _fuse_point(graph)
 
     # Variable names: graph inputs and branch points keep their spec names; a tensor used
     # only by the very next layer flows through one temporary, like hand-written code.
-    em = Emitter(graph, attrs)
     names: dict[str, str] = {}
     for inp in graph.inputs:
         names[inp.name] = em.fresh(inp.name)
+
     def chains(idx: int, node: Node) -> bool:
         return node.name not in outputs and consumers.get(node.name) == [idx + 1] and \
             graph.nodes[idx + 1].inputs.count(node.name) == 1
@@ -388,17 +478,18 @@ def generate(spec, graph: Graph) -> str:
     for idx in range(len(graph.nodes) - 1, -1, -1):
         node = graph.nodes[idx]
         named[idx] = not chains(idx, node) or (
-            _passes_through(graph.nodes[idx + 1]) and named[idx + 1])
+            LOWERINGS.rule(graph.nodes[idx + 1]) is identity and named[idx + 1])
     chained = set()
     for idx, node in enumerate(graph.nodes):
         if named[idx]:
             names[node.name] = em.fresh(node.name)
         else:
             chained.add(node.name)
-    temp = next((c for c in ("x", "h", "y", "z", "out_") if c not in em.taken), None)
+    temp = next((c for c in ("x", "h", "y", "z", "out_") if c not in em.names.taken), None)
     if temp is None:
         temp = em.fresh("x")
-    em.taken.add(temp)
+    em.names.taken.add(temp)
+    em.input_names = [names[i.name] for i in graph.inputs]
 
     values: dict[str, Value] = {
         i.name: Value(names[i.name], rank=len(i.type.shape)) for i in graph.inputs}
@@ -406,23 +497,24 @@ def generate(spec, graph: Graph) -> str:
     single_out = len(graph.outputs) == 1 and graph.outputs[0] == last
     returned = False
     for node in graph.nodes:
-        value = LOWERINGS[node.op](em, node, [values[name] for name in node.inputs])
-        act, alpha = _node_activation(node)
+        value = LOWERINGS.lower(em, node, [values[name] for name in node.inputs])
+        em.collect_params(node)
         var = temp if node.name in chained else names[node.name]
-        if fused and node.name == graph.outputs[0]:
-            pre = Value(var, value.nchw, value.rank)
-            if value.expr != var:
-                em.forward.append(f"{var} = {value.expr}")
-            final = Value(activation(act, var, value.nchw, alpha), value.nchw, value.rank)
-            em.forward += ["if logits:", f"    return {pre.channels_last()}"]
-            if single_out:
+        if node.name == fuse_at and value.pre is not None and value.act is not None:
+            pre = value.pre
+            if pre.expr != var:
+                em.forward.append(f"{var} = {pre.expr}")
+            final = LOWERINGS.lower(em, value.act, [pre.named(var)])
+            em.fused = value.act.op
+            em.forward += ["if logits:", f"    return {pre.named(var).channels_last()}"]
+            if single_out and node.name == last:
                 em.forward.append(f"return {final.channels_last()}")
                 returned = True
             else:
                 em.forward.append(f"{var} = {final.expr}")
-                values[node.name] = Value(var, value.nchw, value.rank)
+                values[node.name] = final.named(var)
             continue
-        expr = activation(act, value.expr, value.nchw, alpha)
+        expr = value.expr
         if single_out and node.name == last:
             if value.nchw:  # back to channels-last, on a line of its own
                 em.forward += [f"{var} = {expr}", f"return {var}.{NHWC}"]
@@ -433,61 +525,62 @@ def generate(spec, graph: Graph) -> str:
         # A name already (an RNN's state, an identity): no copy, unless it is the temporary
         # and is read after the next layer, which overwrites the temporary.
         if expr.isidentifier() and (expr != temp or node.name in chained):
-            values[node.name] = Value(expr, value.nchw, value.rank)
+            values[node.name] = value.named(expr)
             continue
         em.forward.append(f"{var} = {expr}")
-        values[node.name] = Value(var, value.nchw, value.rank)
+        values[node.name] = value.named(var)
     if not returned:
         outs = [values[name].channels_last() for name in graph.outputs]
         em.forward.append(f"return {outs[0]}" if len(outs) == 1 else f"return {', '.join(outs)}")
-
-    return _render(spec, graph, cls, em, names, fused)
-
-
-LINE = 100
+    return em
 
 
-def _wrap(line: str, indent: str) -> list[str]:
-    return wrap(line, indent, LINE)
+def fused_activation(graph: Graph) -> str | None:
+    """`softmax` or `sigmoid` when the generated `forward(..., logits=True)` returns the values
+    before it (see `_fuse_point`); None when the model has no such form."""
+    return emit(graph).fused
 
 
-def _reset_lines(graph: Graph, attrs: dict[str, str]) -> list[str]:
+def generate(spec: Any, graph: Graph) -> str:
+    """The module's source. `spec` (a compiled Spec, or None) only names the source file."""
+    return render(spec, emit(graph))
+
+
+def _reset_lines(em: Emitter) -> list[str]:
     """One `nn.init` call per parameter, with Keras's bounds computed from the canonical shape
     (torch's own fan rules differ for 1-D tensors)."""
     from dslc.weights import init_rule
 
-    from .weights import PARAMS
-
     lines = []
-    for node in graph.nodes:
-        for param, p in node.params.items():
-            target = f"self.{attrs[node.name]}.{PARAMS[node.op][param][0]}"
-            kind, scale = init_rule(p.init, p.shape)
-            if kind == "uniform":
-                call = f"nn.init.uniform_({target}, -{scale:.6g}, {scale:.6g})"
-            elif kind == "normal":
-                call = f"nn.init.normal_({target}, 0.0, {scale:.6g})"
-            else:
-                call = f"nn.init.{kind}_({target})"
-            commented = f"{call}  # {p.init}"
-            fits = len(commented) + 8 <= LINE and kind in ("uniform", "normal")
-            lines.append(commented if fits else call)
+    for p in em.params:
+        target = f"self.{p.target}"
+        kind, scale = init_rule(p.spec.init, p.spec.shape)
+        if kind == "uniform":
+            call = f"nn.init.uniform_({target}, -{scale:.6g}, {scale:.6g})"
+        elif kind == "normal":
+            call = f"nn.init.normal_({target}, 0.0, {scale:.6g})"
+        else:
+            call = f"nn.init.{kind}_({target})"
+        commented = f"{call}  # {p.spec.init}"
+        fits = len(commented) + 8 <= LINE and kind in ("uniform", "normal")
+        lines.append(commented if fits else call)
     return lines
 
 
-def _shape(shape) -> str:
+def _shape(shape: Shape) -> str:
     return "[N, " + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def _render(spec, graph: Graph, cls: str, em: Emitter, names: dict[str, str],
-            fused: str | None) -> str:
+def render(spec: Any, em: Emitter) -> str:
+    """The source of the lowered module `em`."""
+    graph = em.graph
     source = spec.path.name if spec is not None else "<graph>"
-    params = ", ".join(f"{names[i.name]}: torch.Tensor" for i in graph.inputs)
-    if fused:
+    params = ", ".join(f"{name}: torch.Tensor" for name in em.input_names)
+    if em.fused:
         params += ", logits: bool = False"
     n_out = len(graph.outputs)
     ret = "torch.Tensor" if n_out == 1 else f"tuple[{', '.join(['torch.Tensor'] * n_out)}]"
-    ins = ", ".join(f"`{i.name}` {_shape(i.type.shape)}" for i in graph.inputs)
+    ins = ", ".join(f"`{docstring(i.name)}` {_shape(i.type.shape)}" for i in graph.inputs)
     outs = ", ".join(_shape(graph.type_of(o).shape) for o in graph.outputs)
     paragraphs = [f"Input{'s' if len(graph.inputs) > 1 else ''} {ins} → "
                   f"output{'s' if n_out > 1 else ''} {outs}."]
@@ -495,15 +588,16 @@ def _render(spec, graph: Graph, cls: str, em: Emitter, names: dict[str, str],
     if any(len(i.type.shape) == 3 for i in graph.inputs):
         notes.append("Images are channels-last, as in the spec; convolutions and pooling run in "
                      "NCHW inside.")
-    if fused:
-        notes.append(f"`logits=True` returns the values before the final {fused}, for a fused "
+    if em.fused:
+        notes.append(f"`logits=True` returns the values before the final {em.fused}, for a fused "
                      "loss.")
     if notes:
         paragraphs.append(" ".join(notes))
     lines = [
-        f"# Generated by dslc {dslc.__version__} from {source}, model `{graph.name}`.",
+        *wrap(f"# Generated by dslc {dslc.__version__} from {comment(source)}, model "
+              f"`{comment(graph.name)}`.", "", LINE),
         "# Edit the spec and recompile (`dslc compile SPEC --target torch`) rather than this file.",
-        f'"""PyTorch module for the dslc model `{graph.name}`."""',
+        f'"""PyTorch module for the dslc model `{docstring(graph.name)}`."""',
         "",
         "import torch",
         *(["import torch.nn.functional as F"] if _USES_F.search("\n".join(em.init + em.forward))
@@ -511,7 +605,7 @@ def _render(spec, graph: Graph, cls: str, em: Emitter, names: dict[str, str],
         "from torch import nn",
         "",
         "",
-        f"class {cls}(nn.Module):",
+        f"class {em.cls}(nn.Module):",
     ]
     doc = [textwrap.fill(p, LINE, initial_indent='    """' if k == 0 else "    ",
                          subsequent_indent="    ") for k, p in enumerate(paragraphs)]
@@ -522,14 +616,14 @@ def _render(spec, graph: Graph, cls: str, em: Emitter, names: dict[str, str],
     lines += ["", "    def __init__(self) -> None:", "        super().__init__()"]
     for stmt in em.init:
         parts = stmt.split("\n")
-        lines += [x for part in parts for x in (_wrap(part, "        ") if len(parts) == 1
+        lines += [x for part in parts for x in (wrap(part, "        ", LINE) if len(parts) == 1
                                                  else ["        " + part])]
-    resets = _reset_lines(graph, em.attrs)
+    resets = _reset_lines(em)
     if resets:
         lines += ["        self.reset_parameters()", "",
                   "    def reset_parameters(self) -> None:",
                   '        """The spec\'s initialisers (Keras\'s formulas), not PyTorch\'s defaults."""',
-                  *(x for line in resets for x in _wrap(line, "        "))]
+                  *(x for line in resets for x in wrap(line, "        ", LINE))]
     signature = f"    def forward(self, {params}) -> {ret}:"
     if len(signature) > LINE:
         signature = "\n".join(["    def forward(", "        self,", *(f"        {p.strip()}," for p in
@@ -537,5 +631,5 @@ def _render(spec, graph: Graph, cls: str, em: Emitter, names: dict[str, str],
     lines += ["", signature]
     for stmt in em.forward:
         body = stmt.lstrip(" ")
-        lines += _wrap(body, "        " + " " * (len(stmt) - len(body)))
+        lines += wrap(body, "        " + " " * (len(stmt) - len(body)), LINE)
     return "\n".join(lines) + "\n"

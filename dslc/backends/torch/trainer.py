@@ -1,11 +1,13 @@
-"""The PyTorch side of the shared training loop (dslc/train/backend.py's Trainer protocol).
+"""The PyTorch side of the shared training loop (`dslc.backends.base.Trainer`).
 
 The model is the generated module itself (imported from its source). Losses and optimizers
 follow the IR's pinned values:
 
 - softmax/sigmoid outputs trained with cross-entropy call `forward(x, logits=True)` and use
   the fused, numerically stable `cross_entropy` / `binary_cross_entropy_with_logits`;
-  inference keeps the activation. `from_logits=true` models output logits already.
+  inference keeps the activation. `from_logits=true` models output logits already. Where the
+  generated module has no such form (a dropout after the softmax, a recurrent layer's own
+  activation), the loss takes the clipped probabilities, as Keras does.
 - label smoothing as Keras and PyTorch define it: `t * (1 - s) + s / classes` (binary: `s / 2`).
 - losses are means over every element (Keras's and PyTorch's `reduction="mean"`).
 - optimizers: sgd/gd (momentum, nesterov), adam, adamw, rmsprop with the IR's lr, betas, rho
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dslc.backends.base import Trainer
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import TrainConfig
@@ -32,9 +35,7 @@ from dslc.ops.registry import SMALL_BATCH_MACS, graph_macs
 from dslc.train.targets import shape_targets
 from dslc.weights import init_weights
 
-from . import instantiate
-from .codegen import fused_activation
-from .weights import from_canonical, to_canonical
+from .runtime import Model
 
 CE = {"binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"}
 _STATE_KEYS = {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
@@ -89,8 +90,13 @@ def make_loss(loss, fused: str | None) -> tuple[Callable, bool]:
         t = t.reshape(-1) if sparse else t.reshape(-1, classes)
         if use_logits:
             return F.cross_entropy(z, t, label_smoothing=ls)
-        # probabilities from a model without a fusable softmax: clip and take the log
-        logp = torch.log((z / z.sum(-1, keepdim=True)).clamp(_CLIP, 1.0 - _CLIP))
+        # Probabilities from a model without a fusable softmax, as Keras (and numpy_loss) take
+        # them: sparse labels clip, log and renormalise with a log-softmax, so a row that
+        # dropout zeroed costs log(classes); one-hot targets renormalise first.
+        if sparse and not ls:
+            logp = torch.log_softmax(torch.log(z.clamp(_CLIP, 1.0 - _CLIP)), -1)
+        else:
+            logp = torch.log((z / z.sum(-1, keepdim=True)).clamp(_CLIP, 1.0 - _CLIP))
         if sparse:
             t = F.one_hot(t, classes).to(z.dtype)
         if ls:
@@ -107,7 +113,7 @@ def choose_threads(graph: Graph, batch: int | None, n: int, device: str) -> None
         torch.set_num_threads(1)
 
 
-class TorchTrainer:
+class TorchTrainer(Trainer):
     """Module, loss and optimizer for one run, starting from `init_weights(graph, seed)`."""
 
     def __init__(self, graph: Graph, config: TrainConfig, device: str = "cpu", seed: int = 0):
@@ -116,20 +122,20 @@ class TorchTrainer:
                            f"{len(graph.inputs)} and {len(graph.outputs)}")
         torch.manual_seed(seed)
         self.graph, self.config, self.device, self.seed = graph, config, device, seed
-        self.module = instantiate(graph, init_weights(graph, seed), device)
+        self.model = Model(graph, init_weights(graph, seed), device)
+        self.module = self.model.module
         self.out_shape = tuple(graph.type_of(graph.outputs[0]).shape)
-        self.loss_fn, self.logits = make_loss(config.loss, fused_activation(graph))
+        self.loss_fn, self.logits = make_loss(config.loss, self.model.fused)
         self.optimizer = make_optimizer(self.module.parameters(), config.optimizer)
         self.param_names = [name for name, _ in self.module.named_parameters()]
         self._threads_set = False
 
     # weights -------------------------------------------------------------------------
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        state = from_canonical(self.graph, weights)
-        self.module.load_state_dict(state, strict=True)
+        self.model.load(weights)
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return to_canonical(self.graph, self.module.state_dict())
+        return self.model.canonical()
 
     # training ------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -172,7 +178,7 @@ class TorchTrainer:
                 xb = self._tensor(np.asarray(x[start:start + batch_size], dtype=np.float32))
                 outs.append(self.module(xb).float().cpu().numpy())
         if not outs:
-            return np.zeros((0, *self.out_shape), np.float32)
+            return np.zeros((0, *(d or 0 for d in self.out_shape)), np.float32)
         return np.concatenate(outs)
 
     # optimizer state for --resume ----------------------------------------------------

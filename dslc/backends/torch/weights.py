@@ -1,86 +1,81 @@
 """The weight adapter: canonical (Keras-layout) arrays ↔ the generated module's state_dict.
 
-One table, keyed by op, says where each canonical parameter lives in the module and how its
-axes move. See docs/weights.md for the layouts.
+Nothing here names a parameter: each lowering declares, where it creates the submodule, the
+torch name and the layout converters of its canonical parameters (codegen's `Emitter.add`),
+and `WeightMap` is built from those declarations. See docs/weights.md for the layouts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 
-from .codegen import module_attrs
+from .codegen import Param, emit
 
-Convert = Callable[[np.ndarray], np.ndarray]
-
-
-def _t(a: np.ndarray) -> np.ndarray:
-    return a.T
+if TYPE_CHECKING:
+    import torch
 
 
-def _same(a: np.ndarray) -> np.ndarray:
-    return a
+class WeightMap:
+    """Canonical `<layer>.<param>` arrays ↔ state_dict arrays of one generated module."""
 
+    def __init__(self, model: str, params: list[Param]):
+        self.model = model
+        self.params = params
 
-def _conv_to_torch(a: np.ndarray) -> np.ndarray:
-    return a.transpose(3, 2, 0, 1)  # [kh, kw, in, out] → [out, in, kh, kw]
+    @classmethod
+    def of(cls, graph: Graph) -> WeightMap:
+        return cls(graph.name, emit(graph).params)
 
+    def keys(self) -> dict[str, str]:
+        """canonical key → state_dict key."""
+        return {p.key: p.target for p in self.params}
 
-def _conv_from_torch(a: np.ndarray) -> np.ndarray:
-    return a.transpose(2, 3, 1, 0)
+    def to_torch(self, weights: Mapping[str, np.ndarray],
+                 dtype: Any = np.float32) -> dict[str, np.ndarray]:
+        """Canonical arrays → state_dict arrays (torch layout, contiguous)."""
+        out = {}
+        for p in self.params:
+            if p.key not in weights:
+                raise DslError(f"weights for model `{self.model}` lack `{p.key}`")
+            out[p.target] = np.ascontiguousarray(p.to_torch(np.asarray(weights[p.key], dtype)))
+        return out
 
+    def from_torch(self, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """State_dict arrays (or their gradients) → canonical arrays keyed `<layer>.<param>`."""
+        return {p.key: np.ascontiguousarray(p.from_torch(np.asarray(state[p.target])))
+                for p in self.params}
 
-# op → canonical param → (state_dict suffix, to torch, from torch)
-PARAMS: dict[str, dict[str, tuple[str, Convert, Convert]]] = {
-    "dense": {"kernel": ("weight", _t, _t), "bias": ("bias", _same, _same)},
-    "conv2d": {"kernel": ("weight", _conv_to_torch, _conv_from_torch),
-               "bias": ("bias", _same, _same)},
-    "simple_rnn": {"kernel": ("input.weight", _t, _t),
-                   "recurrent_kernel": ("recurrent.weight", _t, _t),
-                   "bias": ("input.bias", _same, _same)},
-}
+    def tensors(self, weights: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """Canonical arrays → a state_dict for the generated module (CPU, float32)."""
+        import torch
 
+        return {k: torch.from_numpy(v) for k, v in self.to_torch(weights).items()}
 
-def _entries(graph: Graph):
-    """(canonical key, state_dict key, to torch, from torch) for every parameter."""
-    attrs = module_attrs(graph)
-    for node in graph.nodes:
-        if not node.params:
-            continue
-        table = PARAMS.get(node.op)
-        if table is None:
-            raise DslError(f"op `{node.op}` is not supported by backend torch (no weight layout)",
-                           node.span)
-        for param in node.params:
-            suffix, to_torch, from_torch = table[param]
-            yield f"{node.name}.{param}", f"{attrs[node.name]}.{suffix}", to_torch, from_torch
+    def canonical(self, state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """A generated module's state_dict → canonical float32 arrays."""
+        import torch
+
+        arrays = {p.target: state[p.target].detach().to("cpu", torch.float32).numpy()
+                  for p in self.params}
+        return self.from_torch(arrays)
 
 
 def state_dict_keys(graph: Graph) -> dict[str, str]:
     """canonical key → state_dict key."""
-    return {key: tkey for key, tkey, _, _ in _entries(graph)}
+    return WeightMap.of(graph).keys()
 
 
-def from_canonical(graph: Graph, weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def from_canonical(graph: Graph, weights: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Canonical arrays → a state_dict for the generated module (CPU, float32)."""
-    out = {}
-    for key, tkey, to_torch, _ in _entries(graph):
-        if key not in weights:
-            raise DslError(f"weights for model `{graph.name}` lack `{key}`")
-        array = np.ascontiguousarray(to_torch(np.asarray(weights[key], dtype=np.float32)))
-        out[tkey] = torch.from_numpy(array)
-    return out
+    return WeightMap.of(graph).tensors(weights)
 
 
-def to_canonical(graph: Graph, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+def to_canonical(graph: Graph, state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """A generated module's state_dict → canonical float32 arrays keyed `<layer>.<param>`."""
-    out = {}
-    for key, tkey, _, from_torch in _entries(graph):
-        array = state[tkey].detach().to("cpu", torch.float32).numpy()
-        out[key] = np.ascontiguousarray(from_torch(array))
-    return out
+    return WeightMap.of(graph).canonical(state)
