@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dslc.backends.keras import make_trainer  # noqa: E402
+from dslc.backends import get_backend  # noqa: E402
 from dslc.backends.keras.quiet import import_keras  # noqa: E402
 from dslc.backends.keras.runtime import load_generated  # noqa: E402
 from dslc.compiler import compile_file  # noqa: E402
@@ -96,7 +96,7 @@ def main() -> None:
     if cfg.loss.name != "sparse_categorical_crossentropy":
         raise SystemExit("bench uses integer labels: pick a spec with sparse_categorical_crossentropy")
 
-    trainer = make_trainer(graph, cfg, "cpu", 0)
+    trainer = get_backend("keras").make_trainer(graph, cfg, "cpu", 0)
 
     def dslc_run(epochs: int) -> None:
         for _ in range(epochs):

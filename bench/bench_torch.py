@@ -25,7 +25,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dslc.backends import torch as tb  # noqa: E402
+from dslc.backends import get_backend  # noqa: E402
+from dslc.backends.torch.weights import from_canonical  # noqa: E402
 from dslc.compiler import compile_file  # noqa: E402
 from dslc.weights import init_weights  # noqa: E402
 
@@ -95,13 +96,13 @@ def main() -> None:
     x = rng.random((args.samples, *shape), dtype=np.float32)  # channels-last, as dslc takes it
     y = rng.integers(0, 10, args.samples)
 
-    trainer = tb.make_trainer(graph, cfg, "cpu", 0)  # the generated module, dslc's loss/optimizer
+    trainer = get_backend("torch").make_trainer(graph, cfg, "cpu", 0)  # the generated module, dslc's loss/optimizer
     trainer.train_epoch(x, y, batch, lambda n, loss: None)  # warm-up; picks the thread count
 
     torch.manual_seed(0)
     hand = HAND[args.model]()
     weights = init_weights(graph, 0)  # same starting values (speed is compared, not numbers)
-    gen_state = tb.from_canonical(graph, weights)
+    gen_state = from_canonical(graph, weights)
     hand.load_state_dict(dict(zip(hand.state_dict(), gen_state.values(), strict=True)))
     opt = torch.optim.Adam(hand.parameters(), lr=cfg.optimizer.lr, eps=cfg.optimizer.epsilon)
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # NCHW, prepared once

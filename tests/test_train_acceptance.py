@@ -53,7 +53,7 @@ def test_logistic_regression_reaches_95_percent(dslc, root, tmp_path):
 def test_rnn_simple_cuts_its_loss_five_times(dslc, root, tmp_path):
     """Test loss of the trained model vs the same seed's untrained one, and the training
     curve's first vs last epoch."""
-    from dslc.backends import torch as tb
+    from dslc.backends import get_backend
     from dslc.compiler import compile_file
     from dslc.data.loaders import load_dataset
     from dslc.train.metrics import numpy_loss
@@ -64,7 +64,7 @@ def test_rnn_simple_cuts_its_loss_five_times(dslc, root, tmp_path):
     graph, cfg = spec.model(), spec.train_config()
     data = load_dataset(cfg, graph.inputs[0].type.shape, spec.path.parent, cfg.seed)
     before = numpy_loss(cfg.loss, data.y_test,
-                        tb.build(graph, init_weights(graph, cfg.seed)).predict(data.x_test))
+                        get_backend("torch").build(graph, init_weights(graph, cfg.seed)).predict(data.x_test))
     assert before / metrics["test"]["loss"] >= 5, (before, metrics["test"]["loss"])
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert float(rows[0]["loss"]) / float(rows[-1]["loss"]) >= 5

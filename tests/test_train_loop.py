@@ -12,7 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from dslc.backends import torch as tb  # noqa: E402
+from dslc.backends import get_backend  # noqa: E402
+from dslc.backends.torch import runtime as torch_runtime  # noqa: E402
+from dslc.backends.torch.codegen import fused_activation  # noqa: E402
 from dslc.compiler import compile_text  # noqa: E402
 from dslc.data.loaders import Dataset  # noqa: E402
 from dslc.diagnostics import DslError  # noqa: E402
@@ -214,7 +216,7 @@ train lin { data = linear(n=100)
 """)
     graph, cfg = spec.model(), spec.train_config()
     assert cfg.batch is None
-    trainer = tb.make_trainer(graph, cfg, "cpu", 0)
+    trainer = get_backend("torch").make_trainer(graph, cfg, "cpu", 0)
     calls = []
     x = np.random.default_rng(0).normal(size=(100, 1)).astype(np.float32)
     trainer.train_epoch(x, 3 * x + 1, None, lambda n, loss: calls.append(n))
@@ -252,8 +254,8 @@ def test_training_loss_matches_the_numpy_loss(name, from_logits, smoothing, act)
         y = rng.integers(0, 2, 16)
     else:
         y = rng.normal(size=(16, 1)).astype(np.float32)
-    module = tb.instantiate(graph, init_weights(graph, 2)).eval()
-    fn, wants_logits = make_loss(loss, tb.fused(graph))
+    module = torch_runtime.instantiate(graph, init_weights(graph, 2)).eval()
+    fn, wants_logits = make_loss(loss, fused_activation(graph))
     assert wants_logits == (act in ("softmax", "sigmoid") and name not in ("mse", "mae"))
     xt = torch.from_numpy(x)
     with torch.no_grad():
@@ -292,11 +294,11 @@ train m {{ data = blobs(features=3)
     graph, cfg = spec.model(), spec.train_config()
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, 40)
-    a = tb.make_trainer(graph, cfg, "cpu", 0)
+    a = get_backend("torch").make_trainer(graph, cfg, "cpu", 0)
     a.train_epoch(x, y, 8, lambda n, loss: None)
     state = a.optimizer_state()
     assert state and all(isinstance(v, np.ndarray) for v in state.values())
-    b = tb.make_trainer(graph, cfg, "cpu", 0)
+    b = get_backend("torch").make_trainer(graph, cfg, "cpu", 0)
     b.set_weights(a.get_weights())
     b.set_optimizer_state(state)
     a.train_epoch(x, y, 8, lambda n, loss: None)
@@ -345,8 +347,8 @@ def test_device_cuda_without_a_gpu_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(DslError, match="no CUDA GPU"):
-        tb.resolve_device("cuda")
-    assert tb.resolve_device("auto") == "cpu"
+        torch_runtime.resolve_device("cuda")
+    assert torch_runtime.resolve_device("auto") == "cpu"
 
 
 @pytest.mark.gpu
@@ -360,8 +362,8 @@ def test_cuda_training_and_inference(tmp_path, capsys):
     graph = compile_text(RESUMABLE).model()
     w = init_weights(graph, 0)
     x = np.random.default_rng(0).random((5, 8, 8, 1), dtype=np.float32)
-    np.testing.assert_allclose(tb.build(graph, w, "cuda").predict(x),
-                               tb.build(graph, w, "cpu").predict(x), atol=1e-5)
+    np.testing.assert_allclose(get_backend("torch").build(graph, w, "cuda").predict(x),
+                               get_backend("torch").build(graph, w, "cpu").predict(x), atol=1e-5)
 
 
 def test_gd_is_full_batch_unless_the_spec_sets_a_batch(tmp_path, capsys):

@@ -13,7 +13,6 @@ Importing this package imports neither torch nor the code generator.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,11 +44,6 @@ class TorchBackend(Backend):
         from .codegen import generate
 
         return generate(spec, graph)
-
-    def compile(self, spec: Any, graph: Graph, out: Path, seed: int = 0) -> Path:
-        from dslc.backends.pysource import write_module
-
-        return write_module(Path(out), graph.name, self.generate(spec, graph), self.name)
 
     def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
         self.require()
