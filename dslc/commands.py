@@ -78,10 +78,14 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--bench", action="store_true", help="print latency and throughput")
     commands["run"] = cmd_run
 
-    p = sub.add_parser("verify", help="same weights, same batch, three backends: compare")
+    p = sub.add_parser("verify", help="same weights, same batch: every backend against the "
+                                      "reference interpreter and each other")
     p.add_argument("spec")
     p.add_argument("--weights")
-    p.add_argument("--tol", type=float, default=1e-5)
+    p.add_argument("--atol", "--tol", dest="atol", type=float, default=1e-5,
+                   help="absolute tolerance (as numpy.allclose)")
+    p.add_argument("--rtol", type=float, default=1e-6,
+                   help="relative tolerance, times |reference| (as numpy.allclose)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--model")

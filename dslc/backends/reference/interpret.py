@@ -9,7 +9,7 @@ from the formula, not with dslc/ops' helpers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,9 +36,6 @@ class Context:
         act = activation_node(node)
         return LOWERINGS.lower(self, act, [x])
 
-    def in_shape(self, node: Node, i: int = 0) -> tuple:
-        return self.graph.type_of(node.inputs[i]).shape
-
 
 LOWERINGS: LoweringTable[Context, Array] = LoweringTable("reference")
 
@@ -58,8 +55,8 @@ def relu(ctx: Context, node: Node, xs: list[Array]) -> Array:
 @LOWERINGS("sigmoid")
 def sigmoid(ctx: Context, node: Node, xs: list[Array]) -> Array:
     x = xs[0]
-    # the two halves keep exp from overflowing
-    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+    e = np.exp(-np.abs(x))  # never overflows; the two halves are 1/(1+e^-x) and e^x/(1+e^x)
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 @LOWERINGS("tanh")
@@ -94,62 +91,61 @@ def dense(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return ctx.activation(node, y)
 
 
-def _two(v) -> tuple[int, int]:
+def _two(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _padding(size: int, k: int, s: int, d: int, mode: str) -> tuple[int, int, int]:
-    """(before, after, output size) along one axis; TF `same` puts the odd pixel after."""
+def _axis(size: int, k: int, s: int, d: int, padding: str) -> tuple[int, int, int]:
+    """(pad before, pad after, output length) along one axis, floor mode. TF's `same`: the
+    output is ceil(size / s) long and the odd padded pixel goes after."""
     span = d * (k - 1) + 1
-    if mode == "valid":
+    if padding == "valid":
         return 0, 0, (size - span) // s + 1
     out = -(-size // s)
     total = max((out - 1) * s + span - size, 0)
     return total // 2, total - total // 2, out
 
 
-def _windows(node: Node, x: Array, fill: float) -> Iterator[tuple[int, int, Array]]:
-    """(i, j, window [N, kh, kw, C]) for every output pixel, over `x` padded with `fill`."""
+def _slide(node: Node, x: Array, fill: float, channels: int,
+           reduce: Callable[[Array], Array]) -> Array:
+    """`reduce(window [N, kh, kw, C]) -> [N, channels]` at every output pixel of a window op,
+    over `x` padded with `fill`. The output size comes from the padding rule above, not from
+    the checker's shape, so a wrong shape rule shows as a mismatch (see `Interpreter`)."""
     a = node.attrs
     (kh, kw), (sh, sw) = _two(a.kernel), _two(a.strides)
-    dh, dw = _two(getattr(a, "dilation", 1))
-    top, bottom, oh = _padding(x.shape[1], kh, sh, dh, a.padding)
-    left, right, ow = _padding(x.shape[2], kw, sw, dw, a.padding)
+    dh, dw = _two(getattr(a, "dilation", 1))  # pools have no dilation
+    top, bottom, oh = _axis(x.shape[1], kh, sh, dh, a.padding)
+    left, right, ow = _axis(x.shape[2], kw, sw, dw, a.padding)
     xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+    y = np.zeros((x.shape[0], oh, ow, channels))
     for i in range(oh):
         for j in range(ow):
-            yield i, j, xp[:, i * sh:i * sh + dh * (kh - 1) + 1:dh,
-                           j * sw:j * sw + dw * (kw - 1) + 1:dw]
+            y[:, i, j] = reduce(xp[:, i * sh:i * sh + dh * (kh - 1) + 1:dh,
+                                   j * sw:j * sw + dw * (kw - 1) + 1:dw])
+    return y
 
 
 @LOWERINGS("conv2d")
 def conv2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
     kernel = ctx.param(node, "kernel")  # [kh, kw, in, out]
-    oh, ow, c = node.type.shape
-    y = np.zeros((len(xs[0]), oh, ow, c))
-    for i, j, win in _windows(node, xs[0], 0.0):
-        y[:, i, j] = np.einsum("nhwc,hwco->no", win, kernel)
+    y = _slide(node, xs[0], 0.0, kernel.shape[3],
+               lambda win: np.einsum("nhwc,hwco->no", win, kernel))
     return ctx.activation(node, y + ctx.bias(node))
 
 
 @LOWERINGS("maxpool2d")
 def maxpool2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
-    oh, ow, c = node.type.shape
-    y = np.zeros((len(xs[0]), oh, ow, c))
-    for i, j, win in _windows(node, xs[0], -np.inf):
-        y[:, i, j] = win.max(axis=(1, 2))
-    return y
+    # -inf padding is never the max: every window holds at least one real pixel
+    return _slide(node, xs[0], -np.inf, xs[0].shape[3], lambda win: win.max(axis=(1, 2)))
 
 
 @LOWERINGS("avgpool2d")
 def avgpool2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
     x = xs[0]
-    oh, ow, c = node.type.shape
-    y = np.zeros((len(x), oh, ow, c))
-    real = dict(((i, j), w.sum()) for i, j, w in _windows(node, np.ones_like(x[:1, :, :, :1]), 0.0))
-    for i, j, win in _windows(node, x, 0.0):
-        y[:, i, j] = win.sum(axis=(1, 2)) / real[i, j]  # padded pixels are not counted
-    return y
+    total = _slide(node, x, 0.0, x.shape[3], lambda win: win.sum(axis=(1, 2)))
+    # the real (unpadded) pixels under each window: the same slide over ones padded with 0
+    real = _slide(node, np.ones((1, *x.shape[1:3], 1)), 0.0, 1, lambda win: win.sum(axis=(1, 2)))
+    return total / real
 
 
 @LOWERINGS("global_avgpool2d")
@@ -169,7 +165,7 @@ def flatten(ctx: Context, node: Node, xs: list[Array]) -> Array:
 
 @LOWERINGS("reshape")
 def reshape(ctx: Context, node: Node, xs: list[Array]) -> Array:
-    return xs[0].reshape(len(xs[0]), *node.type.shape)
+    return xs[0].reshape(len(xs[0]), *node.attrs.shape)  # numpy resolves the -1 itself
 
 
 @LOWERINGS("dropout")
@@ -196,10 +192,11 @@ def simple_rnn(ctx: Context, node: Node, xs: list[Array]) -> Array:
     x = xs[0]
     a = node.attrs
     kernel, recurrent = ctx.param(node, "kernel"), ctx.param(node, "recurrent_kernel")
-    h = np.zeros((len(x), a.units))
+    bias = ctx.bias(node)  # one bias (Keras's form, docs/weights.md)
+    h = np.zeros((len(x), a.units))  # h_0 = 0
     steps = []
     for t in range(x.shape[1]):
-        h = ctx.activation(node, x[:, t] @ kernel + h @ recurrent + ctx.bias(node))
+        h = ctx.activation(node, x[:, t] @ kernel + h @ recurrent + bias)
         steps.append(h)
     if a.return_sequences:
         return np.stack(steps, axis=1) if steps else np.zeros((len(x), 0, a.units))
@@ -207,6 +204,17 @@ def simple_rnn(ctx: Context, node: Node, xs: list[Array]) -> Array:
 
 
 # -- the walk --------------------------------------------------------------------------------
+
+def _check_shape(node: Node, y: Array) -> None:
+    """The rules above size their outputs themselves; a disagreement with the checker's shape
+    is a bug in one of the two, never in the spec."""
+    want = node.type.shape if node.type is not None else None
+    got = y.shape[1:]
+    if want is None or len(got) != len(want) or any(
+            w is not None and w != g for w, g in zip(want, got, strict=True)):
+        raise RuntimeError(f"reference: layer `{node.name}` ({node.op}) computed a "
+                           f"{list(got)} value per sample, its shape rule says {want}")
+
 
 class Interpreter:
     """`Runtime` of the reference backend: inference, float64 inside, float32 out (as the
@@ -232,7 +240,8 @@ class Interpreter:
         env = {i.name: np.asarray(v, dtype=np.float64) for i, v in zip(g.inputs, xs, strict=True)}
         ctx = Context(g, self.weights)
         for node in g.nodes:
-            env[node.name] = LOWERINGS.lower(ctx, node, [env[n] for n in node.inputs])
+            env[node.name] = y = LOWERINGS.lower(ctx, node, [env[n] for n in node.inputs])
+            _check_shape(node, y)
         return env
 
     def predict_all(self, x: Feed) -> list[np.ndarray]:

@@ -1,0 +1,358 @@
+"""The op test matrix: ONE table of cases, every case on every backend that runs, held against
+the reference interpreter (forward, max abs diff <= 1e-5 in float32), and on the backends that
+train, the gradients checked against finite differences of the reference and pairwise across
+frameworks. A new op is one row here; a new backend adds nothing (parametrized by
+`backend_names`); a new activation is a row of its own by construction (`ACTIVATION_ROWS`)."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from dslc.backends import BACKENDS, backend_names, get_backend
+from dslc.backends.base import Backend
+from dslc.backends.reference.interpret import Interpreter
+from dslc.compiler import compile_text
+from dslc.diagnostics import DslError
+from dslc.ir.graph import Graph
+from dslc.ops import activation_names, all_ops, node_activation
+from dslc.verify import DYNAMIC_DIM, seeded_batch
+from dslc.weights import init_weights
+
+Shape = tuple[int | None, ...]
+INPUT_NAMES = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    body: str  # one op call applied to `x`, or a tiny model body (inputs `x`, `y`, `z`)
+    inputs: tuple[Shape, ...]  # one shape per input, batch excluded; None is `?`
+    shift: float = 0.0  # added to the batch (e.g. all-negative values for max pooling)
+
+
+def case(id: str, body: str, *inputs: list[int | None], shift: float = 0.0) -> Case:
+    return Case(id, body, tuple(tuple(s) for s in inputs), shift)
+
+
+ACTS = activation_names()
+IMG = [6, 5, 2]
+
+# Every layer op with `activation=`: how a row applies each activation fused into it.
+FUSED = {
+    "dense": ("dense(4, activation={act})", [5]),
+    "conv2d": ("conv2d(3, kernel=3, activation={act})", IMG),
+    "simple_rnn": ("simple_rnn(4, activation={act}, return_sequences=true)", [5, 3]),
+}
+ACTIVATION_ROWS = [
+    *[case(f"op_{act}", f"dense(4)\n{act}", [6]) for act in ACTS],
+    *[case(f"{op}_{act}", body.format(act=act), shape)
+      for op, (body, shape) in FUSED.items() for act in ACTS],
+]
+
+CASES: list[Case] = [
+    *ACTIVATION_ROWS,
+    # dense
+    case("dense_no_bias", "dense(4, use_bias=false)", [5]),
+    case("dense_sequence", "dense(5, activation=tanh)", [4, 3]),
+    case("dense_dynamic_time", "dense(3)", [None, 3]),
+    # conv2d: TF `same` pads the odd pixel after; even kernels and strides pad asymmetrically
+    case("conv_valid", "conv2d(3, kernel=3)", [7, 7, 2]),
+    case("conv_same", "conv2d(3, kernel=3, padding=same)", [7, 7, 2]),
+    case("conv_same_stride2", "conv2d(3, kernel=3, strides=2, padding=same)", [8, 7, 2]),
+    case("conv_valid_stride2_floor", "conv2d(3, kernel=3, strides=2)", [9, 8, 2]),
+    case("conv_even_kernel_same", "conv2d(3, kernel=4, padding=same)", [7, 6, 2]),
+    case("conv_even_kernel_same_stride2", "conv2d(3, kernel=2, strides=2, padding=same)",
+         [9, 8, 2]),
+    case("conv_k4_stride2_same", "conv2d(3, kernel=4, strides=2, padding=same)", [7, 6, 2]),
+    case("conv_rect_kernel_strides", "conv2d(3, kernel=[2, 3], strides=[1, 2])", [7, 8, 2]),
+    case("conv_rect_same", "conv2d(3, kernel=[3, 2], strides=[2, 1], padding=same)", [7, 6, 2]),
+    case("conv_dilation", "conv2d(3, kernel=3, dilation=2)", [9, 9, 2]),
+    case("conv_dilation_same", "conv2d(3, kernel=3, dilation=2, padding=same)", [9, 8, 2]),
+    case("conv_dilation_rect_same", "conv2d(2, kernel=[2, 3], dilation=[2, 1], padding=same)",
+         [6, 7, 3]),
+    case("conv_no_bias", "conv2d(3, kernel=3, use_bias=false)", [6, 6, 2]),
+    case("conv_1x1", "conv2d(4, kernel=1)", [3, 5, 3]),
+    # pooling: floor mode; `same` never picks a padded value (max) nor counts one (avg)
+    case("maxpool_valid_floor", "maxpool2d(2)", [7, 7, 2]),
+    case("maxpool_same", "maxpool2d(2, padding=same)", [7, 7, 2]),
+    case("maxpool_same_all_negative", "maxpool2d(2, padding=same)", [5, 5, 2], shift=-10.0),
+    case("maxpool_strides", "maxpool2d(3, strides=2)", [8, 8, 2]),
+    case("maxpool_same_strides1", "maxpool2d(3, strides=1, padding=same)", [6, 5, 2]),
+    case("maxpool_rect_same", "maxpool2d([2, 3], strides=[2, 1], padding=same)", [5, 7, 2]),
+    case("avgpool_valid_floor", "avgpool2d(2)", [7, 7, 2]),
+    case("avgpool_same", "avgpool2d(2, padding=same)", [7, 7, 2]),
+    case("avgpool_same_3x3_strides1", "avgpool2d(3, strides=1, padding=same)", [5, 6, 2]),
+    case("avgpool_same_k3s2", "avgpool2d(3, strides=2, padding=same)", [7, 6, 2]),
+    case("avgpool_rect_same", "avgpool2d([3, 2], strides=[1, 2], padding=same)", [5, 7, 2]),
+    case("global_avgpool", "global_avgpool2d", [5, 4, 3]),
+    case("global_maxpool", "global_maxpool2d", [5, 4, 3]),
+    case("global_pool_after_conv", "conv2d(2, kernel=1)\nglobal_avgpool2d\ndense(3)", [4, 5, 3]),
+    # flatten and reshape: row-major channels-last (the classic converter bug)
+    case("flatten_after_conv", "conv2d(3, kernel=2)\nflatten\ndense(4)", [5, 4, 2]),
+    case("flatten_input_image", "flatten\ndense(3)", [4, 3, 2]),
+    case("flatten_sequence", "flatten", [4, 3]),
+    case("reshape_vector_to_image", "reshape([2, 4, 3])\nconv2d(2, kernel=2)", [24]),
+    case("reshape_minus_one", "conv2d(3, kernel=1)\nreshape([-1, 6])\nsimple_rnn(4)", [4, 4, 2]),
+    case("reshape_image_to_image", "reshape([4, -1, 2])\nmaxpool2d(2)", [2, 8, 2]),
+    case("reshape_output_sequence", "conv2d(4, kernel=1)\nreshape([-1, 4])", [3, 4, 2]),
+    # dropout: the identity at inference
+    case("dropout", "dense(4)\ndropout(0.5)\ndense(2)", [5]),
+    case("dropout_last", "dense(4, activation=relu)\ndropout(0.5)", [5]),
+    case("dropout_on_image", "conv2d(2, kernel=3)\ndropout(0.3)", [5, 5, 2]),
+    # activation ops beyond the generated rows
+    case("leaky_relu_alpha", "dense(4)\nleaky_relu(0.2)", [6]),
+    case("leaky_relu_alpha_kw_image", "conv2d(2, kernel=1)\nleaky_relu(alpha=0.3)", [4, 4, 2]),
+    case("softmax_on_image", "conv2d(3, kernel=1)\nsoftmax", [4, 4, 2]),
+    case("softmax_on_sequence", "dense(3)\nsoftmax", [4, 2]),
+    case("activation_chain", "dense(4)\nleaky_relu(0.2)\ngelu\ntanh\nsigmoid\nrelu\nlinear", [5]),
+    case("activation_on_input", "relu", [3, 4, 2]),
+    # simple_rnn (Keras form: one bias)
+    case("rnn_last_state", "simple_rnn(4)", [5, 3]),
+    case("rnn_last_state_relu", "simple_rnn(4, activation=relu)", [5, 3]),
+    case("rnn_no_bias", "simple_rnn(4, use_bias=false)", [5, 3]),
+    case("rnn_stacked", "simple_rnn(4, return_sequences=true)\nsimple_rnn(3)", [6, 2]),
+    case("rnn_sequences_dense", "simple_rnn(4, return_sequences=true)\ndense(2)", [5, 3]),
+    case("rnn_dynamic_time", "simple_rnn(4)", [None, 3]),
+    case("rnn_one_step", "simple_rnn(3)", [1, 2]),
+    # merges: concat's axis counts from the first axis after the batch
+    case("add_two_inputs", "add(x, y)", [4, 3], [4, 3]),
+    case("add_three_inputs", "add(x, y, z)", [2, 3], [2, 3], [2, 3]),
+    case("add_three", "a = dense(x, 3)\nb = dense(x, 3)\nc = dense(x, 3)\nadd(a, b, c)", [4]),
+    case("add_input_and_conv", "h = conv2d(x, 2, kernel=3, padding=same)\nadd(x, h)", [5, 5, 2]),
+    case("concat_channels", "a = conv2d(x, 3, kernel=1)\nb = conv2d(x, 2, kernel=1)\n"
+                            "concat(a, b)\nflatten", [6, 6, 2]),
+    case("concat_height", "a = conv2d(x, 3, kernel=1)\nb = conv2d(x, 3, kernel=1)\n"
+                          "concat(a, b, axis=0)\nflatten", [4, 4, 2]),
+    case("concat_width_input_and_conv", "a = conv2d(x, 3, kernel=1)\nconcat(x, a, axis=1)",
+         [4, 4, 3]),
+    case("concat_negative_axis", "concat(x, y, axis=-2)", [3, 2, 2], [3, 1, 2]),
+    case("concat_vectors", "a = dense(x, 3)\nb = dense(x, 2)\nconcat(a, b)", [4]),
+    case("concat_three_inputs", "concat(x, y, z)", [2], [3], [1]),
+    case("concat_time", "concat(x, y, axis=0)\nsimple_rnn(3)", [2, 3], [4, 3]),
+    # graphs with branches, several inputs and outputs
+    case("residual_block", "c = conv2d(x, 4, kernel=3, padding=same, activation=relu)\n"
+                           "h = conv2d(c, 4, kernel=3, padding=same)\nr = relu(add(c, h))\n"
+                           "g = global_avgpool2d(r)\ndense(3, activation=softmax)", [6, 6, 3]),
+    case("two_heads", "h = dense(x, 6, activation=relu)\nc = dense(y, 3, activation=tanh)\n"
+                      "j = concat(h, c)\nscore = dense(j, 1)\n"
+                      "label = dense(j, 3, activation=softmax)\noutput score, label", [5], [2]),
+    case("output_feeds_a_layer", "h = conv2d(x, 3, kernel=3, padding=same)\n"
+                                 "p = maxpool2d(h, 2)\noutput h, p", [6, 6, 2]),
+    case("image_and_vector_inputs", "f = flatten(y)\ndense(concat(x, f), 2, activation=tanh)",
+         [4], [2, 3]),
+]
+
+BATCH = 3
+FORWARD_ATOL = 1e-5
+# Gradients are float32 sums over the batch, pixels and units (at most a few hundred terms
+# here), accumulated in a different order by each framework: their rounding differs by about
+# n * 2^-24 ~ 1e-5 of the largest term. 1e-4 of the largest gradient of a key is ten times that,
+# while a wrong formula or layout is off by O(1) of it.
+GRAD_RTOL = 1e-4
+GRAD_FLOOR = 1e-3  # magnitude below which a key's gradients count as this large
+FD_STEP = 1e-7  # float64 central differences: truncation ~1e-14, rounding ~1e-8
+
+FRAMEWORKS = [n for n in backend_names(runs=True) if n != "reference"]
+TRAINERS = backend_names(trains=True)
+
+
+def _source(c: Case) -> str:
+    lines = [f"input {name}: f32[{', '.join('?' if d is None else str(d) for d in shape)}]"
+             for name, shape in zip(INPUT_NAMES, c.inputs, strict=False)]
+    body = "\n    ".join([*lines, *c.body.splitlines()])
+    return f"model {c.id} {{\n    {body}\n}}\n"
+
+
+@functools.cache
+def graph_of(c: Case) -> Graph:
+    return compile_text(_source(c), f"<{c.id}>").model()
+
+
+@functools.cache
+def _weights(c: Case) -> dict[str, np.ndarray]:
+    graph = graph_of(c)
+    weights = init_weights(graph, seed=1)
+    rng = np.random.default_rng(11)
+    for key, p in graph.param_specs().items():  # seeded init leaves biases at 0: give them values
+        if key.endswith(".bias"):
+            weights[key] = rng.normal(0, 0.5, p.shape).astype(np.float32)
+    return weights
+
+
+@functools.cache
+def _batch(c: Case) -> tuple[np.ndarray, ...]:
+    return tuple(x + np.float32(c.shift) for x in seeded_batch(graph_of(c), BATCH, seed=0))
+
+
+def _feed(xs: tuple[np.ndarray, ...]) -> np.ndarray | list[np.ndarray]:
+    return xs[0] if len(xs) == 1 else list(xs)
+
+
+@functools.cache
+def _reference(c: Case) -> tuple[np.ndarray, ...]:
+    runtime = Interpreter(graph_of(c), _weights(c), exact=True)
+    return tuple(runtime.predict_all(_feed(_batch(c))))
+
+
+def _installed(name: str) -> Backend:
+    backend = get_backend(name)
+    try:
+        backend.require()
+    except DslError as exc:
+        pytest.skip(str(exc))
+    return backend
+
+
+IDS = [c.id for c in CASES]
+
+
+# -- the table covers the registry -----------------------------------------------------------
+
+def test_case_ids_are_unique():
+    assert len(set(IDS)) == len(IDS)
+
+
+def test_every_registered_op_is_in_a_row():
+    used = {n.op for c in CASES for n in graph_of(c).nodes}
+    assert set(all_ops()) - used == set()
+
+
+def test_every_activation_is_a_row_as_op_and_fused_into_every_layer_that_takes_one():
+    fused_ops = {name for name, op in all_ops().items()
+                 if op.category != "activation" and "activation" in op.Attrs.model_fields}
+    assert fused_ops == set(FUSED), "give every layer with `activation=` a FUSED entry"
+    nodes = [n for c in CASES for n in graph_of(c).nodes]
+    for act in ACTS:
+        assert any(n.op == act for n in nodes), act
+        for op in fused_ops:
+            assert any(n.op == op and node_activation(n) == act for n in nodes), (op, act)
+
+
+@pytest.mark.parametrize("c", CASES, ids=IDS)
+def test_reference_runs_every_row(c):
+    """The oracle itself: every row runs, each layer's value has its checked shape (the
+    interpreter sizes window ops itself and compares), and the numbers are finite."""
+    graph = graph_of(c)
+    ys = _reference(c)
+    assert len(ys) == len(graph.outputs)
+    for name, y in zip(graph.outputs, ys, strict=True):
+        want = graph.type_of(name).shape
+        assert y.shape[1:] == tuple(DYNAMIC_DIM if d is None else d for d in want)
+        assert np.isfinite(y).all()
+
+
+# -- every backend lowers every op ------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+def test_every_op_is_lowered_by_every_backend(name):
+    assert get_backend(name).lowerings.missing() == []
+
+
+@pytest.mark.parametrize("name", list(BACKENDS))
+def test_every_activation_has_a_rule_of_its_own(name):
+    """Fused `activation=` lowers through the activation op's rule, so none may come from a
+    decomposition."""
+    rules = get_backend(name).lowerings.rules
+    assert [act for act in ACTS if act not in rules] == []
+
+
+# -- forward: every row, every backend, against the reference --------------------------------
+
+@pytest.mark.parametrize("c", CASES, ids=IDS)
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_forward_matches_the_reference(name, c):
+    backend = _installed(name)
+    graph = graph_of(c)
+    got = backend.build(graph, _weights(c)).predict_all(_feed(_batch(c)))
+    want = _reference(c)
+    assert len(got) == len(want)
+    for out, g, w in zip(graph.outputs, got, want, strict=True):
+        g = np.asarray(g)
+        assert g.dtype == np.float32, out
+        assert g.shape == w.shape, out
+        diff = float(np.abs(g.astype(np.float64) - w).max())
+        assert diff <= FORWARD_ATOL, f"output {out}: max abs diff {diff:.3e}"
+
+
+# -- gradients: against finite differences of the reference, and across frameworks ----------
+
+@functools.cache
+def _cotangents(c: Case) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(5)
+    return tuple(rng.standard_normal(y.shape).astype(np.float32) for y in _reference(c))
+
+
+_GRADIENTS: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+
+def _gradients(name: str, c: Case) -> dict[str, np.ndarray]:
+    key = (name, c.id)
+    if key not in _GRADIENTS:
+        backend = _installed(name)
+        grads = backend.gradients(graph_of(c), _weights(c), list(_batch(c)), list(_cotangents(c)))
+        _GRADIENTS[key] = {k: np.asarray(v, dtype=np.float64) for k, v in grads.items()}
+    return _GRADIENTS[key]
+
+
+def _gradient_shapes(c: Case) -> dict[str, tuple[int, ...]]:
+    graph = graph_of(c)
+    shapes = {k: p.shape for k, p in graph.param_specs().items()}
+    for i, x in zip(graph.inputs, _batch(c), strict=True):
+        shapes[f"input:{i.name}"] = x.shape
+    return shapes
+
+
+def _objective(c: Case, weights: dict[str, np.ndarray], xs: list[np.ndarray]) -> float:
+    """sum(output_k * cotangent_k) over every output, float64 through the reference."""
+    ys = Interpreter(graph_of(c), weights, exact=True).predict_all(xs)
+    return sum(float(np.sum(y * t)) for y, t in zip(ys, _cotangents(c), strict=True))
+
+
+@pytest.mark.parametrize("c", CASES, ids=IDS)
+@pytest.mark.parametrize("name", TRAINERS)
+def test_gradients_match_the_reference(name, c):
+    """One directional derivative per parameter and per input, by central differences of the
+    float64 reference: `<grad, v>` within 1e-4 of `sum |grad * v|` (the scale of the float32
+    rounding in the framework's gradient)."""
+    grads = _gradients(name, c)
+    shapes = _gradient_shapes(c)
+    assert {k: v.shape for k, v in grads.items()} == shapes
+    weights = {k: v.astype(np.float64) for k, v in _weights(c).items()}
+    xs = [x.astype(np.float64) for x in _batch(c)]
+    names = [i.name for i in graph_of(c).inputs]
+    rng = np.random.default_rng(3)
+    for key, shape in shapes.items():
+        v = rng.standard_normal(shape)
+
+        def at(step: float, key: str = key, v: np.ndarray = v) -> float:
+            w, ins = dict(weights), list(xs)
+            if key.startswith("input:"):
+                k = names.index(key.removeprefix("input:"))
+                ins[k] = ins[k] + step * v
+            else:
+                w[key] = w[key] + step * v
+            return _objective(c, w, ins)
+
+        numeric = (at(FD_STEP) - at(-FD_STEP)) / (2 * FD_STEP)
+        analytic = float(np.sum(grads[key] * v))
+        scale = float(np.sum(np.abs(grads[key] * v)))
+        assert abs(analytic - numeric) <= GRAD_RTOL * scale + 1e-6, \
+            f"{key}: <grad, v> {analytic:.6g}, finite differences {numeric:.6g}"
+
+
+@pytest.mark.parametrize("c", CASES, ids=IDS)
+@pytest.mark.parametrize("pair", list(itertools.combinations(TRAINERS, 2)),
+                         ids="-".join)
+def test_gradients_agree_across_frameworks(pair, c):
+    a, b = (_gradients(name, c) for name in pair)
+    assert set(a) == set(b)
+    for key in a:
+        bound = GRAD_RTOL * max(np.abs(a[key]).max(initial=0.0), np.abs(b[key]).max(initial=0.0),
+                                GRAD_FLOOR)
+        diff = float(np.abs(a[key] - b[key]).max(initial=0.0))
+        assert diff <= bound, f"{key}: max abs diff {diff:.3e} > {bound:.3e}"
