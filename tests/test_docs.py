@@ -11,6 +11,25 @@ def test_readme_tables_are_current():
         assert f"| `{name}` |" in text
 
 
+def test_readme_names_every_initialiser():
+    import typing
+
+    from dslc.ops.registry import Init
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert [i for i in typing.get_args(Init) if f"`{i}`" not in text] == []
+
+
+def test_readme_names_only_files_that_exist():
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    paths = set(re.findall(r"`((?:dslc|grammars|docs|bench|specs|examples)/[\w./]*)`", text))
+    paths |= set(re.findall(r"\]\(((?:docs|bench)/[\w./]+)\)", text))
+    assert "dslc/parse.py" in paths
+    assert [p for p in sorted(paths) if not (ROOT / p).exists()] == []
+
+
 def test_parser_tables_are_current():
     from dslc.parse import grammar_digest, grammar_text, load_tables
 
