@@ -65,10 +65,14 @@ SECTIONS: dict[str, Callable[[], str]] = {
 }
 
 
+def _fill(text: str, key: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {key}:begin -->\n).*?(<!-- {key}:end -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
 def render_readme(text: str) -> str:
     for key, fn in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- {key}:begin -->\n).*?(<!-- {key}:end -->)", re.S)
-        text = pattern.sub(lambda m, fn=fn: m.group(1) + fn() + "\n" + m.group(2), text)
+        text = _fill(text, key, fn())
     return text
 
 
