@@ -23,7 +23,9 @@ MAX_STEPS = 1_000_000  # statements run while expanding one model
 MAX_BLOCK_DEPTH = 32
 MAX_NAME = 100  # characters of a model, input or layer name (they become file names, keys)
 MAX_DIM = 2**31 - 1  # elements of one dimension or one tensor
-PARAM_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool, "any": object}
+PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int, "float": (int, float), "str": str, "bool": bool, "any": object,
+}
 
 
 class Poisoned(Exception):
@@ -55,7 +57,6 @@ class Scope:
     prefix: str = ""
     prev: Tensor | None = None
     uid: int = field(default_factory=lambda: next(_SCOPE_IDS))
-
 
 
 class GraphBuilder:
