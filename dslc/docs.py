@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 from dslc.data.catalog import AUGMENT, PREPROCESS, SOURCES
-from dslc.ops.registry import all_ops
+from dslc.ops.registry import activation_names, all_ops
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -44,6 +45,11 @@ def op_table() -> str:
     return "\n".join(rows)
 
 
+def activation_list() -> str:
+    names = ", ".join(f"`{name}`" for name in activation_names())
+    return f"`activation=` on a layer takes {names}: the activation ops in the table below."
+
+
 def data_table() -> str:
     rows = ["| kind | name | arguments (defaults) | what it does |", "|---|---|---|---|"]
     for kind, table in (("data", SOURCES), ("preprocess", PREPROCESS), ("augment", AUGMENT)):
@@ -54,13 +60,19 @@ def data_table() -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {"ops": op_table, "data": data_table}
+SECTIONS: dict[str, Callable[[], str]] = {
+    "activations": activation_list, "ops": op_table, "data": data_table,
+}
+
+
+def _fill(text: str, key: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {key}:begin -->\n).*?(<!-- {key}:end -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
 def render_readme(text: str) -> str:
     for key, fn in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- {key}:begin -->\n).*?(<!-- {key}:end -->)", re.S)
-        text = pattern.sub(lambda m, fn=fn: m.group(1) + fn() + "\n" + m.group(2), text)
+        text = _fill(text, key, fn())
     return text
 
 

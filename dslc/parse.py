@@ -106,7 +106,8 @@ def _expected(expected) -> str:
 def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     line, col = max(err.line, 1), max(err.column, 1)
     if isinstance(err, UnexpectedCharacters):
-        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else "?"
+        pos = err.pos_in_stream
+        ch = text[pos] if pos is not None and pos < len(text) else "?"
         if ch == '"':
             return Diagnostic("unterminated string", Span(file, line, col),
                               'close it with `"` on the same line')
@@ -189,7 +190,8 @@ class _ToAst(Transformer):
         return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
 
     def _tok_span(self, tok: Token) -> Span:
-        return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
+        # The lexer always sets a token's position; the types allow None for hand-made ones.
+        return Span(self.file, tok.line or 1, tok.column or 1, tok.end_line, tok.end_column)
 
     # expressions
     def number(self, meta, tok):
@@ -221,12 +223,20 @@ class _ToAst(Transformer):
     def list(self, meta, *items):
         return ast.ListExpr(span=self._span(meta), items=list(items))
 
-    def _bin(op):
-        def method(self, meta, left, right):
-            return ast.BinOp(span=self._span(meta), op=op, left=left, right=right)
-        return method
+    def _bin(self, meta, op: str, left, right) -> ast.BinOp:
+        return ast.BinOp(span=self._span(meta), op=op, left=left, right=right)
 
-    add, sub, mul, div = _bin("+"), _bin("-"), _bin("*"), _bin("/")
+    def add(self, meta, left, right):
+        return self._bin(meta, "+", left, right)
+
+    def sub(self, meta, left, right):
+        return self._bin(meta, "-", left, right)
+
+    def mul(self, meta, left, right):
+        return self._bin(meta, "*", left, right)
+
+    def div(self, meta, left, right):
+        return self._bin(meta, "/", left, right)
 
     def neg(self, meta, operand):
         return ast.Neg(span=self._span(meta), operand=operand)

@@ -11,6 +11,25 @@ def test_readme_tables_are_current():
         assert f"| `{name}` |" in text
 
 
+def test_readme_names_every_initialiser():
+    import typing
+
+    from dslc.ops.registry import Init
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert [i for i in typing.get_args(Init) if f"`{i}`" not in text] == []
+
+
+def test_readme_names_only_files_that_exist():
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    paths = set(re.findall(r"`((?:dslc|grammars|docs|bench|specs|examples)/[\w./]*)`", text))
+    paths |= set(re.findall(r"\]\(((?:docs|bench)/[\w./]+)\)", text))
+    assert "dslc/parse.py" in paths
+    assert [p for p in sorted(paths) if not (ROOT / p).exists()] == []
+
+
 def test_parser_tables_are_current():
     from dslc.parse import grammar_digest, grammar_text, load_tables
 
@@ -40,3 +59,34 @@ def test_code_is_lint_clean():
     proc = subprocess.run([ruff, "check", "dslc", "tests", "bench"], cwd=ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+CLOCKS = {"time", "perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns", "process_time",
+          "time_ns", "timeit", "default_timer"}
+
+
+def test_no_clock_in_tests():
+    """A test that reads a clock fails on a loaded machine: guard hangs with caps on work,
+    asserted by counting, and keep speed figures in bench/. Hypothesis's `deadline` and
+    too-slow health check are clocks too."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                modules = {node.module} if isinstance(node, ast.ImportFrom) else \
+                    {a.name for a in node.names}
+                if modules & {"time", "timeit"}:
+                    found.append(f"{where}: imports a clock")
+            elif isinstance(node, ast.Attribute) and node.attr in CLOCKS - {"time"}:
+                found.append(f"{where}: .{node.attr}")
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "settings":
+                kws = {k.arg: k.value for k in node.keywords}
+                deadline = kws.get("deadline")
+                if not (isinstance(deadline, ast.Constant) and deadline.value is None):
+                    found.append(f"{where}: hypothesis settings without deadline=None")
+                if "too_slow" not in ast.unparse(kws.get("suppress_health_check", ast.List([]))):
+                    found.append(f"{where}: hypothesis settings without suppressing too_slow")
+    assert found == []

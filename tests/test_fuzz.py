@@ -51,7 +51,7 @@ def test_mutated_specs_give_only_dsl_errors(text):
         assert_located(err, text)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=80))
 def test_arbitrary_text(text):
     try:

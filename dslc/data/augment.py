@@ -48,14 +48,13 @@ def _shift_axis(x: np.ndarray, offsets: np.ndarray, axis: int) -> np.ndarray:
         if abs(d) >= size:
             continue  # shifted out entirely: zeros
         rows = np.flatnonzero(offsets == d)
-        src = [slice(None)] * x.ndim
-        dst = [slice(None)] * x.ndim
+        src: list[slice | np.ndarray] = [slice(None)] * x.ndim
+        dst: list[slice | np.ndarray] = [slice(None)] * x.ndim
         src[axis] = slice(max(0, -d), size - max(0, d))
         dst[axis] = slice(max(0, d), size - max(0, -d))
-        if len(rows) == len(x):
-            out[tuple(dst)] = x[tuple(src)]
-        else:
-            out[(rows, *dst[1:])] = x[(rows, *src[1:])]
+        if len(rows) < len(x):
+            src[0] = dst[0] = rows
+        out[tuple(dst)] = x[tuple(src)]
     return out
 
 

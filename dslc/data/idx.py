@@ -12,7 +12,7 @@ import numpy as np
 from dslc.diagnostics import DslError, Span
 
 # dtype code → big-endian numpy dtype (the IDX specification's table)
-DTYPES = {
+DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),

@@ -52,8 +52,8 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
     x, y = _features(raw.x, span), _labels(raw.y, info.labels, loss, span)
     _same_length(x, y, "", span)
     split_rng = np.random.default_rng([seed % 2**63, 1])
-    if raw.x_test is not None:
-        x_test, y_test = _features(raw.x_test, span), _labels(raw.y_test, info.labels, loss, span)
+    if raw.test is not None:
+        x_test, y_test = _features(raw.test[0], span), _labels(raw.test[1], info.labels, loss, span)
         _same_length(x_test, y_test, "test ", span)
         order = split_rng.permutation(len(x))
         x_train, y_train = x[order], y[order]
@@ -85,23 +85,25 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
             if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
                 raise DslError("`one_hot` needs the number of classes, e.g. `one_hot(10)`",
                                step.span)
-            y_train, y_val, y_test = (None if a is None else one_hot(a, classes, step.span)
-                                      for a in (y_train, y_val, y_test))
+            y_train, y_test = one_hot(y_train, classes, step.span), one_hot(y_test, classes, step.span)
+            y_val = None if y_val is None else one_hot(y_val, classes, step.span)
             num_classes = classes
             label_steps.append({"name": "one_hot", "classes": int(classes)})
             continue
         params = fit_feature_step(step, x_train)
-        x_train, x_val, x_test = (None if a is None else apply_feature_step(a, params, step.span)
-                                  for a in (x_train, x_val, x_test))
+        x_train = apply_feature_step(x_train, params, step.span)
+        x_test = apply_feature_step(x_test, params, step.span)
+        x_val = None if x_val is None else apply_feature_step(x_val, params, step.span)
         feature_steps.append(params)
 
-    return Dataset(x_train=_f32(x_train), y_train=y_train, x_val=_f32(x_val), y_val=y_val,
+    return Dataset(x_train=_f32(x_train), y_train=y_train,
+                   x_val=None if x_val is None else _f32(x_val), y_val=y_val,
                    x_test=_f32(x_test), y_test=y_test, num_classes=num_classes,
                    preprocessing={"steps": feature_steps, "labels": label_steps})
 
 
-def _f32(a: np.ndarray | None) -> np.ndarray | None:
-    return None if a is None else np.ascontiguousarray(a, dtype=np.float32)
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def _features(x: np.ndarray, span: Span | None) -> np.ndarray:

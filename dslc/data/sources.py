@@ -26,6 +26,17 @@ class Raw:
     x_test: np.ndarray | None = None  # set when the source comes with its own test split
     y_test: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        if (self.x_test is None) != (self.y_test is None):
+            raise ValueError("a source's test split needs both x_test and y_test")
+
+    @property
+    def test(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The source's own test split, or None."""
+        if self.x_test is None or self.y_test is None:
+            return None
+        return self.x_test, self.y_test
+
 
 @dataclass
 class Context:
@@ -275,10 +286,10 @@ def idx(args: dict, ctx: Context) -> Raw:
         raise DslError(f"{folder.resolve()} lacks {', '.join(missing)} (or .gz)", ctx.span,
                        "MNIST's four files: train-images-idx3-ubyte, train-labels-idx1-ubyte, "
                        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")
-    arrays = {k: read_idx(p, ctx.span) for k, p in found.items()}
+    arrays = {k: read_idx(p, ctx.span) for k, p in found.items() if p is not None}
     for split in ("train", "test"):
         xs, ys = arrays.get(f"x_{split}"), arrays.get(f"y_{split}")
-        if xs is not None and len(xs) != len(ys):
+        if xs is not None and ys is not None and len(xs) != len(ys):
             raise DslError(f"IDX {split} files disagree: {len(xs)} images, {len(ys)} labels",
                            ctx.span)
     return Raw(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"))

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dslc.diagnostics import Span
 
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # pragma: no cover - pydantic depends on typing_extensions
+    from typing_extensions import dataclass_transform
+
+T = TypeVar("T")
+
+
 # Plain slotted dataclasses: the tree is built once per parse and thrown away, and
 # `dslc check` must start fast. The checked IR (dslc/ir/graph.py, train.py) is pydantic.
-node = dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass_transform(frozen_default=True, kw_only_default=True)
+def node(cls: type[T]) -> type[T]:
+    return dataclass(frozen=True, slots=True, kw_only=True)(cls)
 
 
 @node

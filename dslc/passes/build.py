@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from dslc.diagnostics import Collector, DslError, Span, did_you_mean, one_of
 from dslc.ir import ast
 from dslc.ir.graph import Graph, Input, Node, TensorType
-from dslc.ops import all_ops, find_op
+from dslc.ops import Op, all_ops, find_op
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
 
 DTYPES = {"f32": "f32", "float32": "f32"}
@@ -23,7 +23,9 @@ MAX_STEPS = 1_000_000  # statements run while expanding one model
 MAX_BLOCK_DEPTH = 32
 MAX_NAME = 100  # characters of a model, input or layer name (they become file names, keys)
 MAX_DIM = 2**31 - 1  # elements of one dimension or one tensor
-PARAM_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "any": object}
+PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int, "float": (int, float), "str": str, "bool": bool, "any": object,
+}
 
 
 class Poisoned(Exception):
@@ -43,6 +45,9 @@ class Tensor:
     name: str  # a graph input or node name
 
 
+_SCOPE_IDS = itertools.count()
+
+
 @dataclass
 class Scope:
     """Names visible while building one model or one block instance."""
@@ -52,9 +57,6 @@ class Scope:
     prefix: str = ""
     prev: Tensor | None = None
     uid: int = field(default_factory=lambda: next(_SCOPE_IDS))
-
-
-_SCOPE_IDS = itertools.count()
 
 
 class GraphBuilder:
@@ -72,7 +74,7 @@ class GraphBuilder:
         self.depth = 0
         self.failed_input = False
         self.steps = 0
-        self.binding_span: Span | None = None
+        self.binding_span: Span = model.span  # of the assignment being built
         # Who made each layer name: (scope id, binding) for a user's binding, None otherwise.
         self.owner: dict[str, tuple[int, str] | None] = {}
         self.owner_span: dict[str, Span] = {}
@@ -287,10 +289,10 @@ class GraphBuilder:
         return False
 
     def call(self, call: ast.Call, scope: Scope, binding: str | None) -> list[Tensor]:
-        binding_span = self.binding_span or call.span  # inputs' block expansions may change it
+        binding_span = self.binding_span  # inputs' block expansions may change it
         op = find_op(call.func)
-        block = self.blocks.get(call.func)
-        if op is None and block is None:
+        target: Op | ast.Block | None = op if op is not None else self.blocks.get(call.func)
+        if target is None:
             names = list(all_ops()) + list(self.blocks)
             hint = did_you_mean(call.func, names) or did_you_mean(call.func, scope.tensors)
             what = "op or block"
@@ -312,7 +314,7 @@ class GraphBuilder:
                 hint = did_you_mean(arg.id, [t for t in scope.tensors if scope.tensors[t]])
                 if hint:
                     raise DslError(f"unknown name `{arg.id}`", arg.span, hint)
-        min_inputs = op.min_inputs if op else len(_block_inputs(block))
+        min_inputs = target.min_inputs if isinstance(target, Op) else len(_block_inputs(target))
         if not inputs and min_inputs > 0:
             if scope.prev is _POISON:
                 raise Poisoned()
@@ -321,9 +323,9 @@ class GraphBuilder:
                                "declare `input name: f32[...]` before the first layer")
             inputs = [scope.prev]
         self.binding_span = binding_span
-        if op is not None:
-            return [self.op_node(call, op, inputs, attr_args, scope, binding)]
-        return self.expand_block(call, block, inputs, attr_args, scope, binding)
+        if isinstance(target, Op):
+            return [self.op_node(call, target, inputs, attr_args, scope, binding)]
+        return self.expand_block(call, target, inputs, attr_args, scope, binding)
 
     def op_node(self, call, op, inputs, attr_args, scope: Scope, binding) -> Tensor:
         if op.max_inputs is not None and len(inputs) > op.max_inputs:

@@ -5,31 +5,32 @@ from __future__ import annotations
 import math
 
 from dslc.diagnostics import Collector
-from dslc.ir.graph import Graph
+from dslc.ir.graph import Graph, ParamSpec, TensorType
 from dslc.ops import ShapeError, get_op
 
 
 def infer(graph: Graph, errors: Collector) -> None:
-    types = {i.name: i.type for i in graph.inputs}
+    types: dict[str, TensorType] = {i.name: i.type for i in graph.inputs}
     for node in graph.nodes:
-        in_types = [types.get(n) for n in node.inputs]
-        if any(t is None for t in in_types):
+        in_types = [types[n] for n in node.inputs if n in types]
+        if len(in_types) < len(node.inputs):
             continue  # an input already failed and was reported
         op = get_op(node.op)
         try:
-            node.type = op.infer(node.attrs, in_types)
-            node.params = op.params(node.attrs, in_types)
+            out = op.infer(node.attrs, in_types)
+            params = op.params(node.attrs, in_types)
         except ShapeError as err:
             shapes = ", ".join(str(t) for t in in_types)
             errors.error(f"layer `{node.name}` ({node.op}): {err.message}", node.span,
                          err.hint or f"its input shape: {shapes}")
             continue
-        problem = _too_large(node)
+        node.type, node.params = out, params
+        problem = _too_large(out, params)
         if problem:
             errors.error(f"layer `{node.name}` ({node.op}): {problem}", node.span,
                          f"at most {MAX_ELEMENTS:,} elements a tensor")
             continue
-        types[node.name] = node.type
+        types[node.name] = out
 
 
 # One tensor's elements (per sample for outputs): more than int32 indexing and ONNX allow,
@@ -37,11 +38,11 @@ def infer(graph: Graph, errors: Collector) -> None:
 MAX_ELEMENTS = 2**31 - 1
 
 
-def _too_large(node) -> str | None:
-    out = [d for d in node.type.shape if d is not None]
-    if math.prod(out) > MAX_ELEMENTS:
-        return f"its output {node.type} is too large ({math.prod(out):,} values a sample)"
-    for key, p in node.params.items():
+def _too_large(out: TensorType, params: dict[str, ParamSpec]) -> str | None:
+    size = math.prod(d for d in out.shape if d is not None)
+    if size > MAX_ELEMENTS:
+        return f"its output {out} is too large ({size:,} values a sample)"
+    for key, p in params.items():
         if p.size > MAX_ELEMENTS:
             dims = ", ".join(str(d) for d in p.shape)
             return f"its {key} [{dims}] is too large ({p.size:,} parameters)"

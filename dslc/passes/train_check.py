@@ -93,10 +93,10 @@ def build_train(train: ast.Train, graph: Graph | None, lets: dict, errors: Colle
         config = TrainConfig(**fields)
     except ValidationError as exc:
         for e in exc.errors():
-            key = e["loc"][0]
-            span = settings.get(key, (None, train.span))[1]
-            errors.error(f"`{key}`: {e['msg'][0].lower() + e['msg'][1:]} "
-                         f"(got {describe(settings.get(key, (e.get('input'),))[0])})", span)
+            name = str(e["loc"][0])
+            span = settings.get(name, (None, train.span))[1]
+            errors.error(f"`{name}`: {e['msg'][0].lower() + e['msg'][1:]} "
+                         f"(got {describe(settings.get(name, (e.get('input'),))[0])})", span)
         return None
     if graph is not None:
         check_against_model(config, graph, errors)
@@ -188,7 +188,7 @@ def _optimizer(value, span) -> Optimizer:
         return Optimizer(name=call.name, span=call.span, **args)
     except ValidationError as exc:
         e = exc.errors()[0]
-        key = e["loc"][0]
+        key = str(e["loc"][0])
         raise DslError(f"optimizer `{call.name}`: `{key}` {e['msg'][0].lower() + e['msg'][1:]}",
                        call.kwarg_spans.get(key, call.span)) from None
 
@@ -310,7 +310,8 @@ def check_against_model(cfg: TrainConfig, graph: Graph, errors: Collector) -> No
                      "use `metrics = [mse, mae]`")
     if info.feature_shape is not None:
         in_shape = graph.inputs[0].type.shape
-        if None not in in_shape and math.prod(in_shape) != math.prod(info.feature_shape):
+        known = [d for d in in_shape if d is not None]
+        if len(known) == len(in_shape) and math.prod(known) != math.prod(info.feature_shape):
             errors.error(f"`{cfg.data.kind}` samples have shape {list(info.feature_shape)}, the "
                          f"model's input is {graph.inputs[0].type}", cfg.data.span,
                          f"declare the input as f32[{', '.join(map(str, info.feature_shape))}, 1] "
