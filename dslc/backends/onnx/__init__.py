@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from dslc.backends.base import Backend, Runtime
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from dslc.backends.lowering import LoweringTable
     from dslc.ir.graph import Graph
 

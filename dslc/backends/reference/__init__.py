@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from dslc.backends.base import Backend, Runtime
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from dslc.backends.lowering import LoweringTable
     from dslc.ir.graph import Graph
 
