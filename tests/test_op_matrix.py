@@ -107,6 +107,7 @@ CASES: list[Case] = [
     # activation ops beyond the generated rows
     case("leaky_relu_alpha", "dense(4)\nleaky_relu(0.2)", [6]),
     case("leaky_relu_alpha_kw_image", "conv2d(2, kernel=1)\nleaky_relu(alpha=0.3)", [4, 4, 2]),
+    case("elu_alpha", "dense(4)\nelu(0.5)", [6]),
     case("softmax_on_image", "conv2d(3, kernel=1)\nsoftmax", [4, 4, 2]),
     case("softmax_on_sequence", "dense(3)\nsoftmax", [4, 2]),
     case("activation_chain", "dense(4)\nleaky_relu(0.2)\ngelu\ntanh\nsigmoid\nrelu\nlinear", [5]),

@@ -49,6 +49,17 @@ class LeakyRelu(Elementwise):
         alpha: float = Field(default=0.01, ge=0.0)
 
 
+@register
+class Elu(Elementwise):
+    """`x` if `x > 0` else `alpha * (exp(x) - 1)`; `alpha` defaults to 1.0 (every framework's)."""
+
+    name = "elu"
+    positional = ("alpha",)
+
+    class Attrs(OpAttrs):
+        alpha: float = Field(default=1.0, ge=0.0)
+
+
 # The values of every layer's `activation=`: the activation ops above, in their order (a
 # plain str to the type checker, which cannot read a Literal built at run time).
 if TYPE_CHECKING:

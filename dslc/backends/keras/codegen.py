@@ -116,6 +116,13 @@ def leaky_relu(ctx: Context, node: Node, xs: list[Call]) -> Call:
                 activation=fn if alpha == pinned else None)
 
 
+@LOWERINGS("elu")
+def elu(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    # Keras's `"elu"` is alpha 1.0, the pinned default a layer's `activation=elu` applies
+    return Call("keras.layers.ELU", kwargs=[("alpha", repr(float(node.attrs.alpha)))],
+                activation="elu")
+
+
 # -- layers ----------------------------------------------------------------------------------
 
 @LOWERINGS("dense")

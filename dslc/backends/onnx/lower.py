@@ -330,6 +330,11 @@ def leaky_relu(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     return ctx.unary("LeakyRelu", node, xs[0], alpha=float(node.attrs.alpha))
 
 
+@LOWERINGS("elu")
+def elu(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("Elu", node, xs[0], alpha=float(node.attrs.alpha))
+
+
 # -- layers -----------------------------------------------------------------------------------
 
 def _in_shape(ctx: Lowering, node: Node) -> Shape:

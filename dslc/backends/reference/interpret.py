@@ -83,6 +83,12 @@ def leaky_relu(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return np.where(x > 0, x, node.attrs.alpha * x)
 
 
+@LOWERINGS("elu")
+def elu(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    return np.where(x > 0, x, node.attrs.alpha * np.expm1(np.minimum(x, 0.0)))
+
+
 # -- layers ----------------------------------------------------------------------------------
 
 @LOWERINGS("dense")

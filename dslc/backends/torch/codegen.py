@@ -269,6 +269,11 @@ def leaky_relu(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return _activated(node, xs[0], f"F.leaky_relu({xs[0].expr}, {float(node.attrs.alpha)!r})")
 
 
+@LOWERINGS("elu")
+def elu(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return _activated(node, xs[0], f"F.elu({xs[0].expr}, {float(node.attrs.alpha)!r})")
+
+
 # -- layers -----------------------------------------------------------------------------------
 
 @LOWERINGS("dense")
