@@ -126,9 +126,11 @@ class Backend:
         """Standalone source of `graph` (backends that emit source)."""
         raise self._cannot("write source")
 
-    def compile(self, spec: Any, graph: Graph, out: Path, seed: int = 0) -> Path:
+    def compile(self, spec: Any, graph: Graph, out: Path, seed: int = 0,
+                force: bool = False) -> Path:
         """Write what `dslc compile` writes for `graph` under `out`; returns the file. A source
-        backend writes `generate`'s module as `OUT/<model>.py`; a model backend overrides this."""
+        backend writes `generate`'s module as `OUT/<model>.py`, replacing a file dslc did not
+        write only with `force`; a model backend overrides this."""
         if self.emits != "source":
             raise self._cannot("compile")
         from dslc.weights import atomic_write_bytes
@@ -137,9 +139,12 @@ class Backend:
             raise DslError(f"-o {out} is a file; `--target {self.name}` writes <model>.py into "
                            "a folder")
         path = out / f"{graph.name}.py"
-        if path.exists() and not _generated(path):
+        if path.exists() and not path.is_file():  # a FIFO would block `_generated`'s read
+            raise DslError(f"{path} exists and is not a regular file; not replacing it",
+                           hint="choose another -o folder")
+        if path.exists() and not force and not _generated(path):
             raise DslError(f"{path} exists and was not written by dslc; not replacing it",
-                           hint="choose another -o folder, or move the file")
+                           hint="choose another -o folder, move the file, or pass --force")
         atomic_write_bytes(path, self.generate(spec, graph).encode("utf-8"))
         return path
 
