@@ -40,6 +40,8 @@ def register(sub, commands: dict) -> None:
     p.add_argument("-o", "--out", required=True, help="output folder (torch, keras) or .onnx file")
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the initial weights (onnx)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing .onnx file, or a <model>.py dslc did not write")
     commands["compile"] = cmd_compile
 
     p = sub.add_parser("train", help="train per the spec's train block")
@@ -65,16 +67,20 @@ def register(sub, commands: dict) -> None:
     commands["eval"] = cmd_eval
 
     p = sub.add_parser("export", help="ONNX with trained weights")
-    p.add_argument("spec")
-    p.add_argument("--weights", required=True)
-    p.add_argument("-o", "--out", required=True)
-    p.add_argument("--model")
+    p.add_argument("spec", help="the .dl spec the weights were trained from")
+    p.add_argument("--weights", required=True, help="trained weights (.safetensors)")
+    p.add_argument("-o", "--out", required=True, help="the .onnx file to write")
+    p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
+    p.add_argument("--force", action="store_true", help="replace the .onnx file if it exists")
     commands["export"] = cmd_export
 
     p = sub.add_parser("run", help="run a .onnx model with onnxruntime")
-    p.add_argument("model")
+    p.add_argument("model", help="the .onnx file (e.g. from `dslc export`)")
     p.add_argument("--input", required=True, help=".npy, .npz, .csv or an image")
     p.add_argument("--output", help="save outputs (.npy, .npz or .csv)")
+    p.add_argument("--force", action="store_true", help="replace the --output file if it exists")
+    p.add_argument("--allow-nan", action="store_true",
+                   help="run inputs holding NaN or infinity (a warning, not an error)")
     p.add_argument("--bench", action="store_true", help="print latency and throughput")
     commands["run"] = cmd_run
 
@@ -103,7 +109,7 @@ def cmd_compile(args) -> int:
     from dslc.codegen import write_compiled
 
     spec, graph = _spec_and_graph(args)
-    path = write_compiled(spec, graph, args.target, args.out, seed=args.seed)
+    path = write_compiled(spec, graph, args.target, args.out, seed=args.seed, force=args.force)
     print(f"wrote {path}")
     return 0
 

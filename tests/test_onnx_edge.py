@@ -110,6 +110,9 @@ def _tampered(digits_model, tmp_path, **meta):
 
 @pytest.mark.parametrize("key,value", [
     ("dslc.pixel_max", "abc"),
+    ("dslc.input_range", '{"min": 16, "max": 0}'),
+    ("dslc.input_range", '{"min": 0, "max": 16, "background": "grey"}'),
+    ("dslc.input_range", "[0, 16]"),
     ("dslc.preprocessing", '{"steps":[{"name":"scale"}]}'),
     ("dslc.preprocessing", "[1,2]"),
     ("dslc.preprocessing", '{"steps":[{"name":"standardize","mean":[1,2],"std":[1,2]}]}'),

@@ -50,6 +50,14 @@ def test_train_export_run_a_png(dslc, tmp_path):
     assert r.returncode == 0, r.stderr
     row, label, prob = r.stdout.strip().splitlines()[-1].split()
     assert int(label) == int(data.y_test[i])
+    assert "light strokes on a dark background" in r.stderr and "warning" not in r.stderr
+
+    # The same digit dark on light: still an answer, and one clean warning line about it.
+    Image.fromarray(255 - np.round(raw * 255 / 16).astype(np.uint8)).save(tmp_path / "inv.png")
+    r = dslc("run", tmp_path / "d.onnx", "--input", tmp_path / "inv.png")
+    assert r.returncode == 0, r.stderr
+    (line,) = [ln for ln in r.stderr.splitlines() if "arning" in ln]
+    assert line.startswith("warning: inv.png is mostly light")
 
     r = dslc("run", tmp_path / "d.onnx", "--input", tmp_path / "digit.png", "--output",
              tmp_path / "probs.npy")

@@ -114,14 +114,16 @@ class Backend:
         """Standalone source of `graph` (backends that emit source)."""
         raise self._cannot("write source")
 
-    def compile(self, spec: Any, graph: Graph, out: Path, seed: int = 0) -> Path:
+    def compile(self, spec: Any, graph: Graph, out: Path, seed: int = 0,
+                force: bool = False) -> Path:
         """Write what `dslc compile` writes for `graph` under `out`; returns the file. A source
-        backend writes `generate`'s module as `OUT/<model>.py`; a model backend overrides this."""
+        backend writes `generate`'s module as `OUT/<model>.py`, replacing a file dslc did not
+        write only with `force`; a model backend overrides this."""
         if self.emits != "source":
             raise self._cannot("compile")
         from dslc.backends.pysource import write_module
 
-        return write_module(out, graph.name, self.generate(spec, graph), self.name)
+        return write_module(out, graph.name, self.generate(spec, graph), self.name, force)
 
     def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
         raise self._cannot("run a model")

@@ -160,18 +160,21 @@ def top_level_terms(line: str) -> list[str]:
     return [head + eq, *terms] if len(terms) > 1 else [line]
 
 
-def write_module(out: Path, model: str, source: str, target: str) -> Path:
+def write_module(out: Path, model: str, source: str, target: str, force: bool = False) -> Path:
     """Write `source` as `<out>/<model>.py` (what `dslc compile --target <target>` writes),
-    never over a file dslc did not generate."""
+    never over a file dslc did not generate unless `force`, never over a non-regular file."""
     from dslc.diagnostics import DslError
     from dslc.weights import atomic_write_bytes
 
     if out.exists() and not out.is_dir():
         raise DslError(f"-o {out} is a file; `--target {target}` writes <model>.py into a folder")
     path = out / f"{model}.py"
-    if path.exists() and not _generated(path):
+    if path.exists() and not path.is_file():  # a FIFO would block `_generated`'s read
+        raise DslError(f"{path} exists and is not a regular file; not replacing it",
+                       hint="choose another -o folder")
+    if path.exists() and not force and not _generated(path):
         raise DslError(f"{path} exists and was not written by dslc; not replacing it",
-                       hint="choose another -o folder, or move the file")
+                       hint="choose another -o folder, move the file, or pass --force")
     atomic_write_bytes(path, source.encode("utf-8"))
     return path
 

@@ -3,8 +3,9 @@
 `compile` writes a checked `.onnx` file of seeded initial weights (`dslc compile --target
 onnx`); `build` gives an in-memory onnxruntime `Runtime`. Inputs are channels-last, as in the
 spec. The lowering is in `lower.py`, the ModelProto and the file in `export.py`, the session in
-`runtime.py`, metadata in `metadata.py`, and `dslc export` / `dslc run` in `cli.py`. Importing
-this package imports neither onnx nor onnxruntime.
+`runtime.py`, metadata in `metadata.py` (the training data's value range in `ranges.py`), and
+`dslc export` / `dslc run` in `cli.py`. Importing this package imports neither onnx nor
+onnxruntime.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ class OnnxBackend(Backend):
 
         return LOWERINGS
 
-    def compile(self, spec: Any, graph: Graph, out: Path, seed: int = 0) -> Path:
+    def compile(self, spec: Any, graph: Graph, out: Path, seed: int = 0,
+                force: bool = False) -> Path:
         """`out` if it names a `.onnx` file, else `out/<model>.onnx`: the model with weights
-        initialised from `seed`."""
+        initialised from `seed`. An existing file is replaced only with `force`."""
         self.require()
         from dslc.weights import init_weights
 
@@ -46,7 +48,7 @@ class OnnxBackend(Backend):
 
         out = Path(out)
         path = out if out.suffix == ".onnx" else out / f"{graph.name}.onnx"
-        return export(spec, graph, init_weights(graph, seed), path)
+        return export(spec, graph, init_weights(graph, seed), path, force=force)
 
     def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
         self.require()

@@ -15,8 +15,15 @@ import numpy as np
 
 from dslc.diagnostics import DslError
 
-from .inputs import Signature, read_input
-from .metadata import META_PIXEL_MAX, META_PREPROCESSING, META_TASKS, static_preprocessing
+from .inputs import IMAGE_SUFFIXES, Signature, read_input
+from .metadata import (
+    META_PIXEL_MAX,
+    META_PREPROCESSING,
+    META_TASKS,
+    static_preprocessing,
+    training_input_range,
+)
+from .ranges import META_INPUT_RANGE, InputRange
 from .record import check_output_path, check_pixel_max, check_preprocessing
 
 PREPROCESSING_FILES = ("preprocessing.json", "metrics.json")
@@ -81,11 +88,12 @@ def export_command(args) -> int:
     if out.suffix != ".onnx":
         raise DslError(f"{out}: the output of `dslc export` is a .onnx file",
                        hint=f"use -o {out.with_suffix('.onnx')}")
-    check_output_path(out, ".onnx file")
+    check_output_path(out, ".onnx file", args.force)
     spec = compile_file(args.spec)
     graph = spec.model(getattr(args, "model", None))
     weights = load_weights(weights_path, graph)
     record, source = find_preprocessing(weights_path)
+    input_range = _input_range(spec, graph, weights_path)
     if source is not None:
         for inp in graph.inputs:
             check_preprocessing(record, source, tuple(inp.type.shape))
@@ -98,10 +106,31 @@ def export_command(args) -> int:
         if record is None and cfg is not None and cfg.preprocess:
             print(f"note: no preprocessing record beside {weights_path}; `dslc run` will feed "
                   "inputs to the model as given", file=sys.stderr)
-    export(spec, graph, weights, out, preprocessing=record)
+    export(spec, graph, weights, out, preprocessing=record, force=args.force,
+           input_range=input_range)
     note = f", preprocessing from {source}" if source else ""
+    if input_range is not None:
+        note += f", training data {input_range.describe()}"
     print(f"wrote {out} (model {graph.name}, weights {weights_path}{note})")
     return 0
+
+
+def _input_range(spec, graph, weights_path: Path) -> InputRange | None:
+    """The training data's value range, on the split of the run that wrote the weights."""
+    from dslc.weights import read_weights
+
+    cfg = spec.trains.get(graph.name)
+    if cfg is None:
+        return None
+    seed = cfg.seed
+    if InputRange.known(cfg.data.kind) is None:  # measured: on the split of that run's seed
+        recorded = str(read_weights(weights_path)[1].get("seed", ""))
+        seed = int(recorded) if recorded.isdigit() else seed
+    found, why = training_input_range(spec, graph, seed)
+    if found is None:
+        print(f"note: not recording the training data's value range: {why}; `dslc run` will "
+              "not check inputs against it", file=sys.stderr)
+    return found
 
 
 # -- run --------------------------------------------------------------------------------------
@@ -172,11 +201,11 @@ def load_session(path: Path):
 def run_command(args) -> int:
     path = Path(args.model)
     if args.output:
-        check_output_path(Path(args.output), "outputs")
         for given, what in ((args.input, "input"), (args.model, "model")):
             if Path(args.output).resolve() == Path(given).resolve():
                 raise DslError(f"--output {args.output} is the {what} file; writing the outputs "
                                "there would destroy it", hint="choose another --output")
+        check_output_path(Path(args.output), "outputs", args.force, "--output")
     session = load_session(path)
     meta = dict(session.get_modelmeta().custom_metadata_map)
     sig = Signature.of(session)
@@ -188,15 +217,18 @@ def run_command(args) -> int:
         for sample in samples:
             check_preprocessing(preprocessing, f"{path}: metadata `{META_PREPROCESSING}`",
                                 sample if all(isinstance(d, int) for d in sample) else None)
-    pixel_max = 255.0
-    if META_PIXEL_MAX in meta:
-        pixel_max = check_pixel_max(meta[META_PIXEL_MAX], str(path))
+    input_range = None
+    if META_PIXEL_MAX in meta:  # what files written before dslc.input_range have
+        input_range = InputRange(0.0, check_pixel_max(meta[META_PIXEL_MAX], str(path)))
+    if META_INPUT_RANGE in meta:
+        input_range = InputRange.from_json(meta[META_INPUT_RANGE], str(path))
     tasks = _tasks(meta, path)
-    feed = read_input(Path(args.input), sig, pixel_max)
+    feed = read_input(Path(args.input), sig, input_range, args.allow_nan)
     empty = [k for k, v in feed.items() if len(v) == 0]
     if empty:
         raise DslError(f"{args.input}: no samples (input `{empty[0]}` has shape "
                        f"{list(feed[empty[0]].shape)})", hint="give at least one sample")
+    _check_range(Path(args.input), feed, input_range)
     if preprocessing and preprocessing.get("steps"):
         from dslc.data.preprocess import apply_preprocessing
 
@@ -213,13 +245,37 @@ def run_command(args) -> int:
         raise DslError(f"{path}: onnxruntime failed: {str(exc).strip().splitlines()[0]}") from None
     names = [o.name for o in session.get_outputs()]
     if args.output:
-        n = save_outputs(Path(args.output), names, outputs)
+        n = save_outputs(Path(args.output), names, outputs, args.force)
         print(f"wrote {args.output} ({n} rows)")
     else:
         print_outputs(names, outputs, tasks)
     if args.bench:
         bench(session, feed)
     return 0
+
+
+def _check_range(input_path: Path, feed: dict[str, np.ndarray],
+                 input_range: InputRange | None) -> None:
+    """For an image, say what the model expects and warn about the other polarity; for other
+    inputs, warn about values far outside the training data's range (rules: ranges.py)."""
+    name = input_path.name
+    if input_path.suffix.lower() in IMAGE_SUFFIXES:
+        (image,) = feed.values()
+        if input_range is None:
+            print(f"note: the model records no training value range; feeding {name}'s pixels "
+                  "as 0..255", file=sys.stderr)
+            return
+        mapped = f"fed {name}'s pixels 0..255 as they are" if \
+            (input_range.min, input_range.max) == (0, 255) else \
+            f"mapped {name}'s pixels 0..255 onto {input_range.min:g}..{input_range.max:g}"
+        print(f"note: the model expects {input_range.describe()}; {mapped}", file=sys.stderr)
+        warning = input_range.image_warning(name, image)
+    elif input_range is None or len(feed) != 1:
+        return
+    else:
+        warning = input_range.values_warning(name, next(iter(feed.values())))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _json_meta(meta: dict, key: str, path: Path):
@@ -285,7 +341,8 @@ def write_npz(buf: io.BytesIO, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(f, np.asanyarray(y), allow_pickle=False)
 
 
-def save_outputs(path: Path, names: list[str], outputs: list[np.ndarray]) -> int:
+def save_outputs(path: Path, names: list[str], outputs: list[np.ndarray],
+                 force: bool = False) -> int:
     from dslc.weights import atomic_write_bytes
 
     suffix = path.suffix.lower()
@@ -316,6 +373,7 @@ def save_outputs(path: Path, names: list[str], outputs: list[np.ndarray]) -> int
     else:
         raise DslError(f"{path}: cannot save outputs as `{suffix or path.name}`",
                        hint="use a .npy, .npz or .csv file")
+    check_output_path(path, "outputs", force, "--output")  # again: it may have appeared
     atomic_write_bytes(path, buf.getvalue())
     first = np.asarray(outputs[0])
     return len(first) if first.ndim else 1

@@ -17,6 +17,7 @@ from dslc.ir.graph import Graph
 
 from .lower import IR_VERSION, OPSET, lower_graph
 from .metadata import META_TASKS, model_metadata, static_preprocessing
+from .ranges import InputRange
 from .record import check_output_path
 
 
@@ -42,18 +43,20 @@ def to_model(graph: Graph, weights: dict[str, np.ndarray],
 
 
 def export(spec: Any, graph: Graph, weights: dict[str, np.ndarray], path: str | Path,
-           preprocessing: dict | None = None) -> Path:
-    """Write a checked `.onnx` file atomically."""
+           preprocessing: dict | None = None, force: bool = False,
+           input_range: InputRange | None = None) -> Path:
+    """Write a checked `.onnx` file atomically; an existing file only with `force`."""
     from dslc.weights import atomic_write_bytes
 
     path = Path(path)
-    check_output_path(path, ".onnx file")
+    check_output_path(path, ".onnx file", force)
     if preprocessing is None and spec is not None:
         preprocessing = static_preprocessing(spec, graph)
-    model = to_model(graph, weights, model_metadata(spec, graph, preprocessing))
+    model = to_model(graph, weights, model_metadata(spec, graph, preprocessing, input_range))
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:  # a lowering bug, not a user error
         raise RuntimeError(f"dslc built an invalid ONNX model: {exc}") from exc
+    check_output_path(path, ".onnx file", force)  # again: it may have appeared meanwhile
     atomic_write_bytes(path, model.SerializeToString())
     return path

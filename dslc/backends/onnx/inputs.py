@@ -13,6 +13,8 @@ import numpy as np
 from dslc.data.arrays import load_npy, load_npz
 from dslc.diagnostics import DslError
 
+from .ranges import InputRange
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SUFFIXES = (".npy", ".npz", ".csv", *IMAGE_SUFFIXES)
 ONNX_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64",
@@ -56,27 +58,112 @@ def _error(path: Path, message: str, sig: Signature, hint: str | None = None) ->
     return DslError(f"{path}: {message}; the model expects {sig}", hint=hint)
 
 
-def read_input(path: Path, sig: Signature, pixel_max: float = 255.0) -> dict[str, np.ndarray]:
-    """The feed for `sig`: every input float32 with a batch axis, its shape checked."""
+def read_input(path: Path, sig: Signature, image_range: InputRange | None = None,
+               allow_nan: bool = False) -> dict[str, np.ndarray]:
+    """The feed for `sig`: every input float32 with a batch axis, its shape checked. An image
+    is mapped onto `image_range` (else fed as 0..255). NaN or infinity is an error naming
+    where it is, or with `allow_nan` a warning."""
     if not path.is_file():
-        raise DslError(f"{path}: no such input file")
+        what = "a folder, not an input file" if path.is_dir() else \
+            "not a regular file" if path.exists() else "no such input file"
+        raise DslError(f"{path}: {what}")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise DslError(f"{path}: cannot read `{suffix or path.name}` input",
                        hint=f"give one of {', '.join(SUFFIXES)}")
     if suffix in IMAGE_SUFFIXES:
-        arrays = {sig.inputs[0].name: read_image(path, sig, pixel_max)}
+        arrays = {sig.inputs[0].name: read_image(path, sig, image_range)}
     elif suffix == ".npy":
         arrays = {sig.inputs[0].name: load_npy(path)}
     elif suffix == ".npz":
         arrays = _read_npz(path, sig)
     else:
-        arrays = {sig.inputs[0].name: read_csv(path)}
+        arrays = {sig.inputs[0].name: read_csv(path, allow_nan)}
     if len(sig.inputs) > 1 and suffix != ".npz":
         raise _error(path, f"the model has {len(sig.inputs)} inputs", sig,
                      hint="give a .npz file with one array per input name")
-    return {p.name: _conform(path, p, arrays[p.name], sig, flat_rows=suffix == ".csv")
+    return {p.name: _conform(path, p, arrays[p.name], sig, flat_rows=suffix == ".csv",
+                             allow_nan=allow_nan)
             for p in sig.inputs}
+
+
+NAN_HINT = "fix the data, or pass --allow-nan to run it anyway"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _not_finite(x: np.ndarray) -> np.ndarray:
+    """Where `x` is NaN, infinite, or too large for float32."""
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(x) | (np.abs(x) > FLOAT32_MAX)
+
+
+def _bad_value(v: float) -> str:
+    return f"{v!r} is too large for float32" if math.isfinite(v) else f"{v!r} is not finite"
+
+
+def _nan_found(path: Path, count: int, where: str, allow_nan: bool) -> None:
+    what = (f"{count} value(s) not finite (NaN, infinity, or too large for float32), the "
+            f"first at {where}")
+    if not allow_nan:
+        raise DslError(f"{path}: {what}", hint=NAN_HINT)
+    print(f"warning: {path}: {what}; running anyway (--allow-nan): the outputs of those "
+          "samples may be NaN", file=sys.stderr)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(path: Path, allow_nan: bool = False) -> np.ndarray:
+    """One sample a row. The first row is a header only when none of its cells is a number; a
+    cell that is not a number anywhere else is an error naming it, and so is NaN or infinity
+    (unless `allow_nan`)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark too
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DslError(f"{path}: cannot read: {exc}") from None
+    lines = [(n, line.split(",")) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    header = None
+    if lines and not any(_is_number(c) for c in lines[0][1]):
+        header = [c.strip() for c in lines[0][1]]
+        lines = lines[1:]
+    if not lines:
+        raise DslError(f"{path}: no rows of numbers")
+
+    def cell(r: int, c: int) -> str:
+        name = f" (`{header[c]}`)" if header is not None and c < len(header) else ""
+        return f"line {lines[r][0]} (sample {r}), column {c + 1}{name}"
+
+    width = len(lines[0][1])
+    if header is not None and len(header) != width:
+        raise DslError(f"{path}: the header (line 1) names {len(header)} columns, line "
+                       f"{lines[0][0]} has {width} cells")
+    data = np.empty((len(lines), width), np.float64)
+    for r, (n, cells) in enumerate(lines):
+        if len(cells) != width:
+            raise DslError(f"{path}: line {n} has {len(cells)} cells, line {lines[0][0]} has "
+                           f"{width}", hint="every row is one sample of the same length")
+        try:
+            data[r] = np.asarray(cells, dtype=np.float64)  # parses as float() does
+        except ValueError:
+            for c, v in enumerate(cells):
+                if not _is_number(v):
+                    raise DslError(f"{path}: {cell(r, c)}: `{v.strip()}` is not a number",
+                                   hint="a first row with no number at all is a header; any "
+                                        "other cell must be a number") from None
+            data[r] = [float(v) for v in cells]
+    bad = _not_finite(data)
+    if bad.any():
+        r, c = (int(i) for i in np.argwhere(bad)[0])
+        what = "too large for float32" if math.isfinite(data[r, c]) else "not a finite number"
+        _nan_found(path, int(bad.sum()),
+                   f"{cell(r, c)}: `{lines[r][1][c].strip()}` is {what}", allow_nan)
+    with np.errstate(over="ignore"):
+        return data.astype(np.float32)
 
 
 def _read_npz(path: Path, sig: Signature) -> dict[str, np.ndarray]:
@@ -95,32 +182,8 @@ def _read_npz(path: Path, sig: Signature) -> dict[str, np.ndarray]:
     return {p.name: arrays[p.name] for p in sig.inputs}
 
 
-def read_csv(path: Path) -> np.ndarray:
-    """One sample a row; a first row that is not numbers is a header."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DslError(f"{path}: cannot read: {exc}") from None
-    rows = [line for line in text.splitlines() if line.strip()]
-    if rows:
-        try:
-            [float(c) for c in rows[0].split(",")]
-        except ValueError:
-            rows = rows[1:]
-    if not rows:
-        raise DslError(f"{path}: no rows of numbers")
-    try:
-        data = [[float(c) for c in row.split(",")] for row in rows]
-    except ValueError as exc:
-        raise DslError(f"{path}: not a CSV of numbers ({exc})") from None
-    widths = {len(r) for r in data}
-    if len(widths) > 1:
-        raise DslError(f"{path}: rows have different lengths ({sorted(widths)})")
-    return np.asarray(data, dtype=np.float32)
-
-
-def read_image(path: Path, sig: Signature, pixel_max: float) -> np.ndarray:
-    """An image as `[1, H, W, C]` float32 in the training data's range (0..`pixel_max`)."""
+def read_image(path: Path, sig: Signature, image_range: InputRange | None = None) -> np.ndarray:
+    """An image as `[1, H, W, C]` float32 mapped onto the training data's range (else 0..255)."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
@@ -150,13 +213,24 @@ def read_image(path: Path, sig: Signature, pixel_max: float) -> np.ndarray:
     except (UnidentifiedImageError, OSError, ValueError, MemoryError) as exc:
         raise DslError(f"{path}: not a readable image ({exc})") from None
     pixels = pixels.reshape(1, h, w, c)
-    return pixels * np.float32(pixel_max / 255.0)
+    return pixels if image_range is None else image_range.map_pixels(pixels)
 
 
-def _conform(path: Path, port: Port, x: np.ndarray, sig: Signature, flat_rows: bool) -> np.ndarray:
+def _conform(path: Path, port: Port, x: np.ndarray, sig: Signature, flat_rows: bool,
+             allow_nan: bool = False) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
         raise _error(path, f"input `{port.name}` has dtype {x.dtype}, not numbers", sig)
+    if x.dtype.kind == "f" and not flat_rows:  # CSV cells were checked where they stand
+        bad = _not_finite(x)
+        if bad.any():
+            at = [int(i) for i in np.argwhere(bad)[0]]
+            where = f"input `{port.name}` index {at}"
+            if x.ndim == len(port.dims):
+                where = f"input `{port.name}` sample {at[0]}" + \
+                    (f" at {at[1:]}" if len(at) > 1 else "")
+            _nan_found(path, int(bad.sum()), f"{where}: {_bad_value(float(x[tuple(at)]))}",
+                       allow_nan)
     sample = port.sample
     given = x.shape
     if flat_rows:  # CSV: every row is one sample, flattened row-major
@@ -175,4 +249,5 @@ def _conform(path: Path, port: Port, x: np.ndarray, sig: Signature, flat_rows: b
                 and math.prod(given[1:]) == math.prod(sample):
             hint = f"reshape the samples to {list(sample)} (channels last)"
         raise _error(path, f"input `{port.name}` has shape {list(given)} ({x.dtype})", sig, hint)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # too large for float32: refused above, or allowed
+        return np.ascontiguousarray(x, dtype=np.float32)

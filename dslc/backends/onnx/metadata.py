@@ -1,5 +1,6 @@
 """What `dslc export` writes into a model's metadata and `dslc run` reads back: the model and
-spec, each output's task, the preprocessing record and the raw pixel range of image data."""
+spec, each output's task, the preprocessing record, and the raw value range of the training data
+(`dslc.pixel_max` for older readers, `dslc.input_range` as ranges.py describes)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from typing import Any
 import numpy as np
 
 from dslc import __version__
+from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ops import ending_activation
+
+from .ranges import META_INPUT_RANGE, InputRange
 
 META_MODEL = "dslc.model"
 META_SPEC = "dslc.spec"
@@ -39,7 +43,10 @@ def task_of(graph: Graph, output: str) -> str:
     return "regression"
 
 
-def model_metadata(spec: Any, graph: Graph, preprocessing: dict | None = None) -> dict[str, str]:
+def model_metadata(spec: Any, graph: Graph, preprocessing: dict | None = None,
+                   input_range: InputRange | None = None) -> dict[str, str]:
+    """The `dslc.*` metadata; `input_range` defaults to the known range of the train block's
+    built-in source (see ranges.py)."""
     tasks = {name: task_of(graph, name) for name in graph.outputs}
     meta = {META_MODEL: graph.name, META_VERSION: __version__,
             META_TASKS: json.dumps(tasks, sort_keys=True)}
@@ -49,9 +56,45 @@ def model_metadata(spec: Any, graph: Graph, preprocessing: dict | None = None) -
         cfg = spec.trains.get(graph.name)
         if cfg is not None and cfg.data.kind in SOURCE_PIXEL_MAX:
             meta[META_PIXEL_MAX] = repr(SOURCE_PIXEL_MAX[cfg.data.kind])
+        if input_range is None:
+            input_range = static_input_range(spec, graph)
+    if input_range is not None:
+        meta[META_INPUT_RANGE] = input_range.to_json()
     if preprocessing is not None:
         meta[META_PREPROCESSING] = json.dumps(preprocessing, sort_keys=True)
     return meta
+
+
+def static_input_range(spec: Any, graph: Graph) -> InputRange | None:
+    """The known range of a one-input model's built-in training source (digits, idx)."""
+    cfg = spec.trains.get(graph.name)
+    if cfg is None or len(graph.inputs) != 1:
+        return None
+    return InputRange.known(cfg.data.kind)
+
+
+def training_input_range(spec: Any, graph: Graph, seed: int) -> tuple[InputRange | None, str]:
+    """The range of a one-input model's training data: known for built-in image sources, else
+    measured on the training split (as `dslc train` made it with `seed`, before
+    preprocessing). The second item says why there is none, when there is none."""
+    cfg = spec.trains.get(graph.name)
+    if cfg is None:
+        return None, "the spec has no train block for it"
+    if len(graph.inputs) != 1:
+        return None, "the model has several inputs"
+    known = InputRange.known(cfg.data.kind)
+    if known is not None:
+        return known, ""
+    from dslc.data.loaders import load_dataset
+
+    try:
+        raw = cfg.model_copy(update={"preprocess": [], "augment": []})
+        data = load_dataset(raw, tuple(graph.inputs[0].type.shape), Path(spec.path).parent, seed)
+    except (DslError, OSError, ValueError, MemoryError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"cannot read the training data ({first})"
+    found = InputRange.measure(data.x_train, f"{cfg.data.kind} training split")
+    return found, "" if found is not None else "the training split holds no finite value"
 
 
 def static_preprocessing(spec: Any, graph: Graph) -> dict | None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +96,20 @@ def check_pixel_max(value: str, where: str) -> float:
     return v
 
 
-def check_output_path(path: Path, what: str = "output") -> None:
-    """Refuse an output path that is a folder, or whose parent is not a folder, up front
-    (before anything runs, and with the user's path in the message)."""
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def check_output_path(path: Path, what: str = "output", force: bool = False,
+                      flag: str = "-o") -> None:
+    """Refuse an output path up front (before anything runs, with the user's path in the
+    message) and again just before writing: a folder, a parent that is not a folder, anything
+    that exists and is not a regular file (a device, a FIFO: never replaced, even with
+    `force`), and an existing file unless `force`."""
     if path.is_dir():
         raise DslError(f"{path} is a folder", hint=f"give a file name for the {what}, e.g. "
                                                    f"{path / ('out' + (path.suffix or ''))}")
@@ -106,3 +118,13 @@ def check_output_path(path: Path, what: str = "output") -> None:
             if not parent.is_dir():
                 raise DslError(f"{path}: its parent {parent} is not a folder")
             break
+    try:
+        mode = path.stat().st_mode  # follows a link: what a write would reach
+    except OSError:
+        return  # nothing there (or a dangling link, which the write replaces)
+    if not stat.S_ISREG(mode):
+        raise DslError(f"{path} exists and is not a regular file ({_kind(mode)}); not "
+                       "replacing it", hint=f"give another {flag} path for the {what}")
+    if not force:
+        raise DslError(f"{path} already exists; not replacing it",
+                       hint=f"pass --force to replace it, or give another {flag} path")
