@@ -119,6 +119,14 @@ CASES: list[Case] = [
     case("rnn_sequences_dense", "simple_rnn(4, return_sequences=true)\ndense(2)", [5, 3]),
     case("rnn_dynamic_time", "simple_rnn(4)", [None, 3]),
     case("rnn_one_step", "simple_rnn(3)", [1, 2]),
+    # layer_norm: the last axis (an image's channels, NCHW inside torch and ONNX), epsilon pinned
+    case("layer_norm", "layer_norm", [6]),
+    case("layer_norm_sequence_epsilon", "dense(4)\nlayer_norm(epsilon=0.5)", [5, 3]),
+    case("layer_norm_dynamic_time", "layer_norm", [None, 4]),
+    case("layer_norm_after_conv", "conv2d(3, kernel=1)\nlayer_norm\nconv2d(2, kernel=1)", IMG),
+    case("layer_norm_input_image", "layer_norm(center=false)\nflatten", [3, 4, 2]),
+    case("layer_norm_no_scale", "conv2d(3, kernel=1)\nlayer_norm(scale=false)", IMG),
+    case("layer_norm_plain", "layer_norm(center=false, scale=false)", [4, 5]),
     # merges: concat's axis counts from the first axis after the batch
     case("add_two_inputs", "add(x, y)", [4, 3], [4, 3]),
     case("add_three_inputs", "add(x, y, z)", [2, 3], [2, 3], [2, 3]),
