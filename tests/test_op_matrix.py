@@ -120,6 +120,14 @@ CASES: list[Case] = [
     case("rnn_sequences_dense", "simple_rnn(4, return_sequences=true)\ndense(2)", [5, 3]),
     case("rnn_dynamic_time", "simple_rnn(4)", [None, 3]),
     case("rnn_one_step", "simple_rnn(3)", [1, 2]),
+    # layer_norm: the last axis (an image's channels, NCHW inside torch and ONNX), epsilon pinned
+    case("layer_norm", "layer_norm", [6]),
+    case("layer_norm_sequence_epsilon", "dense(4)\nlayer_norm(epsilon=0.5)", [5, 3]),
+    case("layer_norm_dynamic_time", "layer_norm", [None, 4]),
+    case("layer_norm_after_conv", "conv2d(3, kernel=1)\nlayer_norm\nconv2d(2, kernel=1)", IMG),
+    case("layer_norm_input_image", "layer_norm(center=false)\nflatten", [3, 4, 2]),
+    case("layer_norm_no_scale", "conv2d(3, kernel=1)\nlayer_norm(scale=false)", IMG),
+    case("layer_norm_plain", "layer_norm(center=false, scale=false)", [4, 5]),
     # merges: concat's axis counts from the first axis after the batch
     case("add_two_inputs", "add(x, y)", [4, 3], [4, 3]),
     case("add_three_inputs", "add(x, y, z)", [2, 3], [2, 3], [2, 3]),
@@ -179,8 +187,10 @@ def _weights(c: Case) -> dict[str, np.ndarray]:
     graph = graph_of(c)
     weights = init_weights(graph, seed=1)
     rng = np.random.default_rng(11)
-    for key, p in graph.param_specs().items():  # seeded init leaves biases at 0: give them values
-        if key.endswith(".bias"):
+    # Constant initialisers (biases at 0, scales at 1) would hide a parameter wired to the
+    # wrong place: give those parameters values.
+    for key, p in graph.param_specs().items():
+        if p.init in ("zeros", "ones"):
             weights[key] = rng.normal(0, 0.5, p.shape).astype(np.float32)
     return weights
 
@@ -260,6 +270,18 @@ def test_every_activation_has_a_rule_of_its_own(name):
     decomposition."""
     rules = get_backend(name).lowerings.rules
     assert [act for act in ACTS if act not in rules] == []
+
+
+@pytest.mark.parametrize("c", CASES, ids=IDS)
+def test_keras_counts_the_checked_parameters(c):
+    """`dslc check`'s parameter count is Keras's `count_params()`. Asked of Keras because its
+    weight adapter fills only the variables a lowering declares: one more (a kept `gamma`)
+    would pass the forward test unseen. Torch loads its state_dict strictly, and ONNX makes
+    its initializers from the canonical parameters."""
+    _installed("keras")
+    from dslc.backends.keras.runtime import build_model
+
+    assert build_model(graph_of(c), "/CPU:0").count_params() == graph_of(c).param_count
 
 
 # -- forward: every row, every backend, against the reference --------------------------------

@@ -1,4 +1,4 @@
-"""Dense, flatten, reshape, dropout."""
+"""Dense, flatten, reshape, dropout, layer normalisation."""
 
 from __future__ import annotations
 
@@ -110,3 +110,34 @@ class Dropout(Op):
 
     def infer(self, a, inputs):
         return inputs[0]
+
+
+@register
+class LayerNorm(Op):
+    """Normalises each position over the last axis (biased variance), then `* gamma + beta`."""
+
+    name = "layer_norm"
+    layout = "gamma `[features]` (if `scale`), beta `[features]` (if `center`)"
+
+    # Last axis only. epsilon is Keras's default (PyTorch's is 1e-5), pinned for every backend.
+    class Attrs(OpAttrs):
+        epsilon: float = Field(default=1e-3, gt=0.0)
+        center: bool = True
+        scale: bool = True
+
+    def infer(self, a, inputs):
+        shape = inputs[0].shape
+        if len(shape) == 0:
+            raise ShapeError("layer_norm needs at least one feature axis, got a scalar per sample")
+        if shape[-1] is None:
+            raise ShapeError(f"layer_norm needs a known last axis, got {fmt(shape)}")
+        return inputs[0]
+
+    def params(self, a, inputs):
+        features = inputs[0].shape[-1]
+        p = {}
+        if a.scale:
+            p["gamma"] = ParamSpec(shape=(features,), init="ones")
+        if a.center:
+            p["beta"] = ParamSpec(shape=(features,), init="zeros")
+        return p

@@ -209,6 +209,19 @@ def dropout(ctx: Context, node: Node, xs: list[Call]) -> Call:
     return Call("keras.layers.Dropout", [repr(node.attrs.rate)])
 
 
+@LOWERINGS("layer_norm")
+def layer_norm(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    inits = [(f"{p}_initializer", quote(spec.init)) for p, spec in node.params.items()]
+    return Call("keras.layers.LayerNormalization", [], [
+        ("axis", "-1"),
+        ("epsilon", repr(float(a.epsilon))),
+        ("center", repr(a.center)),
+        ("scale", repr(a.scale)),
+        *inits,
+    ], weights={"gamma": "gamma", "beta": "beta"})
+
+
 @LOWERINGS("add")
 def add(ctx: Context, node: Node, xs: list[Call]) -> Call:
     return Call("keras.layers.Add")

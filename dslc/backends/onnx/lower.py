@@ -442,6 +442,18 @@ def reshape(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     return ctx.value("Reshape", [x.name, target], rank, NHWC if rank == 4 else None)
 
 
+@LOWERINGS("layer_norm")
+def layer_norm(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    x = ctx.to_layout(xs[0], NHWC)  # axis -1 is the channels only channels-last
+    features = _in_shape(ctx, node)[-1]
+    scale = ctx.param(node, "gamma") if a.scale else ctx.const("unit_scale",
+                                                              np.ones(features, np.float32))
+    bias = [ctx.param(node, "beta")] if a.center else []  # B is optional
+    return ctx.value("LayerNormalization", [x.name, scale, *bias], x.rank, x.layout, axis=-1,
+                     epsilon=float(a.epsilon))
+
+
 def _common_layout(ctx: Lowering, xs: list[Value]) -> list[Value]:
     if len({x.layout for x in xs}) <= 1:
         return xs

@@ -179,6 +179,19 @@ def dropout(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return xs[0]  # inference
 
 
+@LOWERINGS("layer_norm")
+def layer_norm(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # biased
+    y = (x - mean) / np.sqrt(var + node.attrs.epsilon)
+    if node.attrs.scale:
+        y = y * ctx.param(node, "gamma")
+    if node.attrs.center:
+        y = y + ctx.param(node, "beta")
+    return y
+
+
 @LOWERINGS("add")
 def add(ctx: Context, node: Node, xs: list[Array]) -> Array:
     total = xs[0]

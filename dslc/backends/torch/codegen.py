@@ -382,6 +382,27 @@ def dropout(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return Value(f"{call}({xs[0].expr})", xs[0].nchw, xs[0].rank)
 
 
+@LOWERINGS("layer_norm")
+def layer_norm(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    features = em.in_shape(node)[-1]
+    x = xs[0].channels_last()  # the last canonical axis: an NCHW image's channels
+    params: Declared = {"gamma": ("weight", same, same), "beta": ("bias", same, same)}
+    if a.scale or not a.center:
+        args = [str(features), f"eps={float(a.epsilon)!r}"]
+        if not a.scale:
+            args.append("elementwise_affine=False")
+        elif not a.center:
+            args.append("bias=False")
+        call = em.add(node, f"nn.LayerNorm({', '.join(args)})", params)
+        return Value(f"{call}({x})", rank=len(em.out_shape(node)))
+    # nn.LayerNorm has no bias without a weight: hold the bias alone, apply it in F.layer_norm
+    call = em.add(node, f"nn.ParameterDict({{{quote('bias')}: nn.Parameter(torch.zeros({features}))}})",
+                  params)
+    return Value(f"F.layer_norm({x}, ({features},), bias={call}.bias, eps={float(a.epsilon)!r})",
+                 rank=len(em.out_shape(node)))
+
+
 @LOWERINGS("add")
 def add(em: Emitter, node: Node, xs: list[Value]) -> Value:
     nchw = xs[0].nchw
