@@ -1,5 +1,7 @@
-"""Command line. Thin: each command parses its flags, calls the library, renders errors.
+"""dslc compiles `.dl` specs of neural networks to PyTorch, Keras 3 and ONNX, trains them, and
+checks that every backend gives the same numbers.
 
+The command line is thin: each command parses its flags, calls the library and renders errors.
 Backends are imported inside the commands that need them, so `dslc check` stays fast.
 """
 
@@ -9,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 from dslc import __version__
 from dslc.diagnostics import DslError, render_all
@@ -63,13 +66,43 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 COMMANDS = {"check": cmd_check}
 
 
+DESCRIPTION = """\
+Compile `.dl` specs of neural networks to PyTorch, Keras 3 and ONNX; train them, evaluate them,
+run them, and check that every backend gives the same numbers."""
+
+EXAMPLES = """\
+examples:
+  check a spec: its layers, output shapes and parameters
+    dslc check specs/digits_cnn.dl
+  train it (per its `train` block), continue after Ctrl-C, evaluate it on the test split
+    dslc train specs/digits_cnn.dl --out runs/digits_cnn
+    dslc train specs/digits_cnn.dl --out runs/digits_cnn --resume
+    dslc eval specs/digits_cnn.dl --weights runs/digits_cnn/weights.safetensors
+  export the trained model to ONNX and run it on an image
+    dslc export specs/digits_cnn.dl --weights runs/digits_cnn/weights.safetensors -o digits.onnx
+    dslc run digits.onnx --input examples/digit.png
+  write standalone PyTorch source; check every backend against the reference interpreter
+    dslc compile specs/digits_cnn.dl --target torch -o build/
+    dslc verify specs/digits_cnn.dl
+
+`dslc COMMAND --help` lists a command's flags. Exit status: 0 done, 2 an error in the input
+(spec, data, flags, files), 1 a bug in dslc, 130 interrupted."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dslc", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"dslc {__version__}")
-    parser.add_argument("--verbose", action="store_true", help="show framework log output")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("check", help="parse, validate, infer shapes; print a summary")
-    p.add_argument("spec")
+    parser = argparse.ArgumentParser(prog="dslc", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"dslc {__version__}",
+                        help="print dslc's version and exit")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show framework log output, warnings as Python prints them, and "
+                             "the traceback of an internal error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands")
+    p = sub.add_parser("check", help="parse, validate, infer shapes; print a summary",
+                       description="Parse SPEC, check it and infer every shape; print a table "
+                                   "of each model's layers and parameters.")
+    p.add_argument("spec", help="the .dl file")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _register_backend_commands(sub)
     return parser
@@ -90,12 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:  # backends read it before importing their framework (keras/quiet.py)
         os.environ["DSLC_VERBOSE"] = "1"
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            if not args.verbose:
+                warnings.showwarning = Notes().show
+            return COMMANDS[args.command](args)
     except DslError as err:
         print(render_all(err, getattr(err, "sources", None)), file=sys.stderr)
         return USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # the command may say what was kept, and how to go on
+        print("\n".join(["interrupted", *map(str, exc.args)]), file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
@@ -111,6 +147,25 @@ def main(argv: list[str] | None = None) -> int:
         return USER_ERROR
     except Exception as exc:  # a bug in dslc, not the user's mistake
         return _internal_error(exc, args.verbose)
+
+
+class Notes:
+    """Warnings from libraries (PIL's DecompressionBombWarning, numpy's overflow, ...) as one
+    `note:` line each, once per message, instead of Python's two lines naming a library file.
+    Only how they are shown changes: filters (and `-W error`) apply as before."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+        self.seen: set[tuple[type, str]] = set()
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        if len(text) > 300:
+            text = text[:299] + "…"
+        if (category, text) in self.seen:
+            return
+        self.seen.add((category, text))
+        print(f"note: {text} ({category.__name__})", file=self.stream or sys.stderr)
 
 
 def _internal_error(exc: Exception, verbose: bool) -> int:

@@ -34,9 +34,14 @@ def register(sub, commands: dict) -> None:
     # Each flag offers the backends that can do what it asks (see dslc/backends/base.py).
     targets, trainers, runners = (backend_names(emits=True), backend_names(trains=True),
                                   backend_names(runs=True))
-    p = sub.add_parser("compile", help="write standalone source (torch, keras) or a .onnx file")
-    p.add_argument("spec")
-    p.add_argument("--target", required=True, choices=targets)
+    p = sub.add_parser(
+        "compile", help="write standalone source (torch, keras) or a .onnx file",
+        description="Write the model as standalone source: OUT/<model>.py for torch and keras "
+                    "(OUT/<model>_model.py when <model> is the name of an importable module, "
+                    "such as torch, keras, numpy or json, so that the file cannot shadow it), "
+                    "or a .onnx file OUT with initial weights for onnx.")
+    p.add_argument("spec", help="the .dl file")
+    p.add_argument("--target", required=True, choices=targets, help="the backend to write for")
     p.add_argument("-o", "--out", required=True, help="output folder (torch, keras) or .onnx file")
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the initial weights (onnx)")
@@ -44,26 +49,37 @@ def register(sub, commands: dict) -> None:
                    help="replace an existing .onnx file, or a <model>.py dslc did not write")
     commands["compile"] = cmd_compile
 
-    p = sub.add_parser("train", help="train per the spec's train block")
-    p.add_argument("spec")
-    p.add_argument("--backend", default="torch", choices=trainers)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch", type=batch_size, help="samples a step, or `full`")
-    p.add_argument("--seed", type=seed)
+    p = sub.add_parser(
+        "train", help="train per the spec's train block",
+        description="Train the model per the spec's `train` block. The run's folder gets "
+                    "weights.safetensors, checkpoint.safetensors (each epoch), history.csv, "
+                    "metrics.json, curves.png and a copy of the spec and the files it uses.")
+    p.add_argument("spec", help="the .dl file")
+    p.add_argument("--backend", default="torch", choices=trainers,
+                   help="the framework that trains (default torch)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where to train; auto: a CUDA GPU if there is one (default cpu)")
+    p.add_argument("--epochs", type=int, help="epochs in all, counting resumed ones "
+                                              "(default: the spec's)")
+    p.add_argument("--batch", type=batch_size, help="samples a step, or `full` "
+                                                    "(default: the spec's)")
+    p.add_argument("--seed", type=seed, help="seed of the split, shuffles and initial weights "
+                                             "(default: the spec's)")
     p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--force", action="store_true", help="replace a finished run in --out")
-    p.add_argument("--model")
+    p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
     commands["train"] = cmd_train
 
     p = sub.add_parser("eval", help="loss and metrics on the test split")
-    p.add_argument("spec")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--backend", default="torch", choices=runners)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--model")
+    p.add_argument("spec", help="the .dl file the weights were trained from")
+    p.add_argument("--weights", required=True, help="a weights.safetensors file")
+    p.add_argument("--backend", default="torch", choices=runners,
+                   help="the framework that runs the model (default torch)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where to run; auto: a CUDA GPU if there is one (default cpu)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
     commands["eval"] = cmd_eval
 
     p = sub.add_parser("export", help="ONNX with trained weights")
@@ -86,15 +102,16 @@ def register(sub, commands: dict) -> None:
 
     p = sub.add_parser("verify", help="same weights, same batch: every backend against the "
                                       "reference interpreter and each other")
-    p.add_argument("spec")
-    p.add_argument("--weights")
+    p.add_argument("spec", help="the .dl file")
+    p.add_argument("--weights", help="a weights.safetensors file (default: seeded initial "
+                                     "weights)")
     p.add_argument("--atol", "--tol", dest="atol", type=float, default=1e-5,
                    help="absolute tolerance (as numpy.allclose)")
     p.add_argument("--rtol", type=float, default=1e-6,
                    help="relative tolerance, times |reference| (as numpy.allclose)")
-    p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--model")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the batch and initial weights")
+    p.add_argument("--batch", type=int, default=8, help="samples in the random batch")
+    p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
     commands["verify"] = cmd_verify
 
 

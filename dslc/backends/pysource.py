@@ -8,7 +8,6 @@ name can never become code.
 from __future__ import annotations
 
 import ast
-import json
 import keyword
 import textwrap
 from pathlib import Path
@@ -38,9 +37,16 @@ def public(name: str) -> str:
 
 
 def quote(text: str) -> str:
-    """A double-quoted Python string literal of `text` (as ruff format writes them): every
-    control character, quote and backslash escaped."""
-    return json.dumps(str(text))
+    """A double-quoted Python string literal of `text` (as ruff format writes them): quotes,
+    backslashes and every character that is not printable (line breaks, controls, lone
+    surrogates) escaped; printable text, ASCII or not, as it is."""
+    return '"' + "".join(map(_escaped, str(text))) + '"'
+
+
+def _escaped(c: str) -> str:
+    if c in '"\\':
+        return "\\" + c
+    return c if c.isprintable() else repr(c)[1:-1]  # `\n`, `\x0b`, `\u2028`, `\udcff`, ...
 
 
 def comment(text: str) -> str:
@@ -160,15 +166,46 @@ def top_level_terms(line: str) -> list[str]:
     return [head + eq, *terms] if len(terms) > 1 else [line]
 
 
+# Top-level modules a generated file must never be named after, installed here or not: the
+# frameworks it imports and what they import in turn.
+FRAMEWORKS = frozenset({"dslc", "jax", "keras", "numpy", "onnx", "onnxruntime", "safetensors",
+                        "scipy", "tensorflow", "tf_keras", "torch", "torchvision"})
+
+
+def module_file(model: str) -> str:
+    """The file name of `model`'s generated module: `<model>.py`, or `<model>_model.py` when
+    `<model>` names an importable module (the standard library, the frameworks, any package
+    installed here). `python OUT/torch.py` puts OUT first on sys.path, so a file `torch.py`
+    would be imported in place of PyTorch."""
+    return f"{model}_model.py" if importable(model) else f"{model}.py"
+
+
+def importable(name: str) -> bool:
+    """Whether `name` is a top-level module of the standard library, a framework dslc emits
+    for, or a package installed in site-packages (not the current folder: the answer must
+    not depend on where `dslc` runs)."""
+    import importlib.machinery
+    import site
+    import sys
+    import sysconfig
+
+    if name in sys.stdlib_module_names or name in sys.builtin_module_names or name in FRAMEWORKS:
+        return True
+    paths = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib"),
+             *site.getsitepackages(), site.getusersitepackages()}
+    return importlib.machinery.PathFinder.find_spec(name, sorted(paths)) is not None
+
+
 def write_module(out: Path, model: str, source: str, target: str, force: bool = False) -> Path:
-    """Write `source` as `<out>/<model>.py` (what `dslc compile --target <target>` writes),
-    never over a file dslc did not generate unless `force`, never over a non-regular file."""
+    """Write `source` as `<out>/<module_file(model)>` (what `dslc compile --target <target>`
+    writes), never over a file dslc did not generate unless `force`, never over a non-regular
+    file."""
     from dslc.diagnostics import DslError
     from dslc.weights import atomic_write_bytes
 
     if out.exists() and not out.is_dir():
         raise DslError(f"-o {out} is a file; `--target {target}` writes <model>.py into a folder")
-    path = out / f"{model}.py"
+    path = out / module_file(model)
     if path.exists() and not path.is_file():  # a FIFO would block `_generated`'s read
         raise DslError(f"{path} exists and is not a regular file; not replacing it",
                        hint="choose another -o folder")

@@ -60,6 +60,14 @@ class Diverged(DslError):
         self.history = history
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training. `epoch`: the last epoch whose checkpoint was written (0: none)."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+
 @dataclass
 class LoopResult:
     history: list[dict] = field(default_factory=list)
@@ -94,7 +102,7 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
         progress: Progress | None = None, meta: dict | None = None) -> LoopResult:
     """Train `trainer` for `epochs` (in total, counting resumed ones), checkpointing each
     epoch to `out/checkpoint.safetensors`. Raises `Diverged` on a NaN/inf loss, leaving the
-    last good checkpoint in place."""
+    last good checkpoint in place, and `Interrupted` on Ctrl-C."""
     progress = progress or Progress()
     result = LoopResult()
     ckpt = out / CHECKPOINT
@@ -118,6 +126,7 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
     # samples (a fixed seeded subset), so that large data sets do not pay a second epoch.
     probe = np.sort(np.random.default_rng([seed % 2**63, 3]).permutation(n)[:TRAIN_PROBE])
     t_start = time.perf_counter()
+    saved = result.resumed_from
     try:
         for epoch in range(result.resumed_from, epochs):
             rng = np.random.default_rng([seed % 2**63, epoch, 2])
@@ -153,6 +162,9 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
             save_checkpoint(ckpt, trainer.get_weights(), trainer.optimizer_state(),
                             {**(meta or {}), "backend": backend, "epoch": epoch + 1,
                              "seed": seed, "history": result.history})
+            saved = epoch + 1
+    except KeyboardInterrupt:
+        raise Interrupted(saved) from None
     finally:
         progress.close()
     result.seconds = time.perf_counter() - t_start

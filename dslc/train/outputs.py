@@ -111,11 +111,30 @@ def spec_copy(out: Path, spec) -> Path:
     return out / _spec_copies(spec)[str(spec.path)]
 
 
-def copy_spec(out: Path, spec) -> Path:
-    """The spec's text beside the weights (and any file it `use`s), as trained."""
-    for name, rel in _spec_copies(spec).items():
+def copy_spec(out: Path, spec) -> list[Path]:
+    """The spec's text beside the weights (and any file it `use`s), as trained; the copies'
+    paths relative to `out`."""
+    copies = _spec_copies(spec)
+    for name, rel in copies.items():
         atomic_write_bytes(out / rel, spec.sources[name].encode("utf-8"))
-    return spec_copy(out, spec)
+    return list(copies.values())
+
+
+def check_writable(out: Path, flag: str) -> None:
+    """Fail before any work, naming the folder, when the run's files could not be written in
+    `out`: it is a file, it lies under one, or the folder that would hold it refuses writes (a
+    read-only mount refuses root as well)."""
+    if out.exists() and not out.is_dir():
+        raise DslError(f"{flag} {out} is a file, not a folder")
+    folder = out
+    while not folder.is_dir():  # the nearest folder that exists: training makes the rest
+        if folder.exists() or folder.parent == folder:
+            raise DslError(f"{flag} {out}: {folder} is a file, not a folder",
+                           hint=f"choose another {flag}")
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DslError(f"{flag} {out}: the folder {folder} is not writable",
+                       hint=f"choose another {flag}, or make {folder} writable")
 
 
 def save_checkpoint(path: Path, weights: dict[str, np.ndarray],

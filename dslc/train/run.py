@@ -4,6 +4,7 @@ through the shared loop, write the run's folder / print the test split's figures
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from dslc.backends import get_backend
 from dslc.compiler import compile_file
 from dslc.diagnostics import DslError
 from dslc.train import outputs
-from dslc.train.loop import Diverged, epoch_metrics, fit
+from dslc.train.loop import Diverged, Interrupted, epoch_metrics, fit
 from dslc.train.metrics import (
     compute_metrics,
     confusion_matrix,
@@ -85,8 +86,7 @@ def train_command(args) -> int:
         batch = None  # gradient descent is full batch unless the spec says otherwise
     if epochs <= 0 or (batch is not None and batch <= 0):
         raise DslError("--epochs and --batch must be positive")
-    if out.exists() and not out.is_dir():
-        raise DslError(f"--out {out} is a file, not a folder")
+    outputs.check_writable(out, "--out")
     previous = [n for n in outputs.run_files(spec) if (out / n).exists()]
     if previous and not args.resume and not getattr(args, "force", False):
         raise DslError(f"{out} already holds {', '.join(previous)}, which training would replace",
@@ -115,8 +115,10 @@ def train_command(args) -> int:
                            f"{state.get('backend')}, not {args.backend}",
                            hint=f"resume with `--backend {state.get('backend')}`")
     backend = get_backend(args.backend)
-    trainer = backend.make_trainer(graph, cfg, args.device, seed)  # a missing GPU fails first
+    backend.require()  # a missing framework is found without importing it
+    # The data first: its errors come in a moment, importing a framework takes seconds.
     data = _dataset(spec, graph, cfg, seed)
+    trainer = backend.make_trainer(graph, cfg, args.device, seed)
     progress = Progress()
     n_val = 0 if data.x_val is None else len(data.x_val)
     progress.message(
@@ -132,10 +134,12 @@ def train_command(args) -> int:
     except Diverged as err:
         _write_after_divergence(out, spec, graph, err, seed, args.backend, data)
         raise
+    except Interrupted as stop:
+        raise KeyboardInterrupt(_how_to_resume(args, out, stop.epoch, epochs)) from None
     weights = trainer.get_weights()
     test = epoch_metrics(cfg, data.y_test, trainer.predict(data.x_test))
     history = result.history
-    _write_run(out, spec, graph, weights, history, seed, args.backend, data)
+    written = _write_run(out, spec, graph, weights, history, seed, args.backend, data)
     outputs.write_json(out / "metrics.json", {
         "test": test,
         "final_epoch": history[-1] if history else None,
@@ -147,8 +151,27 @@ def train_command(args) -> int:
     })
     figures = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
     print(f"test: {figures}")
-    print(f"wrote {out}/ (weights.safetensors, history.csv, metrics.json, curves.png)")
+    written.append("metrics.json")
+    if epochs > result.resumed_from:  # else the checkpoint is the earlier run's
+        written.append(outputs.CHECKPOINT)
+    written.sort(key=outputs.run_files(spec).index)
+    print(f"wrote {out}/: {', '.join(written)}")
     return 0
+
+
+def _how_to_resume(args, out: Path, saved: int, epochs: int) -> str:
+    """What Ctrl-C kept, and the command that continues the run from there."""
+    if not saved:
+        return "no epoch finished, so there is no checkpoint to resume from"
+    command = ["dslc", "train", args.spec, "--out", str(out), "--resume"]
+    for flag, value, default in (("--backend", args.backend, "torch"),
+                                 ("--device", args.device, "cpu"),
+                                 ("--epochs", args.epochs, None),
+                                 ("--model", getattr(args, "model", None), None)):
+        if value != default:
+            command += [flag, str(value)]
+    return (f"epoch {saved} of {epochs} is saved in {out / outputs.CHECKPOINT}; to continue: "
+            f"{shlex.join(command)}")
 
 
 def _weights_meta(spec, graph, seed: int, backend: str, data, epochs: int) -> dict[str, str]:
@@ -157,13 +180,16 @@ def _weights_meta(spec, graph, seed: int, backend: str, data, epochs: int) -> di
             "preprocessing": json.dumps(data.preprocessing)}
 
 
-def _write_run(out: Path, spec, graph, weights, history, seed, backend, data) -> None:
+def _write_run(out: Path, spec, graph, weights, history, seed, backend, data) -> list[str]:
+    """Write the run's files; their names, relative to `out`."""
     save_weights(out / outputs.WEIGHTS, weights,
                  _weights_meta(spec, graph, seed, backend, data, len(history)))
     outputs.write_history(out / "history.csv", history)
+    written = [outputs.WEIGHTS, "history.csv"]
     if history:
         outputs.plot_curves(out / "curves.png", history, f"{graph.name} ({backend})")
-    outputs.copy_spec(out, spec)
+        written.append("curves.png")
+    return written + [str(p) for p in outputs.copy_spec(out, spec)]
 
 
 def _write_after_divergence(out, spec, graph, err: Diverged, seed, backend, data) -> None:
