@@ -15,12 +15,6 @@ from dslc.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The flags of `run` and `export` are being reworked with the ONNX items of issue 11 (refusing
-# to overwrite, --force, --allow-nan); their help text comes with that change. Drop this skip
-# once it has landed.
-NOT_YET = {"run", "export"}
-
-
 def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return action
@@ -52,8 +46,7 @@ def _actions(parser: argparse.ArgumentParser, where: str):
             continue
         if isinstance(action, argparse._SubParsersAction):
             for name, child in action.choices.items():
-                if name not in NOT_YET:
-                    yield from _actions(child, f"{where} {name}")
+                yield from _actions(child, f"{where} {name}")
             continue
         yield where, action
 

@@ -117,8 +117,9 @@ class Backend:
     def compile(self, spec: Any, graph: Graph, out: Path, seed: int = 0,
                 force: bool = False) -> Path:
         """Write what `dslc compile` writes for `graph` under `out`; returns the file. A source
-        backend writes `generate`'s module as `OUT/<model>.py`, replacing a file dslc did not
-        write only with `force`; a model backend overrides this."""
+        backend writes `generate`'s module as `OUT/<model>.py` (`<model>_model.py` when the
+        name is an importable module's), replacing a file dslc did not write only with
+        `force`; a model backend overrides this."""
         if self.emits != "source":
             raise self._cannot("compile")
         from dslc.backends.pysource import write_module
