@@ -480,7 +480,7 @@ def concat(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
 
 # The ONNX functions the RNN op applies itself that dslc's tests run through onnxruntime
 # (with their `alpha`); any other activation runs as a Scan.
-RNN_FUNCTIONS = ("Tanh", "Relu", "Sigmoid", "LeakyRelu")
+RNN_FUNCTIONS = ("Tanh", "Relu", "Sigmoid", "LeakyRelu", "Elu")
 
 
 def rnn_activation(ctx: Lowering, node: Node) -> dict[str, Any] | None:
