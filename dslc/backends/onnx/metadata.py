@@ -27,7 +27,8 @@ META_PIXEL_MAX = "dslc.pixel_max"
 
 # Raw value range of image-like data sources, so an 8-bit image file (0..255) can be mapped
 # to what the model was trained on before its preprocessing (digits pixels are 0..16).
-SOURCE_PIXEL_MAX = {"digits": 16.0, "idx": 255.0}
+SOURCE_PIXEL_MAX = {"digits": 16.0, "idx": 255.0, "mnist": 255.0, "mnist_sample": 255.0,
+                    "fashion_mnist": 255.0, "cifar10": 255.0}
 
 
 def task_of(graph: Graph, output: str) -> str:

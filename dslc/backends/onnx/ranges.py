@@ -30,9 +30,13 @@ META_INPUT_RANGE = "dslc.input_range"  # JSON: {"min", "max", "mean"?, "backgrou
 DARK, LIGHT, MIDDLE = 0.4, 0.6, 0.5
 
 # Built-in sources whose range is known without reading them: (min, max, mean, background).
-KNOWN: dict[str, tuple[float, float, float | None, str]] = {
+KNOWN: dict[str, tuple[float, float, float | None, str | None]] = {
     "digits": (0.0, 16.0, 4.884, "dark"),  # scikit-learn's 8x8 digits, ink high
     "idx": (0.0, 255.0, None, "dark"),      # MNIST-style IDX files, ink high
+    "mnist": (0.0, 255.0, None, "dark"),    # the named sets of dslc/data/datasets.py
+    "mnist_sample": (0.0, 255.0, None, "dark"),
+    "fashion_mnist": (0.0, 255.0, None, "dark"),  # garments light on black
+    "cifar10": (0.0, 255.0, None, None),    # photos: no polarity
 }
 
 BACKGROUNDS = {"dark": "light strokes on a dark background",
