@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dslc.data.files import file_kind
 from dslc.diagnostics import Collector, DslError, Span, did_you_mean
 from dslc.ir import ast
 from dslc.ir.graph import Graph
 from dslc.ir.train import TrainConfig
+from dslc.ops import find_op
 from dslc.parse import parse
 from dslc.passes import shapes
 from dslc.passes.build import GraphBuilder
@@ -60,9 +64,96 @@ class _Items:
     lets: dict[str, Any] = field(default_factory=dict)
 
 
-def _gather(path: Path, text: str, items: _Items, sources: dict[str, str], stack: list[Path],
-            errors: Collector, main: bool) -> None:
-    program = parse(text, str(path))
+# A spec is text a person wrote: far below this. Reading stops here, whatever the file is.
+MAX_SPEC_BYTES = 10 * 1024 * 1024
+
+
+class SourceError(Exception):
+    """Why a spec file cannot be read; the caller says where (a `use`, the command line)."""
+
+    def __init__(self, reason: str, hint: str | None = None):
+        super().__init__(reason)
+        self.reason, self.hint = reason, hint
+
+
+def read_spec(path: Path) -> str:
+    """The text of a spec file: a regular file of at most MAX_SPEC_BYTES of UTF-8 text.
+    Never blocks on a FIFO, never reads a device."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise SourceError("no such file") from None
+    except OSError as exc:
+        raise SourceError(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise SourceError(f"is {file_kind(mode)}, not a regular file",
+                              "a spec is a regular .dl file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SourceError(f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SPEC_BYTES:
+        raise SourceError(f"is larger than {MAX_SPEC_BYTES // 2**20} MB, the limit for a spec",
+                          "a spec holds models, not data: load data with `data = ...` in `train`")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"is not UTF-8 text (byte {exc.start + 1})",
+                          "save the spec as UTF-8") from None
+
+
+def _is_spec_name(path: Path) -> bool:
+    return path.suffix == ".dl"
+
+
+def _read_used(item: ast.Use, target: Path, errors: Collector) -> str | None:
+    if not _is_spec_name(Path(item.path)):
+        # Not read at all: errors about a file that is not a spec would show its lines.
+        errors.error(f"`use` takes a .dl spec, and {item.path} is not one", item.span,
+                     'name a dslc spec, e.g. `use "layers.dl"`')
+        return None
+    try:
+        text = read_spec(target)
+    except SourceError as exc:
+        errors.error(f"cannot use {item.path}: it {exc.reason}", item.span, exc.hint)
+        return None
+    if "\0" in text:
+        errors.error(f"{item.path} is not a dslc spec (binary data)", item.span)
+        return None
+    return text
+
+
+def _parse_used(item: ast.Use, target: Path, text: str) -> ast.Program:
+    """A used file's syntax errors point into it only when it is a spec by name, resolved
+    too (a `.dl` link to another file is not): other files' lines are not shown."""
+    try:
+        return parse(text, str(target))
+    except DslError:
+        if _is_spec_name(target):
+            raise
+        raise DslError(f"{item.path} is not a dslc spec (it does not parse)", item.span,
+                       "`use` takes .dl files holding blocks, models and `let`s") from None
+
+
+def _check_block(block: ast.Block, errors: Collector) -> None:
+    if find_op(block.name) is not None:
+        # A call would silently run the op, not the block.
+        errors.error(f"block `{block.name}` has the name of a built-in op", block.span,
+                     f"rename the block, e.g. `my_{block.name}`")
+    for stmt in block.body:
+        if isinstance(stmt, ast.InputDecl) and stmt.dtype is not None:
+            errors.error(f"input `{stmt.name}` of block `{block.name}` has a type; a block "
+                         "takes the type of what it is called with", stmt.span,
+                         f"write `input {stmt.name}`: shapes are checked where the block is used")
+
+
+def _gather(path: Path, program: ast.Program, items: _Items, sources: dict[str, str],
+            stack: list[Path], errors: Collector, main: bool) -> None:
     for item in program.items:
         if isinstance(item, ast.Use):
             target = (path.parent / item.path).resolve()
@@ -71,16 +162,16 @@ def _gather(path: Path, text: str, items: _Items, sources: dict[str, str], stack
                 continue
             if str(target) in {str(Path(s).resolve()) for s in sources}:
                 continue
-            try:
-                sub = target.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                errors.error(f"cannot read {item.path}: {getattr(exc, 'strerror', None) or exc}",
-                             item.span)
+            sub = _read_used(item, target, errors)
+            if sub is None:
                 continue
-            sources[str(target)] = sub
             try:
-                _gather(target, sub, items, sources, [*stack, target], errors, main=False)
+                used = _parse_used(item, target, sub)
+                sources[str(target)] = sub
+                _gather(target, used, items, sources, [*stack, target], errors, main=False)
             except DslError as err:
+                if any(d.span is not None and d.span.file == str(target) for d in err.diagnostics):
+                    sources[str(target)] = sub
                 errors.extend(err)
         elif isinstance(item, ast.Let):
             try:
@@ -91,6 +182,8 @@ def _gather(path: Path, text: str, items: _Items, sources: dict[str, str], stack
                 errors.error(f"cannot evaluate `{item.name}`: too large or nested too deeply",
                              item.span)
         elif isinstance(item, ast.Model | ast.Block):
+            if isinstance(item, ast.Block):
+                _check_block(item, errors)
             if item.name in items.models or item.name in items.blocks:
                 errors.error(f"`{item.name}` is defined twice", item.span)
             elif isinstance(item, ast.Model):
@@ -101,12 +194,31 @@ def _gather(path: Path, text: str, items: _Items, sources: dict[str, str], stack
             items.trains.append(item)
 
 
+def _no_model(path: Path, program: ast.Program) -> DslError:
+    """A spec without a model checks nothing: say so, and what the file holds instead."""
+    blocks = [item for item in program.items if isinstance(item, ast.Block)]
+    name = f"`{path.name}`"
+    if blocks:
+        names = ", ".join(f"`{b.name}`" for b in blocks)
+        what = "block" if len(blocks) == 1 else "blocks"
+        return DslError(f"{name} defines {what} {names} but no model", blocks[0].span,
+                        "`use` it from a spec that has a model: "
+                        f'`use "{path.name}"`, then `model m {{ ... }}`')
+    return DslError(f"{name} defines no model", Span(str(path), 1, 1),
+                    "a spec holds at least one `model name { input x: f32[...] ... }`")
+
+
 def compile_text(text: str, path: str | Path = "<input>") -> Spec:
     path = Path(path)
     sources = {str(path): text}
     errors = Collector()
     items = _Items()
-    _gather(path, text, items, sources, [path.resolve()], errors, main=True)
+    program = parse(text, str(path))
+    _gather(path, program, items, sources, [path.resolve()], errors, main=True)
+    if not items.models and not errors.diagnostics:
+        err = _no_model(path, program)
+        err.sources = sources  # type: ignore[attr-defined]
+        raise err
     spec = Spec(path=path, sources=sources)
     broken: set[str] = set()
     for model in items.models.values():
@@ -146,11 +258,9 @@ def compile_text(text: str, path: str | Path = "<input>") -> Spec:
 def compile_file(path: str | Path) -> Spec:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DslError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DslError(f"{path}: cannot read: {exc}") from None
+        text = read_spec(path)
+    except SourceError as exc:
+        raise DslError(f"{path}: {exc.reason}", hint=exc.hint) from None
     return compile_text(text, path)
 
 

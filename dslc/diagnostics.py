@@ -69,31 +69,71 @@ def one_of(candidates) -> str:
     return ", ".join(f"`{c}`" for c in sorted(candidates))
 
 
+# Rendered source lines show this many characters around the caret; messages and hints
+# are cut at MAX_MESSAGE. A 2 MB line in a spec must not become a 2 MB error.
+WINDOW = 120
+MAX_MESSAGE = 1000
+# The source of a diagnostic is read again only from a regular file this small.
+MAX_SOURCE_BYTES = 10 * 1024 * 1024
+
+
+def _clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} … {text[-half:]}"
+
+
+def _source_window(src: str, col: int, width: int) -> tuple[str, int, int]:
+    """The part of `src` shown around 0-based column `col`: (text, caret column, caret width)."""
+    if len(src) <= WINDOW:
+        return src, col, width
+    start = max(0, min(col - WINDOW // 2, len(src) - WINDOW))
+    end = start + WINDOW
+    shown = ("…" if start else "") + src[start:end] + ("…" if end < len(src) else "")
+    caret = col - start + (1 if start else 0)
+    return shown, caret, max(1, min(width, end - col))
+
+
+def _read_source(file: str) -> str | None:
+    import os
+    import stat
+
+    try:
+        info = os.stat(file)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SOURCE_BYTES:
+            return None
+        return Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 def render(diag: Diagnostic, sources: dict[str, str] | None = None) -> str:
     """`path:line:col: error: message`, the source line, a caret, then the hint."""
     sources = sources or {}
+    message = _clip(diag.message)
     if diag.span is None:
-        lines = [f"{diag.severity}: {diag.message}"]
+        lines = [f"{diag.severity}: {message}"]
     else:
-        lines = [f"{diag.span}: {diag.severity}: {diag.message}"]
+        lines = [f"{diag.span}: {diag.severity}: {message}"]
         text = sources.get(diag.span.file)
         if text is None:
-            try:
-                text = Path(diag.span.file).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                text = None
+            text = _read_source(diag.span.file)
         if text is not None:
             src_lines = text.splitlines()
             if 1 <= diag.span.line <= len(src_lines):
-                src = src_lines[diag.span.line - 1].expandtabs(4)
+                raw = src_lines[diag.span.line - 1]
+                src = raw.expandtabs(4)
+                col = len(raw[:diag.span.col - 1].expandtabs(4))  # tabs move the caret too
                 width = 1
                 if diag.span.end_line == diag.span.line and diag.span.end_col:
                     width = max(1, diag.span.end_col - diag.span.col)
+                src, caret, width = _source_window(src, col, width)
                 lineno = str(diag.span.line)
                 lines.append(f" {lineno} | {src}")
-                lines.append(f" {' ' * len(lineno)} | {' ' * (diag.span.col - 1)}{'^' * width}")
+                lines.append(f" {' ' * len(lineno)} | {' ' * caret}{'^' * width}")
     if diag.hint:
-        lines.append(f"  hint: {diag.hint}")
+        lines.append(f"  hint: {_clip(diag.hint)}")
     return "\n".join(lines)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+import sys
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -48,13 +50,70 @@ def grammar_digest(text: str) -> str:
     return hashlib.sha256(f"{text}{LARK_OPTIONS}{lark.__version__}".encode()).hexdigest()
 
 
+# What one file may hold. A model has at most 100,000 layers once blocks and `repeat` are
+# expanded (dslc/passes/build.py), but parsing costs ~50 us a statement: a runaway file is
+# stopped while it is parsed, not after. Large models are written with blocks and `repeat`.
+MAX_STATEMENTS = 20_000
+MAX_TOKENS = 10 * MAX_STATEMENTS
+
+
+class _Exceeded(Exception):
+    def __init__(self, what: str, limit: int, where):
+        super().__init__(what)
+        self.what, self.limit, self.where = what, limit, where
+
+
+class _Budget:
+    """Counts tokens and statements while Lark parses, and stops it at the limits. One parse
+    at a time (the parser is shared); `parse` resets it."""
+
+    always_accept: tuple = ()  # Lark's post-lexer interface
+
+    def __init__(self) -> None:
+        self.tokens = self.statements = 0
+        self.last: Token | None = None
+
+    def reset(self) -> None:
+        self.tokens = self.statements = 0
+        self.last = None
+
+    def process(self, stream):
+        for tok in stream:
+            self.tokens += 1
+            self.last = tok
+            if self.tokens > MAX_TOKENS:
+                raise _Exceeded("tokens", MAX_TOKENS, tok)
+            yield tok
+
+    def statement(self, rule: str):
+        def build(children):
+            self.statements += 1
+            if self.statements > MAX_STATEMENTS:
+                where = next((c for c in children if isinstance(c, Token)), self.last)
+                raise _Exceeded("statements", MAX_STATEMENTS, where)
+            return lark.Tree(rule, children)
+        return build
+
+    def __getattr__(self, rule: str):
+        # Lark asks the transformer for a callback for each rule; statements are counted.
+        if rule in STATEMENT_RULES:
+            return self.statement(rule)
+        raise AttributeError(rule)
+
+
+STATEMENT_RULES = {"input_decl", "output_stmt", "let_stmt", "assign", "apply", "repeat", "empty",
+                   "use_stmt", "model", "block", "train", "setting", "param"}
+_BUDGET = _Budget()
+
+
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
     text = grammar_text()
     tables = load_tables()
+    hooks = dict(transformer=_BUDGET, postlex=_BUDGET)
     if tables is not None and tables["digest"] == grammar_digest(text):
-        return Lark._load_from_dict(tables["data"], tables["memo"])
-    return Lark(text, **LARK_OPTIONS)
+        return Lark._load_from_dict(tables["data"], tables["memo"], **hooks)
+    return Lark(text, **LARK_OPTIONS, **hooks)
 
 
 def _int_keys(pairs: list) -> dict:
@@ -93,6 +152,8 @@ def _token_word(tok_type: str) -> str:
 def _describe(tok: Token) -> str:
     if tok.type == "$END":
         return "end of file"
+    if len(tok.value) > 40:
+        return f"`{tok.value[:30]}…` ({len(tok.value):,} characters)"
     return f"`{tok.value}`" if tok.value else _token_word(tok.type)
 
 
@@ -134,8 +195,17 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     return Diagnostic(message, end, hint)
 
 
+def _too_large(err: _Exceeded, file: str) -> Diagnostic:
+    where = err.where
+    span = Span(file, 1, 1) if where is None else Span(file, where.line or 1, where.column or 1)
+    return Diagnostic(f"this file has more than {err.limit:,} {err.what}; parsing stopped here",
+                      span, "write large models with blocks and `repeat`, not statement by "
+                            "statement")
+
+
 # Integers are 64-bit; deeper trees than this would exhaust Python's stack downstream.
 MAX_INT = 2**63 - 1
+MAX_FLOAT = sys.float_info.max  # numbers are 64-bit floats; none is infinite or NaN
 MAX_DEPTH = 100
 
 
@@ -203,6 +273,10 @@ class _ToAst(Transformer):
                                             f"integers go up to {MAX_INT:,}"))
             return ast.Num(span=self._span(meta), value=0)
         value = int(text) if is_int else float(text)
+        if not math.isfinite(value):  # 1e309: backends would get `inf`
+            self.problems.append(Diagnostic("number too large", self._tok_span(tok),
+                                            f"numbers go up to about {MAX_FLOAT:.3g}"))
+            return ast.Num(span=self._span(meta), value=0)
         return ast.Num(span=self._span(meta), value=value)
 
     def string(self, meta, tok):
@@ -302,12 +376,16 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
     """Parse one .dl file. Raises DslError with a located, readable message."""
     if text.startswith("\ufeff"):  # a UTF-8 byte order mark, as some editors write
         text = text[1:]
+    parser = _parser()
+    _BUDGET.reset()
     try:
-        tree = _parser().parse(text)
+        tree = parser.parse(text)
     except UnexpectedInput as err:
         raise DslError(_syntax_error(err, file, text)) from None
     except RecursionError:
         raise DslError("spec nested too deeply", Span(file, 1, 1)) from None
+    except _Exceeded as err:
+        raise DslError(_too_large(err, file)) from None
     _check_depth(tree, file)
     to_ast = _ToAst(file)
     try:

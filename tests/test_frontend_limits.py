@@ -46,7 +46,7 @@ def test_numbers_and_nesting(src, message):
 
 
 def test_many_parentheses_are_fine():
-    compile_text("let x = " + "(" * 5000 + "1" + ")" * 5000 + "\n")
+    compile_text("let n = " + "(" * 5000 + "1" + ")" * 5000 + "\n" + MODEL.format("dense(n)"))
 
 
 def test_big_float_arithmetic_is_fine():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslc.data.files import require_regular
 from dslc.diagnostics import DslError, Span
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -17,6 +18,7 @@ def _fail(path: Path, what: str, span: Span | None, hint: str | None = None) -> 
 
 
 def load_npy(path: Path, span: Span | None = None) -> np.ndarray:
+    require_regular(path, ".npy file", span)
     # np.load hands anything without numpy's header to pickle, whose complaint misleads.
     try:
         with open(path, "rb") as f:
@@ -32,6 +34,7 @@ def load_npy(path: Path, span: Span | None = None) -> np.ndarray:
 
 
 def load_npz(path: Path, span: Span | None = None) -> dict[str, np.ndarray]:
+    require_regular(path, ".npz file", span)
     if not zipfile.is_zipfile(path):
         raise _fail(path, "not a .npz file (not a zip archive)", span)
     try:

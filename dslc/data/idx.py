@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslc.data.files import require_regular
 from dslc.diagnostics import DslError, Span
 
 # dtype code → big-endian numpy dtype (the IDX specification's table)
@@ -24,6 +25,7 @@ DTYPES: dict[int, np.dtype] = {
 
 def read_idx(path: Path, span: Span | None = None) -> np.ndarray:
     """The array stored in one IDX file (`.gz` is decompressed)."""
+    require_regular(path, "IDX file", span)
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
@@ -76,6 +78,6 @@ IDX_FILES = {
 def find_idx(folder: Path, key: str) -> Path | None:
     for stem in IDX_FILES[key]:
         for name in (stem, stem + ".gz"):
-            if (folder / name).is_file():
+            if (folder / name).exists():  # read_idx refuses what is not a regular file
                 return folder / name
     return None

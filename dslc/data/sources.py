@@ -16,6 +16,7 @@ import numpy as np
 
 from dslc.data.arrays import load_npy, load_npz
 from dslc.data.datasets import DATASETS, Reader
+from dslc.data.files import require_regular
 from dslc.data.idx import IDX_FILES, find_idx, read_idx
 from dslc.diagnostics import DslError, Span
 
@@ -173,6 +174,7 @@ def npy(args: dict, ctx: Context) -> Raw:
 @source("csv")
 def csv_file(args: dict, ctx: Context) -> Raw:
     path = ctx.existing(args["path"], "CSV file")
+    require_regular(path, "CSV file", ctx.span)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

@@ -4,6 +4,7 @@ statements into graph edges, validates each op's attributes. Errors are collecte
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,8 @@ MAX_STEPS = 1_000_000  # statements run while expanding one model
 MAX_BLOCK_DEPTH = 32
 MAX_NAME = 100  # characters of a model, input or layer name (they become file names, keys)
 MAX_DIM = 2**31 - 1  # elements of one dimension or one tensor
+MAX_RANK = 8  # dimensions of one sample (numpy, and so every backend, stops at 32 or 64)
+MAX_ELEMENTS = 2**31 - 1  # values of one sample of an input, as of any tensor (shapes.py)
 PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
     "int": int, "float": (int, float), "str": str, "bool": bool, "any": object,
 }
@@ -245,6 +248,11 @@ class GraphBuilder:
         if stmt.dtype not in DTYPES:
             raise DslError(f"unknown dtype `{stmt.dtype}`", stmt.span,
                            did_you_mean(stmt.dtype, DTYPES) or f"use one of {one_of(DTYPES)}")
+        if stmt.dims is not None and len(stmt.dims) > MAX_RANK:
+            raise DslError(f"input `{stmt.name}` has {len(stmt.dims)} dimensions, at most "
+                           f"{MAX_RANK} are allowed", stmt.dims[MAX_RANK].span,
+                           "a sample is a vector, a sequence, an image or a volume: "
+                           "flatten the others")
         dims = []
         for d in stmt.dims or []:
             v = evaluate(d, scope.lets)
@@ -254,6 +262,10 @@ class GraphBuilder:
             if v is not None and v > MAX_DIM:
                 raise DslError(f"dimension {v:,} is too large (at most {MAX_DIM:,})", d.span)
             dims.append(v)
+        size = math.prod(d for d in dims if d is not None)
+        if size > MAX_ELEMENTS:
+            raise DslError(f"input `{stmt.name}` is too large: {size:,} values a sample "
+                           f"(at most {MAX_ELEMENTS:,})", stmt.span)
         if stmt.name in self.used:
             raise DslError(f"`{stmt.name}` is already defined", stmt.span)
         self.too_long(stmt.name, stmt.span)

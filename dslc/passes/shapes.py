@@ -11,6 +11,7 @@ from dslc.ops import ShapeError, get_op
 
 def infer(graph: Graph, errors: Collector) -> None:
     types: dict[str, TensorType] = {i.name: i.type for i in graph.inputs}
+    total = 0
     for node in graph.nodes:
         in_types = [types[n] for n in node.inputs if n in types]
         if len(in_types) < len(node.inputs):
@@ -25,17 +26,27 @@ def infer(graph: Graph, errors: Collector) -> None:
                          err.hint or f"its input shape: {shapes}")
             continue
         node.type, node.params = out, params
+        if len(out.shape) > MAX_RANK:
+            errors.error(f"layer `{node.name}` ({node.op}): its output {out} has "
+                         f"{len(out.shape)} dimensions, at most {MAX_RANK} are allowed", node.span)
+            continue
         problem = _too_large(out, params)
         if problem:
             errors.error(f"layer `{node.name}` ({node.op}): {problem}", node.span,
                          f"at most {MAX_ELEMENTS:,} elements a tensor")
             continue
         types[node.name] = out
+        before, total = total, total + sum(p.size for p in params.values())
+        if before <= MAX_PARAMS < total:  # once, at the layer that crosses the limit
+            errors.error(f"model `{graph.name}` has more than {MAX_PARAMS:,} parameters "
+                         f"(at layer `{node.name}`)", node.span,
+                         "its weights would not fit in memory, a checkpoint or an ONNX file")
 
 
 # One tensor's elements (per sample for outputs): more than int32 indexing and ONNX allow,
-# and far more memory than a model can hold.
-MAX_ELEMENTS = 2**31 - 1
+# and far more memory than a model can hold. A model's parameters together, likewise.
+MAX_ELEMENTS = MAX_PARAMS = 2**31 - 1
+MAX_RANK = 8  # dimensions of a sample, as build.py allows an input
 
 
 def _too_large(out: TensorType, params: dict[str, ParamSpec]) -> str | None:

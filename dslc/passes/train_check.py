@@ -52,6 +52,7 @@ def output_activation(graph: Graph) -> str:
 def build_train(train: ast.Train, graph: Graph | None, lets: dict, errors: Collector) -> TrainConfig | None:
     settings: dict[str, tuple[Any, Span]] = {}
     before = len(errors.diagnostics)
+    failed = set()  # settings given but wrong: reported already, not "missing" too
     for s in train.settings:
         if s.name not in SETTINGS:
             errors.error(f"unknown train setting `{s.name}`", s.span,
@@ -64,8 +65,9 @@ def build_train(train: ast.Train, graph: Graph | None, lets: dict, errors: Colle
             settings[s.name] = (evaluate(s.value, lets), s.value.span)
         except DslError as err:
             errors.extend(err)
+            failed.add(s.name)
     for required in ("data", "loss", "optimizer"):
-        if required not in settings:
+        if required not in settings and required not in failed:
             errors.error(f"train `{train.model}` needs `{required} = ...`", train.span)
     if len(errors.diagnostics) > before:
         return None

@@ -3,6 +3,8 @@ config calls (`adam(lr=1e-3)`) in `train` blocks."""
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +96,10 @@ def _arith(expr, left, right):
 def _checked(v, span):
     if isinstance(v, int) and not -MAX_INT - 1 <= v <= MAX_INT:
         raise DslError("number too large", span, f"integers go up to {MAX_INT:,}")
+    if isinstance(v, float) and not math.isfinite(v):
+        # `inf` or `nan` would reach the generated code as a name that does not exist.
+        raise DslError("number too large: the result is not a finite number", span,
+                       f"numbers go up to about {sys.float_info.max:.3g}")
     return v
 
 
