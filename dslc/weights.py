@@ -144,7 +144,12 @@ def read_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
+    from dslc.data.files import require_regular
+
     path = Path(path)
+    if not path.exists():
+        raise DslError(f"{path}: no such weights file")
+    require_regular(path, "weights file")  # a FIFO or /dev/zero would block or never end
     try:
         data = path.read_bytes()
     except FileNotFoundError:

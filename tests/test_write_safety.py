@@ -99,3 +99,12 @@ def test_float64_weights_load_as_float32(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file(w, str(path))
     assert all(v.dtype == np.float32 for v in load_weights(path, g).values())
+
+
+def test_a_weights_path_that_is_not_a_regular_file_is_refused(tmp_path):
+    fifo = tmp_path / "w.safetensors"
+    os.mkfifo(fifo)
+    with pytest.raises(DslError, match="FIFO"):
+        load_weights(fifo, _graph())
+    with pytest.raises(DslError, match="character device"):
+        load_weights("/dev/zero", _graph())
