@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import re
 import subprocess
 import sys
 import warnings
@@ -78,12 +79,18 @@ def test_a_read_only_out_folder_fails_before_training(spec, tmp_path, capsys, no
 
 
 def test_data_errors_come_before_the_framework_is_imported(root, tmp_path):
-    # cnn_small reads MNIST files that are not there.
+    # a copy of cnn_small that reads MNIST IDX files that are not there (no download)
+    text = (root / "specs" / "cnn_small.dl").read_text()
+    spec = tmp_path / "cnn_small.dl"
+    spec.write_text(re.sub(r"data\s*=\s*mnist\(([^)]*)\)",
+                           lambda m: 'data = idx("missing/"' + (", " + m[1] if m[1] else "") + ")",
+                           text))
+    assert 'idx("missing/"' in spec.read_text()
     code = ("import sys; from dslc.cli import main; rc = main(sys.argv[1:]); "
             "print(rc, [m for m in ('torch', 'keras', 'tensorflow') if m in sys.modules])")
     for backend in ("torch", "keras"):
-        res = subprocess.run([sys.executable, "-c", code, "train", str(root / "specs" /
-                              "cnn_small.dl"), "--out", str(tmp_path / backend), "--backend",
+        res = subprocess.run([sys.executable, "-c", code, "train", str(spec),
+                              "--out", str(tmp_path / backend), "--backend",
                               backend], capture_output=True, text=True, timeout=300)
         assert res.stdout.strip() == "2 []", (res.stdout, res.stderr)
         assert "not found" in res.stderr
