@@ -5,8 +5,8 @@ library warnings as one `note:` line, a resume hint after Ctrl-C, every written 
 from __future__ import annotations
 
 import os
-import shlex
 import re
+import shlex
 import subprocess
 import sys
 import warnings
