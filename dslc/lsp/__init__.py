@@ -4,4 +4,5 @@
 - features.py: diagnostics, hover, completion, definition, formatting, without a server
 - help.py: what hovers and completions say about ops, from the op registry
 - server.py: the pygls server over stdio
+- textmate.py: the editors' TextMate grammar, made from the op registry
 """
