@@ -114,6 +114,16 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
     commands["verify"] = cmd_verify
 
+    p = sub.add_parser(
+        "lsp", help="a Language Server for editors, over stdin/stdout",
+        description="Serve the Language Server Protocol over stdin/stdout: the diagnostics of "
+                    "`dslc check` as you type, hover (output shapes, parameters, op docs), "
+                    "completion, go to definition and formatting. Editors start it; see "
+                    "editors/vscode. Needs pygls (pip install 'dslc[lsp]').")
+    p.add_argument("--stdio", action="store_true",
+                   help="accepted for clients that pass it; stdio is the only transport")
+    commands["lsp"] = cmd_lsp
+
 
 def _spec_and_graph(args):
     from dslc.compiler import compile_file
@@ -159,3 +169,17 @@ def cmd_verify(args) -> int:
     from dslc.verify import verify_command
 
     return verify_command(args)
+
+
+def cmd_lsp(args) -> int:
+    from dslc.diagnostics import DslError
+
+    try:
+        from dslc.lsp.server import serve
+    except ImportError as exc:
+        if exc.name not in ("pygls", "lsprotocol") and not str(exc.name).startswith("pygls."):
+            raise
+        raise DslError("`dslc lsp` needs pygls, which is not installed",
+                       hint="pip install 'dslc[lsp]'") from None
+    serve()
+    return 0
