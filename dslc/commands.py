@@ -124,6 +124,22 @@ def register(sub, commands: dict) -> None:
                    help="accepted for clients that pass it; stdio is the only transport")
     commands["lsp"] = cmd_lsp
 
+    p = sub.add_parser(
+        "graph", help="draw the model: an SVG picture or an HTML page with pan, zoom and details",
+        description="Draw the checked model top-down: each layer with its op, output shape and "
+                    "parameters, the data flow between them, block instances as labelled groups. "
+                    "Runs of repeated layers or blocks are folded into one box or group `× N` "
+                    "(--expand draws them all). The .html form adds pan, zoom and a panel "
+                    "with a layer's attributes and spec line.")
+    p.add_argument("spec", help="the .dl file")
+    p.add_argument("-o", "--out", help="the .svg or .html file to write (default: <model>.svg "
+                                       "in the current folder)")
+    p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
+    p.add_argument("--expand", action="store_true",
+                   help="draw every layer, without folding repeated runs")
+    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    commands["graph"] = cmd_graph
+
 
 def _spec_and_graph(args):
     from dslc.compiler import compile_file
@@ -183,3 +199,9 @@ def cmd_lsp(args) -> int:
                        hint="pip install 'dslc[lsp]'") from None
     serve()
     return 0
+
+
+def cmd_graph(args) -> int:
+    from dslc.diagram import graph_command
+
+    return graph_command(args)

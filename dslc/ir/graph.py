@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from dslc.diagnostics import Span
 
@@ -45,6 +45,15 @@ class Input(BaseModel):
     span: Span
 
 
+class BlockCall(BaseModel):
+    """One expansion of a block: its layers are named `<instance>_<layer>`."""
+
+    model_config = ConfigDict(frozen=True)
+    instance: str
+    block: str
+    span: Span  # of the call
+
+
 class Node(BaseModel):
     """One layer. `attrs` is the op's validated attribute model with every default pinned."""
 
@@ -56,6 +65,9 @@ class Node(BaseModel):
     span: Span
     type: TensorType | None = None
     params: dict[str, ParamSpec] = {}
+    # The block calls that made the layer, outermost first (for diagrams). Not part of what
+    # the model computes, so left out of dumps (and of a run's digest).
+    blocks: tuple[BlockCall, ...] = Field(default=(), exclude=True)
 
     @property
     def param_count(self) -> int:

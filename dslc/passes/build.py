@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from dslc.diagnostics import Collector, DslError, Span, did_you_mean, one_of
 from dslc.ir import ast
-from dslc.ir.graph import Graph, Input, Node, TensorType
+from dslc.ir.graph import BlockCall, Graph, Input, Node, TensorType
 from dslc.ops import Op, all_ops, find_op
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
 
@@ -59,6 +59,7 @@ class Scope:
     tensors: dict[str, Tensor | None] = field(default_factory=dict)  # None: poisoned
     prefix: str = ""
     prev: Tensor | None = None
+    blocks: tuple[BlockCall, ...] = ()  # the block calls being expanded, outermost first
     uid: int = field(default_factory=lambda: next(_SCOPE_IDS))
 
 
@@ -356,7 +357,7 @@ class GraphBuilder:
             self.too_long(name, call.func_span, "layer name")
             self.owner_span[name] = call.func_span
         self.nodes.append(Node(name=name, op=op.name, inputs=[t.name for t in inputs], attrs=attrs,
-                               span=call.func_span))
+                               span=call.func_span, blocks=scope.blocks))
         return Tensor(name)
 
     def attrs(self, call: ast.Call, op, attr_args, scope: Scope):
@@ -442,7 +443,8 @@ class GraphBuilder:
         else:
             instance = self.auto_name(block.name, scope)
             self.too_long(instance, call.func_span, "layer name")
-        inner = Scope(lets=lets, prefix=f"{instance}_")
+        call_site = BlockCall(instance=instance, block=block.name, span=call.func_span)
+        inner = Scope(lets=lets, prefix=f"{instance}_", blocks=(*scope.blocks, call_site))
         for name, t in zip(block_inputs, inputs):
             inner.tensors[name] = t
         inner.prev = inputs[0] if inputs else None
