@@ -84,6 +84,9 @@ examples:
   write standalone PyTorch source; check every backend against the reference interpreter
     dslc compile specs/digits_cnn.dl --target torch -o build/
     dslc verify specs/digits_cnn.dl
+  draw the model; serve editors (diagnostics, hover, completion)
+    dslc graph examples/tiny_resnet.dl -o tiny_resnet.html
+    dslc lsp
 
 `dslc COMMAND --help` lists a command's flags. Exit status: 0 done, 2 an error in the input
 (spec, data, flags, files), 1 a bug in dslc, 130 interrupted."""
