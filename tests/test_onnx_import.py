@@ -494,3 +494,14 @@ def test_spec_text_is_safe_from_odd_onnx_names():
     assert "import os" not in imported.text.replace("# ", "")
     assert all(ln.startswith(("#", "model", "    ", "}")) for ln in imported.text.splitlines())
     assert [n.name for n in imported.graph.nodes] == ["evil_import_os"]
+
+
+def test_a_dslc_scan_rnn_says_why_it_is_not_read_back():
+    graph = compile_text("model m {\n    input s: f32[4, 2]\n    simple_rnn(3, activation=gelu)\n}\n",
+                         "m.dl").model()
+    model = to_model(graph, {k: np.ones(p.shape, np.float32)
+                             for k, p in graph.param_specs().items()})
+    with pytest.raises(Exception) as err:
+        import_model(model, "m.onnx")
+    assert "(Scan): ONNX op `Scan` is not supported" in str(err.value)
+    assert "Scan loop" in err.value.diagnostics[0].hint

@@ -1,4 +1,4 @@
-"""One import rule per ONNX op (the table `RULES` of importer.py), grouped by family: layers
+"""One import rule per ONNX op (the table `RULES` of import_walk.py), grouped by family: layers
 with weights, windows, activations, merges, axis moves, and constants (the shape arithmetic
 exporters emit around Reshape and RNN states).
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from dslc.ops.conv import same_pads
 
-from .importer import (
+from .import_walk import (
     BATCH,
     NCHW_OF_NHWC,
     RULES,
@@ -337,7 +337,7 @@ def _rnn_activation(step: Step) -> str:
 
 @RULES("RNN")
 def rnn(ctx: Importer, step: Step) -> list[Value | None]:
-    from .importer import Layer
+    from .import_walk import Layer
 
     layout = int(step.attrs.get("layout", 0))
     x = _plain(step, step.tensor(0))
