@@ -169,6 +169,16 @@ def test_windows_with_strides_and_average_pooling(tmp_path):
     assert "avg = avgpool2d(strides=1)" in body
 
 
+def test_pooling_with_same_padding_and_a_harmless_ceil_mode(tmp_path):
+    module = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1),
+                           nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+                           nn.MaxPool2d(2, ceil_mode=True))  # 8 / 2: ceil and floor agree
+    imported = round_trip(module, [(2, 8, 8)], tmp_path)
+    assert lines(imported)[2:5] == ["n0 = maxpool2d(3, strides=1, padding=same)",
+                                    "n1 = avgpool2d(3, strides=1, padding=same)",
+                                    "n2 = maxpool2d"]
+
+
 class Branches(nn.Module):
     """Two branches added, concatenated with a third, global pooling, layer norm."""
 
@@ -258,10 +268,9 @@ class RNN(nn.Module):
 @pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "time_major"])
 @pytest.mark.parametrize("last", ["index", "state", "sequence"])
 def test_an_rnn_is_a_simple_rnn_with_one_bias(tmp_path, batch_first, last):
-    shape = (7, 3) if batch_first else None
     module = RNN(batch_first, last)
     if batch_first:
-        imported = round_trip(module, [shape], tmp_path)
+        imported = round_trip(module, [(7, 3)], tmp_path)
     else:  # time-major: the ONNX input is [T, N, F], the spec's [N, T, F]
         imported = _time_major_round_trip(module, tmp_path)
     rnn = imported.graph.nodes[0]

@@ -224,16 +224,15 @@ def _pool(step: Step, op: str) -> list[Value | None]:
     step.no_output_used(1, "indices")
     hw = (int(x.shape[0]), int(x.shape[1]))  # type: ignore[arg-type]
     padding = _padding(step, hw, kernel, strides, [1, 1])
-    pads = step.ints("pads", [0, 0, 0, 0]) if padding == "valid" else [0, 0, 0, 0]
     if step.attrs.get("ceil_mode", 0):
+        pads = _same(hw, kernel, strides) if padding == "same" else [(0, 0), (0, 0)]
         for i in (0, 1):
-            span = hw[i] + pads[i] + pads[i + 2] - kernel[i]
-            if span % strides[i] and padding == "valid":
+            if (hw[i] + sum(pads[i]) - kernel[i]) % strides[i]:
                 raise step.fail("rounds its output size up (ceil_mode=1), which for this input "
                                 "gives another size than dslc's floor mode",
                                 hint="export with ceil_mode=False")
     if (op == "avgpool2d" and padding == "same" and step.attrs.get("count_include_pad", 0)
-            and any(same_pads(hw[i], kernel[i], strides[i], 1) != (0, 0) for i in (0, 1))):
+            and any(p != (0, 0) for p in _same(hw, kernel, strides))):
         raise step.fail("counts padded pixels in its averages (count_include_pad=1); dslc's "
                         "avgpool2d averages real pixels only",
                         hint="export with count_include_pad=False")
@@ -241,6 +240,10 @@ def _pool(step: Step, op: str) -> list[Value | None]:
     if strides != kernel:
         attrs["strides"] = _pair(*strides)
     return [step.layer(op, [x], **attrs).with_axes(NCHW_OF_NHWC)]
+
+
+def _same(hw: tuple[int, int], kernel: list[int], strides: list[int]) -> list[tuple[int, int]]:
+    return [same_pads(hw[i], kernel[i], strides[i], 1) for i in (0, 1)]
 
 
 @RULES("MaxPool")
