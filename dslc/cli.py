@@ -87,6 +87,8 @@ examples:
   draw the model; serve editors (diagnostics, hover, completion)
     dslc graph examples/tiny_resnet.dl -o tiny_resnet.html
     dslc lsp
+  bring a model from torch.onnx.export (or any dslc export) back as a spec and weights
+    dslc import model.onnx -o model.dl
 
 `dslc COMMAND --help` lists a command's flags. Exit status: 0 done, 2 an error in the input
 (spec, data, flags, files), 1 a bug in dslc, 130 interrupted."""

@@ -140,6 +140,20 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     commands["graph"] = cmd_graph
 
+    p = sub.add_parser(
+        "import", help="an ONNX model as a .dl spec and its weights",
+        description="Write an ONNX model (e.g. from torch.onnx.export or `dslc export`) as a .dl "
+                    "spec and its weights in the canonical layout. An NCHW image input becomes "
+                    "the spec's channels-last (NHWC) input with the same values; the converted "
+                    "weights give the same outputs.")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("-o", "--out", required=True, help="the .dl spec to write")
+    p.add_argument("--weights", help="the .safetensors file to write (default: the spec's name "
+                                     "with .safetensors)")
+    p.add_argument("--force", action="store_true", help="replace the spec or weights if they "
+                                                        "exist")
+    commands["import"] = cmd_import_onnx
+
 
 def _spec_and_graph(args):
     from dslc.compiler import compile_file
@@ -205,3 +219,9 @@ def cmd_graph(args) -> int:
     from dslc.diagram import graph_command
 
     return graph_command(args)
+
+
+def cmd_import_onnx(args) -> int:  # `import` is a Python keyword
+    from dslc.backends.onnx.importer import import_command
+
+    return import_command(args)

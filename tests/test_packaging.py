@@ -3,8 +3,9 @@ mapped into `dslc.grammars`), so a new package left off the list would vanish on
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
