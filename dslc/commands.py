@@ -87,7 +87,25 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--weights", required=True, help="trained weights (.safetensors)")
     p.add_argument("-o", "--out", required=True, help="the .onnx file to write")
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
-    p.add_argument("--force", action="store_true", help="replace the .onnx file if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace the .onnx file if it exists; with --quantize or --precision, "
+                        "also write a model that loses more than --max-loss")
+    p.add_argument("--no-preprocessing", action="store_true",
+                   help="leave the spec's preprocessing (scale, standardize) out of the graph: "
+                        "the file then takes preprocessed inputs (`dslc run` applies it from "
+                        "the metadata); by default the graph applies it and takes raw data")
+    p.add_argument("--quantize", choices=("int8",),
+                   help="static int8 quantization (QDQ, onnxruntime), calibrated on the "
+                        "training split; prints accuracy, size and speed against fp32")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="number format of the weights and activations (fp16: float32 inputs "
+                        "and outputs; compared with fp32 as for --quantize)")
+    p.add_argument("--calibrate", type=int, default=256, metavar="N",
+                   help="training samples that calibrate --quantize int8 (default 256)")
+    p.add_argument("--max-loss", type=float, default=0.5, metavar="POINTS",
+                   help="largest test accuracy drop against fp32 allowed for --quantize or "
+                        "--precision, in percentage points (regression: increase of the test "
+                        "loss, in percent); default 0.5")
     commands["export"] = cmd_export
 
     p = sub.add_parser("run", help="run a .onnx model with onnxruntime")
@@ -97,7 +115,14 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--force", action="store_true", help="replace the --output file if it exists")
     p.add_argument("--allow-nan", action="store_true",
                    help="run inputs holding NaN or infinity (a warning, not an error)")
-    p.add_argument("--bench", action="store_true", help="print latency and throughput")
+    p.add_argument("--bench", action="store_true",
+                   help="print onnxruntime's batch-1 latency and throughput at --bench-batch; "
+                        "with --spec and --weights, against torch eager (the generated module, "
+                        "same weights) in the same run")
+    p.add_argument("--bench-batch", type=int, default=64, metavar="N",
+                   help="the batch --bench measures throughput at (default 64)")
+    p.add_argument("--spec", help="with --bench: the .dl spec the model was exported from")
+    p.add_argument("--weights", help="with --bench: the weights it was exported with")
     commands["run"] = cmd_run
 
     p = sub.add_parser("verify", help="same weights, same batch: every backend against the "

@@ -116,6 +116,7 @@ def test_metadata_and_dynamic_batch(tmp_path):
     assert meta["dslc.spec_hash"] == spec.digest
     assert json.loads(meta["dslc.tasks"]) == {"dense_2": "classifier"}
     assert json.loads(meta["dslc.preprocessing"]) == record
+    assert meta["dslc.preprocessing_in_graph"] == "true"  # the file takes raw 0..16 pixels
     assert _dims(model.graph.input[0]) == [BATCH, 8, 8, 1]
     assert _dims(model.graph.output[0]) == [BATCH, 10]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -124,7 +125,7 @@ def test_metadata_and_dynamic_batch(tmp_path):
         x = np.random.default_rng(n).random((n, 8, 8, 1), dtype=np.float32)
         y = session.run(None, {"image": x})[0]
         assert y.shape == (n, 10)
-        np.testing.assert_allclose(y, rt.predict(x), atol=1e-6)
+        np.testing.assert_allclose(y, rt.predict(x * np.float32(0.0625)), atol=1e-6)
 
 
 def test_dynamic_time_axis():

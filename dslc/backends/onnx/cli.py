@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import sys
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from .metadata import (
     training_input_range,
 )
 from .ranges import META_INPUT_RANGE, InputRange
+from .preprocess import in_graph
 from .record import check_output_path, check_pixel_max, check_preprocessing
 
 PREPROCESSING_FILES = ("preprocessing.json", "metrics.json")
@@ -77,7 +77,7 @@ def export_command(args) -> int:
     from dslc.compiler import compile_file
     from dslc.weights import load_weights
 
-    from .export import export
+    from .export import export_model, write_model
 
     out = Path(args.out)
     weights_path = Path(args.weights)
@@ -88,6 +88,7 @@ def export_command(args) -> int:
     if out.suffix != ".onnx":
         raise DslError(f"{out}: the output of `dslc export` is a .onnx file",
                        hint=f"use -o {out.with_suffix('.onnx')}")
+    kind = _kind(args)
     check_output_path(out, ".onnx file", args.force)
     spec = compile_file(args.spec)
     graph = spec.model(getattr(args, "model", None))
@@ -104,15 +105,91 @@ def export_command(args) -> int:
         record = static_preprocessing(spec, graph)
         cfg = spec.trains.get(graph.name)
         if record is None and cfg is not None and cfg.preprocess:
-            print(f"note: no preprocessing record beside {weights_path}; `dslc run` will feed "
-                  "inputs to the model as given", file=sys.stderr)
-    export(spec, graph, weights, out, preprocessing=record, force=args.force,
-           input_range=input_range)
-    note = f", preprocessing from {source}" if source else ""
+            print(f"note: no preprocessing record beside {weights_path}; the model takes "
+                  "inputs as its first layer sees them, and `dslc run` feeds them as given",
+                  file=sys.stderr)
+    embed = not getattr(args, "no_preprocessing", False)
+    model = export_model(spec, graph, weights, record, input_range, embed and kind == "fp32")
+    note = ""
+    if record is not None and record.get("steps"):
+        where = "in the graph" if embed else "in the metadata only (`dslc run` applies it)"
+        note = f", preprocessing {_describe(record)} {where}"
+        note += f" (from {source})" if source else ""
     if input_range is not None:
         note += f", training data {input_range.describe()}"
-    print(f"wrote {out} (model {graph.name}, weights {weights_path}{note})")
+    if kind != "fp32":
+        model = _convert(args, kind, spec, graph, weights_path, model, record, embed, out)
+    write_model(out, model, args.force)
+    print(f"wrote {out} ({kind + ', ' if kind != 'fp32' else ''}model {graph.name}, "
+          f"weights {weights_path}{note})")
     return 0
+
+
+def _kind(args) -> str:
+    quantize, precision = getattr(args, "quantize", None), getattr(args, "precision", "fp32")
+    if quantize and precision not in (None, "fp32"):
+        raise DslError(f"--quantize {quantize} and --precision {precision} each choose the "
+                       "number format; give one of them")
+    if getattr(args, "calibrate", 1) < 1:
+        raise DslError("--calibrate needs at least one sample")
+    max_loss = getattr(args, "max_loss", 0.0)
+    if not max_loss >= 0 or max_loss == float("inf"):
+        raise DslError(f"--max-loss {max_loss:g}: give a finite number of points, 0 or more")
+    return quantize or precision or "fp32"
+
+
+def _convert(args, kind: str, spec, graph, weights_path: Path, model, record, embed: bool,
+             out: Path):
+    """`model` (its preprocessing not embedded yet) as int8 or fp16, measured against it;
+    refused past --max-loss unless --force. Both get the preprocessing afterwards, when
+    `embed`: it stays float32 and out of the calibration."""
+    from onnx import ModelProto, helper
+
+    from dslc.weights import read_weights
+
+    from .export import check
+    from .metadata import task_of
+    from .preprocess import embed_into
+    from .quantize import compare, convert, deploy_data, loss_of, quantization_meta, report
+
+    cfg = spec.trains.get(graph.name)
+    recorded = str(read_weights(weights_path)[1].get("seed", ""))
+    seed = int(recorded) if recorded.isdigit() else (cfg.seed if cfg is not None else 0)
+    data = deploy_data(spec, graph, seed, args.calibrate, record, raw=embed)
+    converted = convert(model, kind, data)
+    if embed and record is not None:
+        fp32 = ModelProto()
+        fp32.CopyFrom(model)
+        embed_into(fp32, record)
+        embed_into(converted, record)
+        model = fp32
+    label = f"{kind} (QDQ)" if kind == "int8" else kind
+    cmp = compare({"fp32": model.SerializeToString(), label: converted.SerializeToString()},
+                  data, task_of(graph, graph.outputs[0]))
+    calibrated = f", calibrated on {len(data.calibration):,} training samples" \
+        if kind == "int8" else ""
+    print(f"{kind} against fp32 on the {data.source} test split{calibrated}:")
+    for line in report(cmp, kind, label):
+        print(line if line.startswith("note:") else f"  {line}")
+    base, new = cmp.scores["fp32"], cmp.scores[label]
+    lost = loss_of(base, new)
+    what = f"{lost:.2f} accuracy points ({base.show()} -> {new.show()})" \
+        if base.metric == "accuracy" else \
+        f"{lost:.2f} % of its test loss ({base.show()} -> {new.show()})"
+    if lost > args.max_loss:
+        if not args.force:
+            raise DslError(f"{kind} loses {what}, more than --max-loss {args.max_loss:g}; not "
+                           f"writing {out}",
+                           hint="calibrate on more samples (--calibrate N), allow more "
+                                "(--max-loss), or pass --force to write it anyway")
+        print(f"warning: {kind} loses {what}, more than --max-loss {args.max_loss:g}; writing "
+              "it anyway (--force)", file=sys.stderr)
+    meta = {p.key: p.value for p in converted.metadata_props}
+    meta.update(quantization_meta(kind, len(data.calibration), cmp, label))
+    del converted.metadata_props[:]
+    helper.set_model_props(converted, meta)
+    check(converted)
+    return converted
 
 
 def _input_range(spec, graph, weights_path: Path) -> InputRange | None:
@@ -174,7 +251,6 @@ def check_external_data(model, model_path: Path) -> None:
 
 def load_session(path: Path):
     import onnx
-    import onnxruntime as ort
     from google.protobuf.message import DecodeError
 
     if path.is_dir():
@@ -189,10 +265,10 @@ def load_session(path: Path):
     if not model.graph.node and not model.graph.output:
         raise DslError(f"{path}: not a valid ONNX model (no graph)")
     check_external_data(model, path)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    from .runtime import make_session
+
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return make_session(str(path))
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DslError(f"{path}: onnxruntime cannot load the model: {first}") from None
@@ -200,6 +276,12 @@ def load_session(path: Path):
 
 def run_command(args) -> int:
     path = Path(args.model)
+    if not getattr(args, "bench", False) and (getattr(args, "spec", None) or
+                                               getattr(args, "weights", None)):
+        raise DslError("--spec and --weights name the torch side of --bench",
+                       hint="add --bench, or leave them out")
+    if getattr(args, "bench_batch", 1) < 1:
+        raise DslError("--bench-batch needs at least one sample")
     if args.output:
         for given, what in ((args.input, "input"), (args.model, "model")):
             if Path(args.output).resolve() == Path(given).resolve():
@@ -229,7 +311,11 @@ def run_command(args) -> int:
         raise DslError(f"{args.input}: no samples (input `{empty[0]}` has shape "
                        f"{list(feed[empty[0]].shape)})", hint="give at least one sample")
     _check_range(Path(args.input), feed, input_range)
-    if preprocessing and preprocessing.get("steps"):
+    embedded = in_graph(meta, str(path))
+    if preprocessing and preprocessing.get("steps") and embedded:
+        print(f"note: the model applies its preprocessing itself: {_describe(preprocessing)}",
+              file=sys.stderr)
+    elif preprocessing and preprocessing.get("steps"):
         from dslc.data.preprocess import apply_preprocessing
 
         try:
@@ -250,7 +336,7 @@ def run_command(args) -> int:
     else:
         print_outputs(names, outputs, tasks)
     if args.bench:
-        bench(session, feed)
+        run_bench(args, path, session, feed, meta, preprocessing, embedded)
     return 0
 
 
@@ -379,23 +465,82 @@ def save_outputs(path: Path, names: list[str], outputs: list[np.ndarray],
     return len(first) if first.ndim else 1
 
 
-def bench(session, feed: dict[str, np.ndarray], repeats: int = 200, big: int = 256) -> None:
-    """p50/p99 latency of one sample, then throughput at a batch of `big` samples."""
+def run_bench(args, path: Path, session, feed: dict[str, np.ndarray], meta: dict,
+              preprocessing: dict | None, embedded: bool) -> None:
+    """onnxruntime's batch-1 latency and throughput at --bench-batch; with --spec and
+    --weights, torch eager on the same weights and batches, in the same run (bench.py)."""
+    from .bench import measure, ort_call, resize, timing_table
+
+    batch = args.bench_batch
     one = {k: v[:1] for k, v in feed.items()}
-    for _ in range(20):
-        session.run(None, one)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        session.run(None, one)
-        times.append(time.perf_counter() - t0)
-    reps = {k: np.ascontiguousarray(np.resize(v, (big, *v.shape[1:]))) for k, v in feed.items()}
-    session.run(None, reps)
-    runs = []
-    for _ in range(10):
-        t0 = time.perf_counter()
-        session.run(None, reps)
-        runs.append(time.perf_counter() - t0)
-    p50, p99 = np.percentile(times, [50, 99]) * 1e3
-    print(f"latency (batch 1, {repeats} runs): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
-    print(f"throughput (batch {big}): {big / float(np.median(runs)):,.0f} samples/s")
+    big = {k: resize(v, batch) for k, v in feed.items()}
+    calls_one = {"onnxruntime": ort_call(session, one)}
+    calls_big = {"onnxruntime": ort_call(session, big)}
+    agree = ""
+    if args.spec or args.weights:
+        module, prepared = _torch_side(args, path, meta, preprocessing if embedded else None)
+        from .bench import torch_call
+
+        calls_one["torch eager"] = torch_call(module, [prepared(v) for v in one.values()])
+        calls_big["torch eager"] = torch_call(module, [prepared(v) for v in big.values()])
+        ours = np.asarray(calls_big["onnxruntime"]()[0])  # type: ignore[index]
+        theirs = calls_big["torch eager"]()
+        theirs = theirs[0] if isinstance(theirs, tuple | list) else theirs
+        diff = float(np.abs(ours - theirs.numpy()).max())  # type: ignore[attr-defined]
+        agree = f"; their outputs agree to {diff:.1e}"
+        if diff > 1e-4:
+            print(f"warning: onnxruntime and torch eager differ by {diff:.2g} on the bench "
+                  f"batch: is {args.weights} what {path.name} was exported with?",
+                  file=sys.stderr)
+    timings = measure(calls_one, calls_big, batch)
+    threads = f"onnxruntime {ort_threads(session)}"
+    if "torch eager" in timings:
+        import torch
+
+        threads += f", torch {torch.get_num_threads()} intra-op thread(s)"
+    print(f"bench: {path.name}, calls taking turns ({threads})")
+    for line in timing_table(timings):
+        print(f"  {line}")
+    if "torch eager" in timings:
+        o, t = timings["onnxruntime"], timings["torch eager"]
+        print(f"onnxruntime / torch eager: {t.p50 / o.p50:.2f}x at batch 1 (p50), "
+              f"{o.throughput / t.throughput:.2f}x at batch {batch}{agree}")
+    else:
+        print("(pass --spec and --weights to time torch eager on the same batches too)")
+
+
+def ort_threads(session) -> str:
+    n = session.get_session_options().intra_op_num_threads
+    return "default intra-op threads" if n == 0 else f"{n} intra-op thread(s)"
+
+
+def _torch_side(args, path: Path, meta: dict, record: dict | None):
+    """The generated torch module with --weights, and how a raw batch becomes its input
+    (the preprocessing the .onnx file applies itself, when it does)."""
+    from dslc.backends import get_backend
+    from dslc.compiler import compile_file
+    from dslc.weights import load_weights
+
+    from .metadata import META_HASH, META_MODEL
+
+    if not (args.spec and args.weights):
+        raise DslError("--bench compares with torch eager when given both --spec and --weights",
+                       hint="give the spec and the weights the model was exported from")
+    get_backend("torch").require()
+    spec = compile_file(args.spec)
+    graph = spec.model(meta.get(META_MODEL) or getattr(args, "model", None))
+    if meta.get(META_HASH) and meta[META_HASH] != spec.digest:
+        print(f"warning: {args.spec} is not the spec {path.name} was exported from (another "
+              "hash); timing it anyway", file=sys.stderr)
+    weights = load_weights(Path(args.weights), graph)
+    from dslc.backends.torch.runtime import instantiate
+
+    module = instantiate(graph, weights).eval()
+
+    def prepared(x: np.ndarray) -> np.ndarray:
+        if not record:
+            return x
+        from dslc.data.preprocess import apply_preprocessing
+
+        return apply_preprocessing(x, record)
+    return module, prepared

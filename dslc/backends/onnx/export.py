@@ -17,6 +17,7 @@ from dslc.ir.graph import Graph
 
 from .lower import IR_VERSION, OPSET, lower_graph
 from .metadata import META_TASKS, model_metadata, static_preprocessing
+from .preprocess import META_IN_GRAPH, embed_into
 from .ranges import InputRange
 from .record import check_output_path
 
@@ -42,21 +43,45 @@ def to_model(graph: Graph, weights: dict[str, np.ndarray],
     return model
 
 
-def export(spec: Any, graph: Graph, weights: dict[str, np.ndarray], path: str | Path,
-           preprocessing: dict | None = None, force: bool = False,
-           input_range: InputRange | None = None) -> Path:
-    """Write a checked `.onnx` file atomically; an existing file only with `force`."""
-    from dslc.weights import atomic_write_bytes
-
-    path = Path(path)
-    check_output_path(path, ".onnx file", force)
+def export_model(spec: Any, graph: Graph, weights: dict[str, np.ndarray],
+                 preprocessing: dict | None = None, input_range: InputRange | None = None,
+                 embed: bool = True) -> onnx.ModelProto:
+    """The checked ModelProto `dslc export` writes. With `embed` (the default) the
+    preprocessing record's steps are ONNX ops at the inputs (preprocess.py), so the file takes
+    raw data; the metadata says which in `dslc.preprocessing_in_graph`."""
     if preprocessing is None and spec is not None:
         preprocessing = static_preprocessing(spec, graph)
-    model = to_model(graph, weights, model_metadata(spec, graph, preprocessing, input_range))
+    metadata = model_metadata(spec, graph, preprocessing, input_range)
+    if preprocessing is not None:
+        metadata[META_IN_GRAPH] = "false"
+    model = to_model(graph, weights, metadata)
+    if embed and preprocessing is not None:
+        embed_into(model, preprocessing)
+    check(model)
+    return model
+
+
+def check(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
-    except onnx.checker.ValidationError as exc:  # a lowering bug, not a user error
+    except onnx.checker.ValidationError as exc:  # a bug in dslc, not a user error
         raise RuntimeError(f"dslc built an invalid ONNX model: {exc}") from exc
+
+
+def write_model(path: Path, model: onnx.ModelProto | bytes, force: bool = False) -> Path:
+    """Write atomically; an existing file only with `force`, never a non-regular one."""
+    from dslc.weights import atomic_write_bytes
+
     check_output_path(path, ".onnx file", force)  # again: it may have appeared meanwhile
-    atomic_write_bytes(path, model.SerializeToString())
+    atomic_write_bytes(path, model if isinstance(model, bytes) else model.SerializeToString())
     return path
+
+
+def export(spec: Any, graph: Graph, weights: dict[str, np.ndarray], path: str | Path,
+           preprocessing: dict | None = None, force: bool = False,
+           input_range: InputRange | None = None, embed: bool = True) -> Path:
+    """Write a checked `.onnx` file atomically; an existing file only with `force`."""
+    path = Path(path)
+    check_output_path(path, ".onnx file", force)
+    return write_model(path, export_model(spec, graph, weights, preprocessing, input_range, embed),
+                       force)

@@ -21,13 +21,24 @@ def providers(device: str | None) -> list[str]:
                    hint="install onnxruntime-gpu for CUDA, or use --device cpu")
 
 
+def session_options():
+    """The session options every dslc session uses (see docs/benchmarks.md, "onnxruntime
+    settings", for the figures behind them)."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return opts
+
+
+def make_session(model: bytes | str, device: str | None = "cpu") -> ort.InferenceSession:
+    """An onnxruntime session of a serialized model or a file, with dslc's options."""
+    return ort.InferenceSession(model, session_options(), providers=providers(device))
+
+
 class OnnxRuntime:
     """An onnxruntime session; `predict(x)` takes channels-last float32 `[N, ...]`."""
 
     def __init__(self, model_bytes: bytes, device: str = "cpu"):
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(model_bytes, opts, providers=providers(device))
+        self.session = make_session(model_bytes, device)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

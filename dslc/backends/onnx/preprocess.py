@@ -1,0 +1,130 @@
+"""The spec's inference preprocessing as ONNX ops at the model's inputs, so that the file alone
+takes the raw data the spec's data source gives and any runtime gets `dslc run`'s answer.
+
+The steps are those of the record `dslc train` fits (dslc/data/preprocess.py): `scale` is one
+Mul, `standardize` a Sub and a Div, in float32 as `apply_preprocessing` computes them, so the
+embedded steps give the same numbers to the bit. `dslc.preprocessing_in_graph` in the metadata
+says whether the graph applies the record itself (`true`) or leaves it to the caller (`false`,
+`dslc export --no-preprocessing`, and every file written before it existed); `dslc run` applies
+the record only in the second case, never twice.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dslc.diagnostics import DslError
+
+if TYPE_CHECKING:
+    from onnx import GraphProto, ModelProto, NodeProto
+
+META_IN_GRAPH = "dslc.preprocessing_in_graph"  # "true" | "false"
+
+
+def in_graph(meta: dict[str, str], where: str) -> bool:
+    """Whether a model's metadata says its graph applies its preprocessing record."""
+    value = meta.get(META_IN_GRAPH, "false")
+    if value not in ("true", "false"):
+        raise DslError(f"{where}: metadata `{META_IN_GRAPH}` is {value!r}, not `true` or "
+                       "`false`")
+    return value == "true"
+
+
+def describe(record: dict) -> str:
+    """E.g. `scale(0.0625), standardize(64 means)`."""
+    parts = []
+    for step in record.get("steps", []):
+        if step.get("name") == "scale":
+            parts.append(f"scale({step['factor']:g})")
+        else:
+            parts.append(f"{step.get('name')}({np.asarray(step.get('mean')).size} means)")
+    return ", ".join(parts)
+
+
+def _sample_shape(value_info) -> tuple[int | None, ...]:
+    dims = value_info.type.tensor_type.shape.dim[1:]
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+
+
+def _rename_uses(graph: GraphProto, old: str, new: str) -> None:
+    """Every node input `old` reads `new` instead, in subgraphs too unless they define `old`."""
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                defined = {v.name for v in sub.input} | {t.name for t in sub.initializer} | \
+                    {o for n in sub.node for o in n.output}
+                if old not in defined:
+                    _rename_uses(sub, old, new)
+
+
+def embed_preprocessing(model: ModelProto, record: dict) -> list[str]:
+    """Prepend the feature steps of `record` to every float input of `model` (in place); the
+    inputs keep their names. Returns the names of the nodes added (quantization and fp16
+    conversion leave them in float32)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    steps = record.get("steps") or []
+    graph = model.graph
+    if not steps:
+        return []
+    taken = {n.name for n in graph.node} | {t.name for t in graph.initializer} | \
+        {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+
+    def unique(name: str) -> str:
+        base, i = name, 1
+        while name in taken:
+            i += 1
+            name = f"{base}_{i}"
+        taken.add(name)
+        return name
+
+    initialized = {t.name for t in graph.initializer}
+    added: list[NodeProto] = []
+    for inp in graph.input:
+        if inp.name in initialized or inp.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        sample = _sample_shape(inp)
+        value = inp.name
+        ops: list[tuple[str, str, np.ndarray]] = []
+        for step in steps:
+            if step["name"] == "scale":
+                ops.append(("Mul", "scale", np.asarray(np.float32(step["factor"]))))
+            elif step["name"] == "standardize":
+                mean = np.asarray(step["mean"], np.float32)
+                std = np.asarray(step["std"], np.float32)
+                if all(isinstance(d, int) for d in sample) and mean.size == np.prod(sample):
+                    mean, std = mean.reshape(sample), std.reshape(sample)
+                ops += [("Sub", "standardize/mean", mean), ("Div", "standardize/std", std)]
+            else:  # record.check_preprocessing refused it before
+                raise ValueError(f"unknown preprocessing step {step['name']!r}")
+        final = unique(f"{inp.name}/preprocessed")
+        _rename_uses(graph, inp.name, final)
+        for k, (op_type, role, const) in enumerate(ops):
+            const_name = unique(f"{inp.name}/preprocess.{role.replace('/', '.')}")
+            graph.initializer.append(numpy_helper.from_array(const, const_name))
+            out = final if k == len(ops) - 1 else unique(f"{inp.name}/preprocess/{role}:0")
+            added.append(helper.make_node(op_type, [value, const_name], [out],
+                                          name=unique(f"{inp.name}/preprocess/{role}")))
+            value = out
+        inp.doc_string = (f"raw values, as the training data source gives them; the graph "
+                          f"applies {describe(record)} first")
+    nodes = added + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return [n.name for n in added]
+
+
+def embed_into(model: ModelProto, record: dict) -> None:
+    """`embed_preprocessing`, and the metadata saying so (in place); a record without feature
+    steps leaves the graph as it is and says `false`."""
+    from onnx import helper
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta[META_IN_GRAPH] = "true" if embed_preprocessing(model, record) else "false"
+    del model.metadata_props[:]
+    helper.set_model_props(model, meta)
