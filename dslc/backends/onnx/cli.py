@@ -22,8 +22,8 @@ from .metadata import (
     static_preprocessing,
     training_input_range,
 )
-from .ranges import META_INPUT_RANGE, InputRange
 from .preprocess import in_graph
+from .ranges import META_INPUT_RANGE, InputRange
 from .record import check_output_path, check_pixel_max, check_preprocessing
 
 PREPROCESSING_FILES = ("preprocessing.json", "metrics.json")
@@ -479,14 +479,17 @@ def run_bench(args, path: Path, session, feed: dict[str, np.ndarray], meta: dict
     agree = ""
     if args.spec or args.weights:
         module, prepared = _torch_side(args, path, meta, preprocessing if embedded else None)
+        import torch  # _torch_side said so when it is not installed
+
         from .bench import torch_call
 
         calls_one["torch eager"] = torch_call(module, [prepared(v) for v in one.values()])
         calls_big["torch eager"] = torch_call(module, [prepared(v) for v in big.values()])
-        ours = np.asarray(calls_big["onnxruntime"]()[0])  # type: ignore[index]
-        theirs = calls_big["torch eager"]()
-        theirs = theirs[0] if isinstance(theirs, tuple | list) else theirs
-        diff = float(np.abs(ours - theirs.numpy()).max())  # type: ignore[attr-defined]
+        ours = session.run(None, big)[0]
+        with torch.inference_mode():
+            y = module(*[torch.from_numpy(prepared(v)) for v in big.values()])
+        theirs = (y[0] if isinstance(y, tuple | list) else y).numpy()
+        diff = float(np.abs(ours - theirs).max())
         agree = f"; their outputs agree to {diff:.1e}"
         if diff > 1e-4:
             print(f"warning: onnxruntime and torch eager differ by {diff:.2g} on the bench "

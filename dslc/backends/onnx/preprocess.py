@@ -97,8 +97,9 @@ def embed_preprocessing(model: ModelProto, record: dict) -> list[str]:
             elif step["name"] == "standardize":
                 mean = np.asarray(step["mean"], np.float32)
                 std = np.asarray(step["std"], np.float32)
-                if all(isinstance(d, int) for d in sample) and mean.size == np.prod(sample):
-                    mean, std = mean.reshape(sample), std.reshape(sample)
+                dims = [d for d in sample if isinstance(d, int)]
+                if len(dims) == len(sample) and mean.size == int(np.prod(dims)):
+                    mean, std = mean.reshape(dims), std.reshape(dims)
                 ops += [("Sub", "standardize/mean", mean), ("Div", "standardize/std", std)]
             else:  # record.check_preprocessing refused it before
                 raise ValueError(f"unknown preprocessing step {step['name']!r}")

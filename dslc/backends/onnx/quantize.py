@@ -255,7 +255,7 @@ def report(cmp: Comparison, kind: str, label: str) -> list[str]:
     """The comparison as printed lines: the table, the ratios, and what int8 does on this CPU."""
     from .bench import micros
 
-    base, new = cmp.scores["fp32"], cmp.scores[label]
+    base = cmp.scores["fp32"]
     what = f"{base.metric} ({base.samples:,} test samples)"
     width = max(len(label), 4) + 2
     lines = [f"{'':<{width}}{'size':>12}  {what:<32}{'p50 batch 1':>13}{f'batch {BATCH}':>20}"]
