@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from dslc.backends.base import Backend, Runtime, Trainer
 
-from .codegen import LOWERINGS, generate
-
 if TYPE_CHECKING:
     import numpy as np
 
@@ -32,9 +30,13 @@ class KerasBackend(Backend):
 
     @property
     def lowerings(self) -> LoweringTable:
+        from .codegen import LOWERINGS
+
         return LOWERINGS
 
     def generate(self, spec: Any, graph: Graph) -> str:
+        from .codegen import generate
+
         return generate(spec, graph)
 
     def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
@@ -61,3 +63,13 @@ class KerasBackend(Backend):
 BACKEND = KerasBackend()
 
 __all__ = ["BACKEND", "LOWERINGS", "KerasBackend", "generate"]
+
+
+def __getattr__(name: str) -> Any:
+    # The generator is imported when first asked for, as torch's is: `dslc check` lists the
+    # backends without it.
+    if name in ("LOWERINGS", "generate"):
+        from . import codegen
+
+        return getattr(codegen, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
