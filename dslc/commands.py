@@ -121,6 +121,9 @@ def register(sub, commands: dict) -> None:
                         "same weights) in the same run")
     p.add_argument("--bench-batch", type=int, default=64, metavar="N",
                    help="the batch --bench measures throughput at (default 64)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="with --bench: intra-op threads of onnxruntime and torch alike "
+                        "(default: each framework's own choice)")
     p.add_argument("--spec", help="with --bench: the .dl spec the model was exported from")
     p.add_argument("--weights", help="with --bench: the weights it was exported with")
     commands["run"] = cmd_run

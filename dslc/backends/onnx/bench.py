@@ -1,6 +1,6 @@
 """Timing for `dslc run --bench` and for the comparison `dslc export --quantize/--precision`
-prints: the contenders take turns call by call on the same batch, so that load from other
-programs hits them alike, and the medians are compared.
+prints: the contenders take turns, a block of calls each, on the same batch, so that load from
+other programs hits them alike, and the medians are compared.
 
 `run --bench` puts onnxruntime against torch eager: the module `dslc compile --target torch`
 generates, with the same weights, on the same batch (torch gets the batch already
@@ -28,21 +28,27 @@ class Timing:
 
 
 def interleaved(calls: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                budget: float | None = None) -> dict[str, list[float]]:
-    """Seconds per call of each callable, the callables taking turns (the order reversed every
-    round). Stops early after `budget` seconds of calls, once a third of the rounds ran."""
+                budget: float | None = None, block: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each callable: they take turns `block` calls at a time (the order
+    reversed every round), `repeats` calls each. Blocks keep one contender's idle threads
+    (onnxruntime's and OpenMP's spin for a while after a call) from taxing only the next
+    call of another; the medians ignore the first call of a block. Stops early after `budget`
+    seconds of calls, once a third of the rounds ran."""
     for _ in range(warmup):
         for fn in calls.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in calls}
     keys = list(calls)
     start = time.perf_counter()
-    for i in range(repeats):
+    rounds = max(1, -(-repeats // block))
+    for i in range(rounds):
         for k in keys if i % 2 else keys[::-1]:
-            t0 = time.perf_counter()
-            calls[k]()
-            times[k].append(time.perf_counter() - t0)
-        if budget is not None and i >= repeats // 3 and time.perf_counter() - start > budget:
+            fn = calls[k]
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+        if budget is not None and i >= rounds // 3 and time.perf_counter() - start > budget:
             break
     return times
 
@@ -51,8 +57,8 @@ def measure(one: dict[str, Callable[[], object]], big: dict[str, Callable[[], ob
             batch: int, repeats: int = 200, big_repeats: int = 30,
             budget: float | None = 4.0) -> dict[str, Timing]:
     """Batch-1 latency (`one`: callables on one sample) and throughput at `batch` (`big`)."""
-    lat = interleaved(one, repeats, warmup=10, budget=budget)
-    thr = interleaved(big, big_repeats, warmup=2, budget=budget)
+    lat = interleaved(one, repeats, warmup=10, budget=budget, block=20)
+    thr = interleaved(big, big_repeats, warmup=2, budget=budget, block=5)
     out = {}
     for k in one:
         p50, p99 = np.percentile(lat[k], [50, 99])

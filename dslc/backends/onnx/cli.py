@@ -282,6 +282,10 @@ def run_command(args) -> int:
                        hint="add --bench, or leave them out")
     if getattr(args, "bench_batch", 1) < 1:
         raise DslError("--bench-batch needs at least one sample")
+    if getattr(args, "threads", 0) < 0:
+        raise DslError("--threads needs 0 (each framework's choice) or more")
+    if getattr(args, "threads", 0) and not getattr(args, "bench", False):
+        raise DslError("--threads sets the threads of --bench", hint="add --bench")
     if args.output:
         for given, what in ((args.input, "input"), (args.model, "model")):
             if Path(args.output).resolve() == Path(given).resolve():
@@ -472,6 +476,11 @@ def run_bench(args, path: Path, session, feed: dict[str, np.ndarray], meta: dict
     from .bench import measure, ort_call, resize, timing_table
 
     batch = args.bench_batch
+    threads = getattr(args, "threads", 0)
+    if threads:
+        from .runtime import make_session
+
+        session = make_session(str(path), threads=threads)
     one = {k: v[:1] for k, v in feed.items()}
     big = {k: resize(v, batch) for k, v in feed.items()}
     calls_one = {"onnxruntime": ort_call(session, one)}
@@ -480,6 +489,9 @@ def run_bench(args, path: Path, session, feed: dict[str, np.ndarray], meta: dict
     if args.spec or args.weights:
         module, prepared = _torch_side(args, path, meta, preprocessing if embedded else None)
         import torch  # _torch_side said so when it is not installed
+
+        if threads:
+            torch.set_num_threads(threads)
 
         from .bench import torch_call
 
@@ -496,12 +508,12 @@ def run_bench(args, path: Path, session, feed: dict[str, np.ndarray], meta: dict
                   f"batch: is {args.weights} what {path.name} was exported with?",
                   file=sys.stderr)
     timings = measure(calls_one, calls_big, batch)
-    threads = f"onnxruntime {ort_threads(session)}"
+    used = f"onnxruntime {ort_threads(session)}"
     if "torch eager" in timings:
         import torch
 
-        threads += f", torch {torch.get_num_threads()} intra-op thread(s)"
-    print(f"bench: {path.name}, calls taking turns ({threads})")
+        used += f", torch {torch.get_num_threads()} intra-op thread(s)"
+    print(f"bench: {path.name}, calls taking turns ({used})")
     for line in timing_table(timings):
         print(f"  {line}")
     if "torch eager" in timings:
