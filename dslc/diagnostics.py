@@ -5,7 +5,6 @@ Library code raises `DslError` carrying one or more diagnostics; only the CLI re
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +60,8 @@ class Collector:
 
 
 def did_you_mean(word: str, candidates, prefix: str = "did you mean") -> str | None:
+    import difflib  # only on an error: `dslc check` of a good spec never needs it
+
     matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f"{prefix} `{matches[0]}`?" if matches else None
 
