@@ -439,3 +439,26 @@ def test_user_story_trained_cnn_int8_and_fp32_on_a_png(tmp_path):
     row = r.stdout.strip().splitlines()[-1].split()
     assert int(row[1]) == answers[0][0]
     assert abs(float(row[2]) - answers[0][1]) < 1e-5
+
+
+def test_dslc_import_reads_a_file_with_its_preprocessing_in_the_graph(tmp_path, capsys):
+    """`dslc import` takes the layers: the embedded steps go, and the spec's header says so."""
+    spec = compile_file(MLP)
+    graph = spec.model()
+    weights = init_weights(graph, 3)
+    record = _record(spec, graph)
+    save_weights(tmp_path / "w.safetensors", weights, {"preprocessing": json.dumps(record)})
+    assert main(["export", str(MLP), "--weights", str(tmp_path / "w.safetensors"),
+                 "-o", str(tmp_path / "m.onnx")]) == 0
+    code, _, err = dslc(capsys, "import", tmp_path / "m.onnx", "-o", tmp_path / "back.dl")
+    assert code == 0, err
+    text = (tmp_path / "back.dl").read_text()
+    assert "applied standardize(64 means) to its input itself" in text
+    back = compile_file(tmp_path / "back.dl").model()
+    from dslc.weights import load_weights
+
+    got = build(back, load_weights(tmp_path / "back.safetensors", back))
+    x = _raw_digits(MLP)[:5]
+    np.testing.assert_allclose(got.predict(apply_preprocessing(x, record)),
+                               build(graph, weights).predict(apply_preprocessing(x, record)),
+                               atol=1e-5)

@@ -198,6 +198,9 @@ def import_model(model: ModelProto, source: str = "<model>", weights_name: str |
     `spec_path` is where the spec will be written: the name its own checks report."""
     from dslc.compiler import compile_text
 
+    from .preprocess import describe, strip_preprocessing
+
+    model, record = strip_preprocessing(model)  # what `dslc export` put before the layers
     imp = Importer(model, source)
     imp.run()
     layers = imp.finish()
@@ -209,7 +212,12 @@ def import_model(model: ModelProto, source: str = "<model>", weights_name: str |
     candidates += [derived_name(Path(source).stem, ""), model.graph.name, "imported"]
     name = next(c for c in candidates if valid_name(c))
     inputs = [(b.name, shape) for b, (_, shape) in zip(imp.inputs, imp.input_shapes)]
-    text = spec_text(name, _header(imp, source, weights_name), inputs, layers,
+    header = _header(imp, source, weights_name)
+    if record is not None:
+        steps = _comment(describe(record)) or "its preprocessing"
+        header.append(f"The ONNX file applied {steps} to its input itself; this spec takes "
+                      "the input as its layers see it.")
+    text = spec_text(name, header, inputs, layers,
                      [b.name for b in imp.outputs])
     spec = compile_text(text, spec_path or f"{name}.dl")  # e.g. a model past dslc's limits
     graph = spec.model(name)

@@ -133,3 +133,39 @@ def embed_into(model: ModelProto, record: dict) -> None:
     meta[META_IN_GRAPH] = "true" if embed_preprocessing(model, record) else "false"
     del model.metadata_props[:]
     helper.set_model_props(model, meta)
+
+
+def strip_preprocessing(model: ModelProto) -> tuple[ModelProto, dict | None]:
+    """`model` without the preprocessing `embed_preprocessing` put in (a copy), and the
+    record it applied; `model` itself and None when its metadata says none is in the graph.
+    `dslc import` reads the layers this way: the spec takes the input as they see it."""
+    import json
+
+    from onnx import ModelProto as Proto
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get(META_IN_GRAPH) != "true":
+        return model, None
+    from .record import check_preprocessing
+
+    try:
+        record = check_preprocessing(json.loads(meta.get("dslc.preprocessing", "null")), "")
+    except (json.JSONDecodeError, RecursionError, DslError):
+        record = None  # the nodes still go; the spec's header then names no steps
+    out = Proto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inputs = {i.name for i in graph.input}
+    ours = [n for n in graph.node if n.name.split("/")[:2] in ([i, "preprocess"] for i in inputs)]
+    if not ours:
+        return model, None
+    consts = {name for n in ours for name in n.input[1:]}
+    kept = [n for n in graph.node if n not in ours]
+    del graph.node[:]
+    graph.node.extend(kept)
+    keep = [t for t in graph.initializer if t.name not in consts]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    for name in inputs:
+        _rename_uses(graph, f"{name}/preprocessed", name)
+    return out, record or {"steps": []}
