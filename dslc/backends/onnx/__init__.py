@@ -3,9 +3,10 @@
 `compile` writes a checked `.onnx` file of seeded initial weights (`dslc compile --target
 onnx`); `build` gives an in-memory onnxruntime `Runtime`. Inputs are channels-last, as in the
 spec. The lowering is in `lower.py`, the ModelProto and the file in `export.py`, the session in
-`runtime.py`, metadata in `metadata.py` (the training data's value range in `ranges.py`), and
-`dslc export` / `dslc run` in `cli.py`. Importing this package imports neither onnx nor
-onnxruntime.
+`runtime.py`, metadata in `metadata.py` (the training data's value range in `ranges.py`), the
+spec's preprocessing as ONNX ops in `preprocess.py`, `--quantize int8` / `--precision fp16` in
+`quantize.py`, the timing of `--bench` in `bench.py`, and `dslc export` / `dslc run` in
+`cli.py`. Importing this package imports neither onnx nor onnxruntime.
 """
 
 from __future__ import annotations
