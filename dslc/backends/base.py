@@ -81,6 +81,11 @@ class Trainer:
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
+    def set_lr(self, lr: float) -> None:
+        """Set the optimizer's learning rate for the next steps (the loop calls it before each
+        epoch when the spec has a `schedule`; dslc/train/schedules.py computes the rate)."""
+        raise NotImplementedError
+
 
 class Backend:
     """One backend. Subclasses set the class attributes and override what they can do."""

@@ -53,6 +53,39 @@ class Optimizer(_Config):
     span: Span | None = None
 
 
+class Schedule(_Config):
+    """The learning rate of each epoch (dslc/train/schedules.py); the optimizer's `lr` is the
+    base rate. Monitors name a history column: `loss`, a metric, `val_loss`, `val_<metric>`."""
+
+    name: Literal["cosine", "step", "exponential", "one_cycle", "reduce_on_plateau"]
+    warmup: int = Field(default=0, ge=0)                     # cosine
+    min_lr: float = Field(default=0.0, ge=0.0)               # cosine, reduce_on_plateau
+    every: int = Field(default=1, gt=0)                      # step
+    gamma: float = Field(default=0.1, gt=0.0, le=1.0)        # step, exponential
+    max_lr: float | None = Field(default=None, gt=0.0)       # one_cycle; None: the optimizer's
+    pct_start: float = Field(default=0.3, gt=0.0, lt=1.0)    # one_cycle
+    div_factor: float = Field(default=25.0, ge=1.0)          # one_cycle
+    final_div_factor: float = Field(default=1e4, ge=1.0)     # one_cycle
+    monitor: str = "val_loss"                                # reduce_on_plateau from here on
+    factor: float = Field(default=0.1, gt=0.0, lt=1.0)
+    patience: int = Field(default=10, ge=1)
+    min_delta: float = Field(default=0.0, ge=0.0)
+    mode: Literal["auto", "min", "max"] = "auto"
+    cooldown: int = Field(default=0, ge=0)
+    span: Span | None = None
+
+
+class EarlyStopping(_Config):
+    """Stop when `monitor` has not improved for `patience` epochs (dslc/train/early_stopping.py)."""
+
+    monitor: str = "val_loss"
+    patience: int = Field(default=3, ge=1)
+    min_delta: float = Field(default=0.0, ge=0.0)
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best: bool = True
+    span: Span | None = None
+
+
 class TrainConfig(_Config):
     model: str
     data: DataSource
@@ -66,4 +99,6 @@ class TrainConfig(_Config):
     batch: int | None = Field(default=32, gt=0)  # None: full batch (gradient descent)
     seed: int = 0
     shuffle: bool = True
+    schedule: Schedule | None = None
+    early_stopping: EarlyStopping | None = None
     span: Span | None = None

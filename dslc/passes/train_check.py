@@ -12,7 +12,7 @@ from dslc.data.catalog import AUGMENT, PREPROCESS, SOURCES
 from dslc.diagnostics import Collector, DslError, Span, did_you_mean, one_of
 from dslc.ir import ast
 from dslc.ir.graph import Graph
-from dslc.ir.train import DataSource, Loss, Optimizer, Step, TrainConfig
+from dslc.ir.train import DataSource, EarlyStopping, Loss, Optimizer, Schedule, Step, TrainConfig
 from dslc.ops import ending_activation
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
 
@@ -39,6 +39,7 @@ CLASS_METRICS = {"accuracy", "precision", "recall", "f1"}
 SETTINGS = {"data", "validation", "preprocess", "augment", "loss", "optimizer", "metrics",
             "epochs", "batch", "seed", "shuffle"}
 CE = {"binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"}
+SETTINGS |= {"schedule", "early_stopping"}  # issue 15 (see _schedule, _early_stopping)
 
 
 def output_activation(graph: Graph) -> str:
@@ -89,6 +90,10 @@ def build_train(train: ast.Train, graph: Graph | None, lets: dict, errors: Colle
                 fields[key] = value
             else:
                 errors.error(f"`{key}` must be {wants}, got {describe(value)}", span)
+    # After the rules above: monitors are checked against the metrics and the validation split.
+    for key, parse in (("schedule", _schedule), ("early_stopping", _early_stopping)):
+        if key in settings:
+            _try(errors, lambda k=key, p=parse: fields.__setitem__(k, p(*settings[k], fields)))
     if len(errors.diagnostics) > before:
         return None
     try:
@@ -322,3 +327,119 @@ def check_against_model(cfg: TrainConfig, graph: Graph, errors: Collector) -> No
     if augment_images and len(graph.inputs[0].type.shape) != 3:
         errors.error(f"{one_of(augment_images)} need image inputs `[H, W, C]`",
                      cfg.augment[0].span)
+
+
+# schedule and early_stopping (issue 15) ---------------------------------------------------
+
+SCHEDULES: dict[str, tuple[tuple[str, ...], set[str]]] = {  # positional, accepted
+    "cosine": ((), {"warmup", "min_lr"}),
+    "step": (("every", "gamma"), {"every", "gamma"}),
+    "exponential": (("gamma",), {"gamma"}),
+    "one_cycle": (("max_lr",), {"max_lr", "pct_start", "div_factor", "final_div_factor"}),
+    "reduce_on_plateau": ((), {"monitor", "factor", "patience", "min_delta", "min_lr",
+                               "cooldown", "mode"}),
+}
+SCHEDULE_NEEDS = {"step": "every", "exponential": "gamma"}
+SCHEDULE_EXAMPLES = {"step": "step(every=10, gamma=0.5)", "exponential": "exponential(gamma=0.9)"}
+EARLY_STOPPING = {"monitor", "patience", "min_delta", "mode", "restore_best"}
+_ARG_KINDS = {"warmup": "int", "every": "int", "patience": "int", "cooldown": "int",
+              "restore_best": "bool", "monitor": "name", "mode": "mode"}
+_KIND_WANTS = {"int": "a whole number", "bool": "`true` or `false`", "name": "a history column",
+               "mode": "`auto`, `min` or `max`", "number": "a number"}
+
+
+def _arg_spans(call: CallValue, positional: tuple[str, ...]) -> dict[str, Span]:
+    spans = dict(zip(positional, call.arg_spans))
+    return {**spans, **call.kwarg_spans}
+
+
+def _typed_args(call: CallValue, accepted: set[str], positional: tuple[str, ...],
+                what: str) -> tuple[dict[str, Any], dict[str, Span]]:
+    for key in call.kwargs:  # before _bind, for a message that names the call once
+        if key not in accepted:
+            raise DslError(f"{_label(what, call)} has no argument `{key}`",
+                           call.kwarg_spans.get(key, call.span),
+                           did_you_mean(key, accepted) or f"it takes {one_of(accepted)}")
+    args = _bind(call, accepted, positional, what)
+    spans = _arg_spans(call, positional)
+    for key, v in args.items():
+        kind = _ARG_KINDS.get(key, "number")
+        ok = {"int": _int(v), "bool": isinstance(v, bool), "number": _number(v),
+              "name": isinstance(v, str), "mode": v in ("auto", "min", "max")}[kind]
+        if not ok:
+            shown = f"`{v}`" if isinstance(v, str) else describe(v)
+            raise DslError(f"{_label(what, call)}: `{key}` must be {_KIND_WANTS[kind]}, got "
+                           f"{shown}", spans.get(key, call.span))
+    return args, spans
+
+
+def _model(cls, call: CallValue, args: dict, spans: dict[str, Span], what: str, **extra):
+    try:
+        return cls(span=call.span, **extra, **args)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        key = str(e["loc"][0])
+        raise DslError(f"{_label(what, call)}: `{key}` {e['msg'][0].lower() + e['msg'][1:]}",
+                       spans.get(key, call.span)) from None
+
+
+def _label(what: str, call: CallValue) -> str:
+    return call.name if call.name == what else f"{what} `{call.name}`"
+
+
+def _check_monitor(monitor: str, span: Span, fields: dict, what: str) -> None:
+    """A monitor names a column of history.csv: `loss`, a metric, or their `val_` forms
+    (which need a validation split)."""
+    metrics = fields.get("metrics", [])
+    columns = ["loss", *metrics]
+    if monitor.startswith("val_") and monitor[4:] in columns:
+        if not fields.get("validation"):
+            raise DslError(f"{what} monitors `{monitor}`, but the train block has no "
+                           "validation split", span,
+                           f"add `validation = 0.1`, or monitor `{monitor[4:]}`")
+        return
+    if monitor not in columns:
+        known = columns + [f"val_{c}" for c in columns]
+        base = monitor.removeprefix("val_")
+        hint = (f"add `{base}` to `metrics`" if base in METRICS
+                else _unknown("the monitors", monitor, known))
+        raise DslError(f"{what} cannot monitor `{monitor}`", span, hint)
+
+
+def _schedule(value, span, fields: dict) -> Schedule:
+    call = _as_call(value, span, "schedule", SCHEDULES)
+    if call.name not in SCHEDULES:
+        raise DslError(f"unknown schedule `{call.name}`", call.span,
+                       _unknown("schedules", call.name, SCHEDULES))
+    positional, accepted = SCHEDULES[call.name]
+    args, spans = _typed_args(call, accepted, positional, "schedule")
+    need = SCHEDULE_NEEDS.get(call.name)
+    if need and need not in args:
+        raise DslError(f"schedule `{call.name}` needs `{need}`", call.span,
+                       f"e.g. `schedule = {SCHEDULE_EXAMPLES[call.name]}`")
+    schedule = _model(Schedule, call, args, spans, "schedule", name=call.name)
+    if call.name == "reduce_on_plateau":
+        _check_monitor(schedule.monitor, spans.get("monitor", call.span), fields,
+                       "reduce_on_plateau")
+    epochs = fields.get("epochs", TrainConfig.model_fields["epochs"].default)
+    if schedule.warmup and schedule.warmup >= epochs:
+        raise DslError(f"a warmup of {schedule.warmup} epochs leaves none of the {epochs} "
+                       "epochs to the cosine", spans.get("warmup", call.span),
+                       f"use a warmup below {epochs}")
+    return schedule
+
+
+def _early_stopping(value, span, fields: dict) -> EarlyStopping | None:
+    if isinstance(value, bool):  # `true`: every default; `false`: off
+        if value:
+            _check_monitor(EarlyStopping().monitor, span, fields, "early_stopping")
+        return EarlyStopping(span=span) if value else None
+    call = _as_call(value, span, "early_stopping", {"early_stopping"})
+    if call.name != "early_stopping":
+        raise DslError(f"`early_stopping` takes `early_stopping(...)`, `true` or `false`, not "
+                       f"`{call.name}`", call.span,
+                       "e.g. `early_stopping = early_stopping(monitor=val_loss, patience=3)`")
+    args, spans = _typed_args(call, EARLY_STOPPING, (), "early_stopping")
+    stopping = _model(EarlyStopping, call, args, spans, "early_stopping")
+    _check_monitor(stopping.monitor, spans.get("monitor", call.span), fields, "early_stopping")
+    return stopping

@@ -28,6 +28,10 @@ asks for a validation split, the epoch's seconds and training samples/s.
 
 Per-epoch randomness of the loop itself comes from `numpy.random.default_rng([seed, epoch])`
 for the same reason.
+
+`schedule` (dslc/train/schedules.py) gives each epoch's learning rate — `set_lr` before the
+epoch, the `lr` column of its row — and `early_stopping` (dslc/train/early_stopping.py) may end
+the run after an epoch; both keep their state in the checkpoint.
 """
 
 from __future__ import annotations
@@ -43,9 +47,11 @@ from dslc.data.loaders import Dataset, augment
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import TrainConfig
+from dslc.train.early_stopping import Stopper
 from dslc.train.metrics import compute_metrics, numpy_loss
-from dslc.train.outputs import CHECKPOINT, load_checkpoint, save_checkpoint
+from dslc.train.outputs import CHECKPOINT, checkpoint_arrays, load_checkpoint, save_checkpoint
 from dslc.train.progress import Progress
+from dslc.train.schedules import LrSchedule
 from dslc.weights import init_weights
 
 TRAIN_PROBE = 10_000
@@ -73,6 +79,8 @@ class LoopResult:
     history: list[dict] = field(default_factory=list)
     resumed_from: int = 0
     seconds: float = 0.0
+    stopped: dict | None = None         # early stopping: {"epoch", "reason", "best_epoch", "best"}
+    weights_epoch: int | None = None    # the epoch whose weights the trainer holds at the end
 
 
 def check_weights(weights: dict[str, np.ndarray], graph: Graph, where: str) -> None:
@@ -102,10 +110,14 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
         progress: Progress | None = None, meta: dict | None = None) -> LoopResult:
     """Train `trainer` for `epochs` (in total, counting resumed ones), checkpointing each
     epoch to `out/checkpoint.safetensors`. Raises `Diverged` on a NaN/inf loss, leaving the
-    last good checkpoint in place, and `Interrupted` on Ctrl-C."""
+    last good checkpoint in place, and `Interrupted` on Ctrl-C. With early stopping the run may
+    end sooner (`result.stopped`), and with `restore_best` the trainer holds the best epoch's
+    weights on return (`result.weights_epoch`)."""
     progress = progress or Progress()
     result = LoopResult()
     ckpt = out / CHECKPOINT
+    schedule = LrSchedule(cfg.schedule, cfg.optimizer.lr, epochs)
+    stopper = Stopper(cfg.early_stopping) if cfg.early_stopping is not None else None
     if resume:
         weights, opt_state, state = load_checkpoint(ckpt)
         if state.get("backend") != backend:
@@ -118,6 +130,11 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
         result.resumed_from = int(state["epoch"])
         seed = int(state.get("seed", seed))
         progress.message(f"resuming after epoch {result.resumed_from} from {ckpt}")
+        schedule.load(state.get("schedule"))
+        if stopper is not None:
+            stopper.load(state.get("early_stopping"), checkpoint_arrays(ckpt, "best"))
+            if stopper.stopped:  # the decision stands: no more epochs
+                progress.message(stopper.message())
     else:
         trainer.set_weights(init_weights(graph, seed))
 
@@ -129,6 +146,11 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
     saved = result.resumed_from
     try:
         for epoch in range(result.resumed_from, epochs):
+            if stopper is not None and stopper.stopped:
+                break
+            lr = schedule.lr(epoch)
+            if cfg.schedule is not None:
+                trainer.set_lr(lr)
             rng = np.random.default_rng([seed % 2**63, epoch, 2])
             order = rng.permutation(n) if cfg.shuffle else np.arange(n)
             x, y = data.x_train[order], data.y_train[order]
@@ -155,19 +177,36 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
                 row.update(epoch_metrics(cfg, data.y_train[probe], pred, with_loss=False))
             if data.x_val is not None and data.y_val is not None:
                 row.update(epoch_metrics(cfg, data.y_val, trainer.predict(data.x_val), "val_"))
+            row["lr"] = lr
             row["seconds"] = time.perf_counter() - t0
             row["samples_per_s"] = n / max(train_seconds, 1e-9)
             result.history.append(row)
             progress.end_epoch(row)
+            note = schedule.end_epoch(row)
+            if note:
+                progress.message(note)
+            stop = stopper is not None and stopper.update(row, trainer.get_weights)
+            more = {"schedule": schedule.state(),
+                    "early_stopping": stopper.state() if stopper is not None else None}
+            best = stopper.best_weights if stopper is not None else None
             save_checkpoint(ckpt, trainer.get_weights(), trainer.optimizer_state(),
                             {**(meta or {}), "backend": backend, "epoch": epoch + 1,
-                             "seed": seed, "history": result.history})
+                             "seed": seed, "history": result.history, **more},
+                            extra={"best": best} if best else None)
             saved = epoch + 1
+            if stop and stopper is not None:
+                progress.message(stopper.message())
     except KeyboardInterrupt:
         raise Interrupted(saved) from None
     finally:
         progress.close()
     result.seconds = time.perf_counter() - t_start
+    result.weights_epoch = len(result.history)
+    if stopper is not None:
+        result.stopped = stopper.stopped
+        if stopper.config.restore_best and stopper.best_weights is not None:
+            trainer.set_weights(stopper.best_weights)
+            result.weights_epoch = stopper.best_epoch
     return result
 
 

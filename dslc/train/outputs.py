@@ -64,7 +64,7 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    skip = {"epoch", "seconds", "samples_per_s"}
+    skip = {"epoch", "seconds", "samples_per_s", "lr"}
     keys = [k for k in (history[0] if history else {}) if k not in skip]
     losses = [k for k in keys if k.endswith("loss")]
     others = [k for k in keys if k not in losses]
@@ -138,13 +138,16 @@ def check_writable(out: Path, flag: str) -> None:
 
 
 def save_checkpoint(path: Path, weights: dict[str, np.ndarray],
-                    optimizer: dict[str, np.ndarray], meta: dict) -> None:
+                    optimizer: dict[str, np.ndarray], meta: dict,
+                    extra: dict[str, dict[str, np.ndarray]] | None = None) -> None:
     """One file, so weights, optimizer state and progress are always of the same epoch."""
     from safetensors.numpy import save
 
     arrays = {f"weights/{k}": np.ascontiguousarray(v, dtype=np.float32)
               for k, v in weights.items()}
     arrays.update({f"optimizer/{k}": np.ascontiguousarray(v) for k, v in optimizer.items()})
+    for group, more in (extra or {}).items():  # e.g. "best": early stopping's best weights
+        arrays.update({f"{group}/{k}": np.ascontiguousarray(v) for k, v in more.items()})
     atomic_write_bytes(path, save(arrays, metadata={"format": "dslc-checkpoint",
                                                     "state": json.dumps(meta)}))
 
@@ -162,3 +165,12 @@ def load_checkpoint(path: Path) -> tuple[dict, dict, dict]:
     weights = {k[len("weights/"):]: v for k, v in arrays.items() if k.startswith("weights/")}
     optimizer = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
     return weights, optimizer, json.loads(meta["state"])
+
+
+def checkpoint_arrays(path: Path, group: str) -> dict[str, np.ndarray]:
+    """The arrays `save_checkpoint` stored under `extra[group]` (empty when none)."""
+    from dslc.weights import read_weights
+
+    arrays, _ = read_weights(path)
+    prefix = f"{group}/"
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}

@@ -14,6 +14,9 @@ def format_row(row: dict, epochs: int) -> str:
     for key, value in row.items():
         if key in ("epoch", "seconds", "samples_per_s"):
             continue
+        if key == "lr":  # small rates would read 0.0000
+            parts.append(f"lr {value:.3g}")
+            continue
         parts.append(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
     parts.append(f"{row['samples_per_s']:,.0f} samples/s")
     parts.append(f"{row['seconds']:.1f}s")

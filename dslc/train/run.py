@@ -44,9 +44,12 @@ def run_digest(graph, cfg) -> str:
 
     steps = {"__all__": {"span"}}
     text = graph.model_dump_json(exclude={"span": True, "inputs": steps, "nodes": steps})
+    # Settings left unset drop out, so runs started before they existed still resume.
+    later = {k: True if getattr(cfg, k) is None else {"span"}
+             for k in ("schedule", "early_stopping")}
     text += cfg.model_dump_json(exclude={"span": True, "epochs": True, "data": {"span"},
                                          "loss": {"span"}, "optimizer": {"span"},
-                                         "preprocess": steps, "augment": steps})
+                                         "preprocess": steps, "augment": steps, **later})
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -148,6 +151,8 @@ def train_command(args) -> int:
         "samples": {"train": len(data.x_train), "validation": n_val, "test": len(data.x_test)},
         "train_seconds": round(result.seconds, 3),
         "total_seconds": round(time.perf_counter() - t0, 3),
+        **({"stopped": result.stopped, "weights_epoch": result.weights_epoch}
+           if cfg.early_stopping is not None else {}),
     })
     figures = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
     print(f"test: {figures}")

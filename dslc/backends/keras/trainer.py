@@ -227,3 +227,7 @@ class KerasTrainer(Trainer):
                 raise DslError(f"optimizer state `{key}` has shape {list(arr.shape)}, "
                                f"expected {list(var.shape)}")
             var.assign(arr.astype(var.dtype))
+
+    def set_lr(self, lr: float) -> None:
+        # A variable the traced step reads at every call: no retrace.
+        self.optimizer.learning_rate = lr

@@ -209,3 +209,7 @@ class TorchTrainer(Trainer):
             restored.setdefault(index[name], {})[field] = tensor
         groups = self.optimizer.state_dict()["param_groups"]
         self.optimizer.load_state_dict({"state": restored, "param_groups": groups})
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
