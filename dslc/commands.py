@@ -114,6 +114,21 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
     commands["verify"] = cmd_verify
 
+    p = sub.add_parser(
+        "fmt", help="rewrite .dl files in the canonical layout, keeping every comment",
+        description="Rewrite .dl files in the one layout dslc uses: 4-space indents, one "
+                    "statement a line, aligned `train` settings, calls wider than 100 columns "
+                    "wrapped one argument a line; every comment is kept where it was. Files "
+                    "are replaced atomically; one that does not parse is reported and left "
+                    "as it is.")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="a .dl file, a folder (its .dl files), or - (standard input to "
+                        "standard output)")
+    p.add_argument("--check", action="store_true",
+                   help="change nothing: print a diff of each file that would change, and "
+                        "exit 1 if any would")
+    commands["fmt"] = cmd_fmt
+
 
 def _spec_and_graph(args):
     from dslc.compiler import compile_file
@@ -159,3 +174,9 @@ def cmd_verify(args) -> int:
     from dslc.verify import verify_command
 
     return verify_command(args)
+
+
+def cmd_fmt(args) -> int:
+    from dslc.fmt import fmt_command
+
+    return fmt_command(args)
