@@ -84,8 +84,9 @@ examples:
   write standalone PyTorch source; check every backend against the reference interpreter
     dslc compile specs/digits_cnn.dl --target torch -o build/
     dslc verify specs/digits_cnn.dl
-  draw the model; serve editors (diagnostics, hover, completion)
+  draw the model; lay out spec files; serve editors (diagnostics, hover, completion)
     dslc graph examples/tiny_resnet.dl -o tiny_resnet.html
+    dslc fmt --check specs/
     dslc lsp
   bring a model from torch.onnx.export (or any dslc export) back as a spec and weights
     dslc import model.onnx -o model.dl

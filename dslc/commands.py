@@ -182,6 +182,21 @@ def register(sub, commands: dict) -> None:
                                                         "exist")
     commands["import"] = cmd_import_onnx
 
+    p = sub.add_parser(
+        "fmt", help="rewrite .dl files in the canonical layout, keeping every comment",
+        description="Rewrite .dl files in the one layout dslc uses: 4-space indents, one "
+                    "statement a line, aligned `train` settings, calls wider than 100 columns "
+                    "wrapped one argument a line; every comment is kept where it was. Files "
+                    "are replaced atomically; one that does not parse is reported and left "
+                    "as it is.")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="a .dl file, a folder (its .dl files), or - (standard input to "
+                        "standard output)")
+    p.add_argument("--check", action="store_true",
+                   help="change nothing: print a diff of each file that would change, and "
+                        "exit 1 if any would")
+    commands["fmt"] = cmd_fmt
+
 
 def _spec_and_graph(args):
     from dslc.compiler import compile_file
@@ -253,3 +268,9 @@ def cmd_import_onnx(args) -> int:  # `import` is a Python keyword
     from dslc.backends.onnx.importer import import_command
 
     return import_command(args)
+
+
+def cmd_fmt(args) -> int:
+    from dslc.fmt import fmt_command
+
+    return fmt_command(args)
