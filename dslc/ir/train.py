@@ -66,4 +66,8 @@ class TrainConfig(_Config):
     batch: int | None = Field(default=32, gt=0)  # None: full batch (gradient descent)
     seed: int = 0
     shuffle: bool = True
+    # Regularisation (dslc/train/regularisation.py): gradient clipping and class weights.
+    clip_norm: float | None = Field(default=None, gt=0.0)
+    clip_value: float | None = Field(default=None, gt=0.0)
+    class_weight: Literal["balanced"] | list[float] | None = None
     span: Span | None = None

@@ -44,7 +44,7 @@ def to_model(graph: Graph, weights: dict[str, np.ndarray],
 
 def export(spec: Any, graph: Graph, weights: dict[str, np.ndarray], path: str | Path,
            preprocessing: dict | None = None, force: bool = False,
-           input_range: InputRange | None = None) -> Path:
+           input_range: InputRange | None = None, classes: list[str] | None = None) -> Path:
     """Write a checked `.onnx` file atomically; an existing file only with `force`."""
     from dslc.weights import atomic_write_bytes
 
@@ -52,7 +52,8 @@ def export(spec: Any, graph: Graph, weights: dict[str, np.ndarray], path: str | 
     check_output_path(path, ".onnx file", force)
     if preprocessing is None and spec is not None:
         preprocessing = static_preprocessing(spec, graph)
-    model = to_model(graph, weights, model_metadata(spec, graph, preprocessing, input_range))
+    model = to_model(graph, weights, model_metadata(spec, graph, preprocessing, input_range,
+                                                    classes))
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:  # a lowering bug, not a user error
