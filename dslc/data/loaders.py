@@ -33,6 +33,8 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int | None
     preprocessing: dict = field(default_factory=lambda: {"steps": [], "labels": []})
+    classes: list[str] | None = None  # class names (text labels, a named header), by index
+    classes_from: str = ""
 
 
 def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir: Path,
@@ -48,6 +50,11 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
     args = {**info.args, **cfg.data.args}
     raw = SOURCE_FNS[cfg.data.kind](args, Context(Path(base_dir), seed, span))
     loss = cfg.loss.name
+    if raw.classes and loss not in CLASS_LOSSES:
+        raise DslError(f"the labels are class names ({', '.join(raw.classes[:4])}"
+                       f"{', ...' if len(raw.classes) > 4 else ''}), but {loss} needs numbers",
+                       cfg.loss.span, "use sparse_categorical_crossentropy (or "
+                       "binary_crossentropy for two classes)")
 
     x, y = _features(raw.x, span), _labels(raw.y, info.labels, loss, span)
     _same_length(x, y, "", span)
@@ -77,6 +84,8 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
         raise DslError("the training split is empty", span)
 
     num_classes = _num_classes(info.classes, loss, [y_train, y_val, y_test])
+    if raw.classes:
+        num_classes = max(num_classes or 0, len(raw.classes))
     feature_steps, label_steps = [], []
     for step in cfg.preprocess:
         if step.name == "one_hot":
@@ -99,7 +108,8 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
     return Dataset(x_train=_f32(x_train), y_train=y_train,
                    x_val=None if x_val is None else _f32(x_val), y_val=y_val,
                    x_test=_f32(x_test), y_test=y_test, num_classes=num_classes,
-                   preprocessing={"steps": feature_steps, "labels": label_steps})
+                   preprocessing={"steps": feature_steps, "labels": label_steps},
+                   classes=raw.classes, classes_from=raw.classes_from)
 
 
 def _f32(a: np.ndarray) -> np.ndarray:

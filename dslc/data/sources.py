@@ -27,6 +27,8 @@ class Raw:
     y: np.ndarray
     x_test: np.ndarray | None = None  # set when the source comes with its own test split
     y_test: np.ndarray | None = None
+    classes: list[str] | None = None  # class names, when the labels are indices into them
+    classes_from: str = ""  # where the names came from, for the train output
 
     def __post_init__(self) -> None:
         if (self.x_test is None) != (self.y_test is None):
@@ -155,7 +157,7 @@ def npz(args: dict, ctx: Context) -> Raw:
         if missing:
             raise DslError(f"{path} has x_train/y_train but not {', '.join(missing)}", ctx.span,
                            "store all four arrays, or just `x` and `y`")
-        return Raw(*(arrays[k] for k in split))
+        return Raw(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
     for key in ("x", "y"):
         name = args[key]
         if name not in arrays:
@@ -182,22 +184,62 @@ def csv_file(args: dict, ctx: Context) -> Raw:
     header = args.get("header", True)
     if not isinstance(header, bool):
         raise DslError(f"`header` is true or false, got {header!r}", ctx.span)
-    table = parse_csv(text, str(path), header, ctx.span)
-    names, values = table
+    fast = _parse_csv_fast(text, header)
+    if fast is None:  # text labels, scikit-learn's header, or a bad cell: the careful reader
+        return read_labelled_csv(text, str(path), header, args.get("label", -1), ctx.span)
+    names, values = fast
+    classes = sklearn_header(names, values.shape)
+    names = None if classes else names
     column = label_column(args.get("label", -1), names, values.shape[1], str(path), ctx.span)
     x = np.delete(values, column, axis=1)
+    if classes:
+        return Raw(x.astype(np.float32), _class_indices(values[:, column], classes, str(path),
+                                                        ctx.span), classes=classes,
+                   classes_from=SKLEARN_HEADER)
     return Raw(x.astype(np.float32), values[:, column])
 
 
-def parse_csv(text: str, name: str, header: bool,
-              span: Span | None) -> tuple[list[str] | None, np.ndarray]:
-    """Numbers of a CSV file as float64 [rows, columns]; a bad cell is an error naming its line."""
-    fast = _parse_csv_fast(text, header)
-    if fast is not None:
-        return fast
+SKLEARN_HEADER = "named in the header, scikit-learn's format"
+SORTED_LABELS = "the label column's values, sorted"
+
+
+def sklearn_header(names: list[str] | None, shape: tuple[int, ...]) -> list[str] | None:
+    """The class names of scikit-learn's bundled CSV header `n_samples,n_features,name,...`
+    (iris.csv, wine_data.csv), when its counts are the table's `[rows, columns]`."""
+    if names is None or len(names) < 3 or len(shape) != 2:
+        return None
+    rows, features, *classes = names
+    if not (rows.isdigit() and features.isdigit()) or (int(rows), int(features) + 1) != shape:
+        return None
+    return classes if all(classes) else None
+
+
+def _class_indices(labels: np.ndarray, classes: list[str], name: str,
+                   span: Span | None) -> np.ndarray:
+    """Integer labels into the header's class names."""
+    bad = (labels != np.round(labels)) | (labels < 0) | (labels >= len(classes))
+    if bad.any():
+        raise DslError(f"{name}: the header names {len(classes)} classes, but a label is "
+                       f"{labels[bad.argmax()]:g}", span,
+                       f"labels are indices 0..{len(classes) - 1} into the header's names")
+    return labels.astype(np.int64)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def read_labelled_csv(text: str, name: str, header: bool, label: Any,
+                      span: Span | None) -> Raw:
+    """A CSV file whose label column may hold text (`setosa`, `cat`): its distinct values,
+    sorted, are the classes and the labels their indices. Every other cell is a number; a bad
+    one is an error naming its line and column."""
     rows = list(csv.reader(io.StringIO(text), skipinitialspace=True))
-    first = 0
-    names = None
+    first, names = 0, None
     if header:
         while first < len(rows) and not rows[first]:
             first += 1
@@ -212,23 +254,52 @@ def parse_csv(text: str, name: str, header: bool,
             lines.append(i + 1)
     if not data:
         raise DslError(f"{name} has no data rows", span)
+    header_classes = sklearn_header(names, (len(data), len(data[0])))
+    if header_classes:
+        names = None
     width = len(names) if names is not None else len(data[0])
     for row, line in zip(data, lines, strict=True):
         if len(row) != width:
             raise DslError(f"{name}:{line}: {len(row)} columns, expected {width}", span)
+    column = label_column(label, names, width, name, span)
+    features = [[c for j, c in enumerate(row) if j != column] for row in data]
     try:
-        return names, np.array(data, dtype=np.float64)
+        x = np.array(features, dtype=np.float64)
     except ValueError:
-        pass
-    for row, line in zip(data, lines, strict=True):  # slow path: find the cell that is not a number
-        for col, cell in enumerate(row):
-            try:
-                float(cell)
-            except ValueError:
-                where = f"column {col + 1}" + (f" (`{names[col]}`)" if names else "")
-                raise DslError(f"{name}:{line}: {where} is {cell.strip()!r}, not a number", span,
-                               "CSV data must be numeric") from None
-    raise AssertionError("unreachable: every cell parsed")
+        for row, line in zip(data, lines, strict=True):
+            for col, cell in enumerate(row):
+                if col == column:
+                    continue
+                try:
+                    float(cell)
+                except ValueError:
+                    where = f"column {col + 1}" + (f" (`{names[col]}`)" if names else "")
+                    raise DslError(f"{name}:{line}: {where} is {cell.strip()!r}, not a number",
+                                   span, "features must be numbers; only the label column "
+                                   "may hold text (class names)") from None
+        raise AssertionError("unreachable: every feature cell parsed") from None
+    cells = [row[column].strip() for row in data]
+    try:
+        y = np.array(cells, dtype=np.float64)
+    except ValueError:
+        for cell, line in zip(cells, lines, strict=True):
+            if not cell:
+                raise DslError(f"{name}:{line}: the label is empty", span) from None
+        numbers = [(c, line) for c, line in zip(cells, lines, strict=True) if _is_number(c)]
+        if numbers:  # a typo in a numeric column must not make a class of its own
+            word = next((c, line) for c, line in zip(cells, lines, strict=True)
+                        if not _is_number(c))
+            raise DslError(f"{name}: the label column mixes numbers (`{numbers[0][0]}`, line "
+                           f"{numbers[0][1]}) and text (`{word[0]}`, line {word[1]})", span,
+                           "labels are all numbers, or all class names") from None
+        classes = sorted(set(cells))
+        index = {c: i for i, c in enumerate(classes)}
+        return Raw(x.astype(np.float32), np.array([index[c] for c in cells], np.int64),
+                   classes=classes, classes_from=SORTED_LABELS)
+    if header_classes:
+        return Raw(x.astype(np.float32), _class_indices(y, header_classes, name, span),
+                   classes=header_classes, classes_from=SKLEARN_HEADER)
+    return Raw(x.astype(np.float32), y)
 
 
 def _parse_csv_fast(text: str, header: bool) -> tuple[list[str] | None, np.ndarray] | None:

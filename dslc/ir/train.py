@@ -101,4 +101,8 @@ class TrainConfig(_Config):
     shuffle: bool = True
     schedule: Schedule | None = None
     early_stopping: EarlyStopping | None = None
+    # Regularisation (dslc/train/regularisation.py): gradient clipping and class weights.
+    clip_norm: float | None = Field(default=None, gt=0.0)
+    clip_value: float | None = Field(default=None, gt=0.0)
+    class_weight: Literal["balanced"] | list[float] | None = None
     span: Span | None = None

@@ -40,6 +40,7 @@ SETTINGS = {"data", "validation", "preprocess", "augment", "loss", "optimizer", 
             "epochs", "batch", "seed", "shuffle"}
 CE = {"binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"}
 SETTINGS |= {"schedule", "early_stopping"}  # issue 15 (see _schedule, _early_stopping)
+SETTINGS |= {"clip_norm", "clip_value", "class_weight"}  # regularisation (README)
 
 
 def output_activation(graph: Graph) -> str:
@@ -81,6 +82,9 @@ def build_train(train: ast.Train, graph: Graph | None, lets: dict, errors: Colle
             _try(errors, lambda k=key, c=catalog: fields.__setitem__(k, _steps(*settings[k], c, k)))
     if "metrics" in settings:
         _try(errors, lambda: fields.__setitem__("metrics", _metrics(*settings["metrics"])))
+    if "class_weight" in settings:
+        _try(errors, lambda: fields.__setitem__("class_weight",
+                                                _class_weight(*settings["class_weight"])))
     for key, (test, wants) in SETTING_RULES.items():
         if key in settings:
             value, span = settings[key]
@@ -107,6 +111,8 @@ def build_train(train: ast.Train, graph: Graph | None, lets: dict, errors: Colle
         return None
     if graph is not None:
         check_against_model(config, graph, errors)
+        if config.class_weight is not None and len(graph.outputs) == 1:
+            _check_class_weight(config, graph, settings["class_weight"][1], errors)
     return config
 
 
@@ -171,6 +177,10 @@ def _loss(value, span) -> Loss:
         raise DslError(f"unknown loss `{call.name}`", call.span,
                        _unknown("losses", call.name, LOSS_ALIASES))
     args = _bind(call, {"from_logits", "label_smoothing"}, (), "loss")
+    if "label_smoothing" in args and LOSS_ALIASES[call.name] not in CE:
+        raise DslError(f"`label_smoothing` smooths class labels; loss `{call.name}` has none",
+                       call.kwarg_spans.get("label_smoothing", call.span),
+                       "use it with a cross-entropy loss")
     if call.name in LOGITS_ALIASES:
         args.setdefault("from_logits", True)
     try:
@@ -248,6 +258,21 @@ SETTING_RULES = {
     "validation": (lambda v: _number(v) and 0 <= v < 1, "a fraction in [0, 1)"),
     "shuffle": (lambda v: isinstance(v, bool), "`true` or `false`"),
 }
+SETTING_RULES.update({key: (lambda v: _number(v) and v > 0, "a number > 0, e.g. 1.0")
+                      for key in ("clip_norm", "clip_value")})
+
+
+def _class_weight(value, span) -> str | list[float]:
+    """`balanced`, or one weight (a number >= 0) per class."""
+    if isinstance(value, str) and value == "balanced":
+        return "balanced"
+    items = value if isinstance(value, list) else None
+    if not items or not all(_number(v) and v >= 0 for v in items) or \
+            not any(v > 0 for v in items):
+        raise DslError(f"`class_weight` is `balanced` or a list of weights >= 0, one per class, "
+                       f"got {describe(value)}", getattr(value, "span", None) or span,
+                       "e.g. `class_weight = balanced` or `class_weight = [1, 5]`")
+    return [float(v) for v in items]
 
 
 def _metrics(value, span) -> list[str]:
@@ -443,3 +468,27 @@ def _early_stopping(value, span, fields: dict) -> EarlyStopping | None:
     stopping = _model(EarlyStopping, call, args, spans, "early_stopping")
     _check_monitor(stopping.monitor, spans.get("monitor", call.span), fields, "early_stopping")
     return stopping
+
+
+def _check_class_weight(cfg: TrainConfig, graph: Graph, span: Span, errors: Collector) -> None:
+    """One class per sample, and (for a list) one weight per class of the output."""
+    try:
+        shape = tuple(graph.type_of(graph.outputs[0]).shape)
+    except (KeyError, AssertionError):
+        return
+    loss = cfg.loss.name
+    if loss not in CE:
+        errors.error(f"`class_weight` weighs classes; {loss} has none", span,
+                     "use a cross-entropy loss, or drop `class_weight`")
+        return
+    binary = loss == "binary_crossentropy"
+    if len(shape) != 1 or (binary and shape != (1,)):
+        errors.error(f"`class_weight` weighs one class per sample; the model's output is "
+                     f"{list(shape)}", span,
+                     "it needs an output [classes] (or [1] for binary_crossentropy)")
+        return
+    classes = 2 if binary else shape[0]
+    if isinstance(cfg.class_weight, list) and classes is not None and \
+            len(cfg.class_weight) != classes:
+        errors.error(f"`class_weight` has {len(cfg.class_weight)} weights, the output has "
+                     f"{classes} classes", span, f"give {classes} weights, one per class")

@@ -128,6 +128,8 @@ def train_command(args) -> int:
         f"training {graph.name} ({graph.param_count:,} params) with {args.backend} on "
         f"{trainer.device}: {len(data.x_train)} train, {n_val} validation, {len(data.x_test)} "
         f"test samples; {epochs} epochs, batch {batch or 'full'}")
+    for line in regularisation_notes(graph, cfg, data):
+        progress.message(line)
     meta = {"model": graph.name, "spec_digest": spec.digest, "run_digest": run_digest(graph, cfg),
             "batch": batch}
     t0 = time.perf_counter()
@@ -153,6 +155,7 @@ def train_command(args) -> int:
         "total_seconds": round(time.perf_counter() - t0, 3),
         **({"stopped": result.stopped, "weights_epoch": result.weights_epoch}
            if cfg.early_stopping is not None else {}),
+        **({"classes": data.classes} if data.classes else {}),
     })
     figures = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
     print(f"test: {figures}")
@@ -182,7 +185,43 @@ def _how_to_resume(args, out: Path, saved: int, epochs: int) -> str:
 def _weights_meta(spec, graph, seed: int, backend: str, data, epochs: int) -> dict[str, str]:
     return {"model": graph.name, "spec": spec.path.name, "spec_digest": spec.digest,
             "backend": backend, "seed": str(seed), "epochs": str(epochs),
-            "preprocessing": json.dumps(data.preprocessing)}
+            "preprocessing": json.dumps(data.preprocessing),
+            **({"classes": json.dumps(data.classes)} if data.classes else {})}
+
+
+def regularisation_notes(graph, cfg, data) -> list[str]:
+    """What `dslc train` states about its classes and class weights."""
+    from dslc.train.regularisation import class_weights, output_classes
+
+    lines = []
+    if data.classes:
+        named = ", ".join(f"{i} {name}" for i, name in enumerate(data.classes))
+        lines.append(f"classes ({data.classes_from}): {named}")
+    if cfg.class_weight is not None:
+        out_shape = tuple(graph.type_of(graph.outputs[0]).shape)
+        weights = class_weights(cfg, data.y_train, output_classes(cfg.loss, out_shape))
+        assert weights is not None
+        how = "balanced on the training split" if cfg.class_weight == "balanced" else "given"
+        names = data.classes or []
+        shown = ", ".join(f"{names[i] if i < len(names) else i} {w:.4g}"
+                          for i, w in enumerate(weights))
+        lines.append(f"class weights ({how}): {shown}")
+    return lines
+
+
+def class_names(weights_meta: dict, data, weights_path) -> list[str] | None:
+    """The class names the weights were trained with; they must be the data's, or an index
+    would name another class."""
+    recorded = weights_meta.get("classes")
+    try:
+        trained = json.loads(recorded) if recorded else None
+    except json.JSONDecodeError:
+        trained = None
+    if trained is not None and data.classes is not None and trained != data.classes:
+        raise DslError(f"{weights_path} was trained with classes {', '.join(trained)}; the data "
+                       f"now has {', '.join(data.classes)}",
+                       hint="class indices would name other classes: train again on this data")
+    return trained or data.classes
 
 
 def _write_run(out: Path, spec, graph, weights, history, seed, backend, data) -> list[str]:
@@ -226,6 +265,9 @@ def evaluate(spec, graph, cfg, weights_path: str, backend_name: str, device: str
         t = true_labels(data.y_test, pred, cfg.loss)
         p = predicted_labels(pred, cfg.loss)
         report["confusion_matrix"] = confusion_matrix(t, p, output_classes(pred, cfg.loss)).tolist()
+        classes = class_names(meta, data, weights_path)
+        if classes:
+            report["classes"] = classes
     return report
 
 
@@ -244,7 +286,22 @@ def eval_command(args) -> int:
         width = max(len(str(v)) for row in cm for v in row) + 1
         width = max(width, len(str(len(cm))) + 1)
         print("confusion matrix (rows: true class, columns: predicted):")
+        if report.get("classes"):
+            _print_named_matrix(cm, report["classes"])
+            return 0
         print("     " + "".join(f"{j:>{width}}" for j in range(len(cm))))
         for i, row in enumerate(cm):
             print(f"  {i:>2} " + "".join(f"{v:>{width}}" for v in row))
     return 0
+
+
+def _print_named_matrix(cm: list[list[int]], classes: list[str]) -> None:
+    """The confusion matrix with class names on its rows and columns (an index where the
+    outputs outnumber the names)."""
+    names = [classes[i] if i < len(classes) else str(i) for i in range(len(cm))]
+    first = max(len(n) for n in names) + 2
+    widths = [max(len(n), *(len(str(row[j])) for row in cm)) + 1 for j, n in enumerate(names)]
+    print(" " * first + "".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True)))
+    for name, row in zip(names, cm, strict=True):
+        print(f"  {name:<{first - 2}}" + "".join(f"{v:>{w}}" for v, w in
+                                                zip(row, widths, strict=True)))

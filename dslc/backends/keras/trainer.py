@@ -34,6 +34,7 @@ from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import Loss, Optimizer, TrainConfig
 from dslc.ops.registry import SMALL_BATCH_MACS, graph_macs
+from dslc.train.regularisation import class_weights, decays, output_classes, sample_weights
 from dslc.train.targets import shape_targets
 from dslc.weights import init_weights
 
@@ -55,8 +56,9 @@ def make_loss(keras: Any, loss: Loss, classes: int) -> Any:
         # Keras's sparse loss has no label smoothing: one-hot the labels in the step instead.
         cce = keras.losses.CategoricalCrossentropy(from_logits=logits, label_smoothing=ls)
 
-        def smoothed(y_true: Any, y_pred: Any) -> Any:
-            return cce(keras.ops.one_hot(keras.ops.cast(y_true, "int32"), classes), y_pred)
+        def smoothed(y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+            return cce(keras.ops.one_hot(keras.ops.cast(y_true, "int32"), classes), y_pred,
+                       sample_weight=sample_weight)
 
         return smoothed
     raise DslError(f"loss `{loss.name}` is not supported by backend keras", loss.span)
@@ -64,7 +66,8 @@ def make_loss(keras: Any, loss: Loss, classes: int) -> Any:
 
 def make_optimizer(keras: Any, opt: Optimizer) -> Any:
     """Keras optimizers with every value the IR pins. Weight decay: L2 added to the gradient
-    (PyTorch's meaning) for sgd/gd/adam/rmsprop, decoupled for adamw."""
+    (PyTorch's meaning) for sgd/gd/adam/rmsprop, decoupled for adamw; kernels only (the
+    trainer excludes biases and gamma/beta, dslc/train/regularisation.py)."""
     if opt.name in ("sgd", "gd"):
         return keras.optimizers.SGD(learning_rate=opt.lr, momentum=opt.momentum,
                                     nesterov=opt.nesterov)
@@ -112,9 +115,14 @@ class KerasTrainer(Trainer):
             assign(self.variables, init_weights(graph, seed), graph.name)
             self.loss_fn = make_loss(keras, config.loss, int(out_shape[-1] or 1))
             self.optimizer = make_optimizer(keras, config.optimizer)
+            if config.optimizer.name == "adamw":  # decay kernels only (regularisation.py)
+                self.optimizer.exclude_from_weight_decay(
+                    var_list=[v for k, v in self.variables.items() if not decays(k)])
             self.optimizer.build(self.model.trainable_variables)
         self._l2 = (config.optimizer.weight_decay
                     if config.optimizer.name != "adamw" else 0.0)
+        kernels = {v.path for k, v in self.variables.items() if decays(k)}
+        self._decay = [v.path in kernels for v in self.model.trainable_variables]
         self._steps: dict[tuple[Any, ...], Callable[..., Any]] = {}
         self._infer = inference_fn(self.model, graph)
 
@@ -139,23 +147,33 @@ class KerasTrainer(Trainer):
 
     def _make_step(self, y: np.ndarray) -> Callable[..., Any]:
         tf, model, loss_fn, opt, l2 = self.tf, self.model, self.loss_fn, self.optimizer, self._l2
-        variables = model.trainable_variables
+        variables, decay, cfg = model.trainable_variables, self._decay, self.config
+        weighted = cfg.class_weight is not None
         x_spec = [tf.TensorSpec((None, *i.type.shape), tf.float32) for i in self.graph.inputs]
         y_spec = tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype))
+        w_spec = [tf.TensorSpec((None,), tf.float32)] if weighted else []
 
         def step(y_true: Any, *xs: Any) -> Any:
+            w, xs = (xs[0], xs[1:]) if weighted else (None, xs)
             with tf.GradientTape() as tape:
                 pred = model(xs[0] if len(xs) == 1 else list(xs), training=True)
                 if isinstance(pred, (list, tuple)):
                     pred = pred[0]
-                loss = loss_fn(y_true, pred)
+                loss = loss_fn(y_true, pred) if w is None else loss_fn(y_true, pred,
+                                                                       sample_weight=w)
             grads = tape.gradient(loss, variables)
+            if cfg.clip_value:  # regularisation.py: value, then global norm, then decay
+                grads = [tf.clip_by_value(g, -cfg.clip_value, cfg.clip_value) for g in grads]
+            if cfg.clip_norm:
+                scale = cfg.clip_norm / tf.maximum(tf.linalg.global_norm(grads), cfg.clip_norm)
+                grads = [g * scale for g in grads]
             if l2:
-                grads = [g + l2 * v for g, v in zip(grads, variables, strict=True)]
+                grads = [g + l2 * v if d else g
+                         for g, v, d in zip(grads, variables, decay, strict=True)]
             opt.apply_gradients(zip(grads, variables, strict=True))
             return loss
 
-        return tf.function(step, input_signature=[y_spec, *x_spec])
+        return tf.function(step, input_signature=[y_spec, *w_spec, *x_spec])
 
     def begin_epoch(self, epoch: int) -> None:
         """Reseed every dropout layer from (seed, epoch), so a resumed run draws the masks the
@@ -170,6 +188,10 @@ class KerasTrainer(Trainer):
     def train_epoch(self, x: Any, y: np.ndarray, batch_size: int | None,
                     on_batch: Callable[[int, float], None]) -> float:
         xs = feed(self.graph, x)
+        cw = class_weights(self.config, y, output_classes(self.config.loss, self._out_shape))
+        sw = sample_weights(y, cw)
+        if sw is not None:
+            xs = [sw, *xs]  # the step takes the weights before the inputs
         y = self._targets(y)
         n = len(y)
         batch_size = batch_size or max(n, 1)  # None: full batch (gradient descent)

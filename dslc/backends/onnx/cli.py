@@ -16,6 +16,7 @@ from dslc.diagnostics import DslError
 
 from .inputs import IMAGE_SUFFIXES, Signature, read_input
 from .metadata import (
+    META_CLASSES,
     META_PIXEL_MAX,
     META_PREPROCESSING,
     META_TASKS,
@@ -109,12 +110,15 @@ def export_command(args) -> int:
                   "inputs as its first layer sees them, and `dslc run` feeds them as given",
                   file=sys.stderr)
     embed = not getattr(args, "no_preprocessing", False)
-    model = export_model(spec, graph, weights, record, input_range, embed and kind == "fp32")
+    classes = trained_classes(graph, weights_path)
+    model = export_model(spec, graph, weights, record, input_range, embed and kind == "fp32",
+                         classes)
     note = ""
     if record is not None and record.get("steps"):
         where = "in the graph" if embed else "in the metadata only (`dslc run` applies it)"
         note = f", preprocessing {_describe(record)} {where}"
         note += f" (from {source})" if source else ""
+    note += f", classes {', '.join(classes)}" if classes else ""
     if input_range is not None:
         note += f", training data {input_range.describe()}"
     if kind != "fp32":
@@ -190,6 +194,23 @@ def _convert(args, kind: str, spec, graph, weights_path: Path, model, record, em
     helper.set_model_props(converted, meta)
     check(converted)
     return converted
+
+
+def trained_classes(graph, weights_path: Path) -> list[str] | None:
+    """The class names `dslc train` recorded in the weights' metadata, checked against the
+    model's output."""
+    from dslc.weights import read_weights
+
+    from .metadata import check_classes
+
+    recorded = read_weights(weights_path)[1].get("classes")
+    if not recorded:
+        return None
+    try:
+        classes = json.loads(recorded)
+    except json.JSONDecodeError:
+        raise DslError(f"{weights_path}: its `classes` metadata is not JSON") from None
+    return check_classes(graph, classes, f"{weights_path}: its `classes` metadata")
 
 
 def _input_range(spec, graph, weights_path: Path) -> InputRange | None:
@@ -309,6 +330,7 @@ def run_command(args) -> int:
     if META_INPUT_RANGE in meta:
         input_range = InputRange.from_json(meta[META_INPUT_RANGE], str(path))
     tasks = _tasks(meta, path)
+    classes = _classes(meta, path)
     feed = read_input(Path(args.input), sig, input_range, args.allow_nan)
     empty = [k for k, v in feed.items() if len(v) == 0]
     if empty:
@@ -338,7 +360,7 @@ def run_command(args) -> int:
         n = save_outputs(Path(args.output), names, outputs, args.force)
         print(f"wrote {args.output} ({n} rows)")
     else:
-        print_outputs(names, outputs, tasks)
+        print_outputs(names, outputs, tasks, classes)
     if args.bench:
         run_bench(args, path, session, feed, meta, preprocessing, embedded)
     return 0
@@ -389,6 +411,19 @@ def _tasks(meta: dict, path: Path) -> dict:
     return tasks
 
 
+def _classes(meta: dict, path: Path) -> dict[str, list[str]]:
+    """Output name → class names; metadata that is not such a map only loses the names."""
+    classes = _json_meta(meta, META_CLASSES, path)
+    if classes is None:
+        return {}
+    if not isinstance(classes, dict) or not all(
+            isinstance(v, list) and all(isinstance(c, str) for c in v) for v in classes.values()):
+        print(f"note: {path}: ignoring metadata `{META_CLASSES}` (not a map of output names to "
+              "class names); printing class indices", file=sys.stderr)
+        return {}
+    return classes
+
+
 def _describe(record: dict) -> str:
     parts = []
     for step in record.get("steps", []):
@@ -399,23 +434,31 @@ def _describe(record: dict) -> str:
     return ", ".join(parts)
 
 
-def print_outputs(names: list[str], outputs: list[np.ndarray], tasks: dict) -> None:
-    """Class and probability per row for classifier outputs, raw values otherwise."""
+def print_outputs(names: list[str], outputs: list[np.ndarray], tasks: dict,
+                  classes: dict | None = None) -> None:
+    """Class and probability per row for classifier outputs (the class's name when the model
+    records them), raw values otherwise."""
     for i, (name, y) in enumerate(zip(names, outputs, strict=True)):
         if len(names) > 1:
             print(f"{'' if i == 0 else chr(10)}output {name}:")
         y = np.asarray(y)
         kind = tasks.get(name)
+        labels = (classes or {}).get(name) or []
+
+        def label(c: int, labels: list[str] = labels) -> str:
+            return labels[c] if c < len(labels) else str(c)
+
+        w = max([5, *(len(n) for n in labels)])
         if kind == "classifier" and y.ndim == 2:
-            print(f"{'row':>5}  {'class':>5}  {'probability':>11}")
+            print(f"{'row':>5}  {'class':>{w}}  {'probability':>11}")
             for r, row in enumerate(y):
                 c = int(np.argmax(row))
-                print(f"{r:>5}  {c:>5}  {row[c]:>11.6f}")
+                print(f"{r:>5}  {label(c):>{w}}  {row[c]:>11.6f}")
         elif kind == "binary" and y.ndim == 2 and y.shape[1] == 1:
-            print(f"{'row':>5}  {'class':>5}  {'probability':>11}")
+            print(f"{'row':>5}  {'class':>{w}}  {'probability':>11}")
             for r, p in enumerate(y[:, 0]):
                 c = int(p >= 0.5)
-                print(f"{r:>5}  {c:>5}  {(p if c else 1 - p):>11.6f}")
+                print(f"{r:>5}  {label(c):>{w}}  {(p if c else 1 - p):>11.6f}")
         else:
             print(f"{'row':>5}  {name}")
             for r, row in enumerate(y.reshape(len(y), -1) if y.ndim else y.reshape(1, 1)):

@@ -45,13 +45,13 @@ def to_model(graph: Graph, weights: dict[str, np.ndarray],
 
 def export_model(spec: Any, graph: Graph, weights: dict[str, np.ndarray],
                  preprocessing: dict | None = None, input_range: InputRange | None = None,
-                 embed: bool = True) -> onnx.ModelProto:
+                 embed: bool = True, classes: list[str] | None = None) -> onnx.ModelProto:
     """The checked ModelProto `dslc export` writes. With `embed` (the default) the
     preprocessing record's steps are ONNX ops at the inputs (preprocess.py), so the file takes
     raw data; the metadata says which in `dslc.preprocessing_in_graph`."""
     if preprocessing is None and spec is not None:
         preprocessing = static_preprocessing(spec, graph)
-    metadata = model_metadata(spec, graph, preprocessing, input_range)
+    metadata = model_metadata(spec, graph, preprocessing, input_range, classes)
     if preprocessing is not None:
         metadata[META_IN_GRAPH] = "false"
     model = to_model(graph, weights, metadata)
@@ -79,9 +79,10 @@ def write_model(path: Path, model: onnx.ModelProto | bytes, force: bool = False)
 
 def export(spec: Any, graph: Graph, weights: dict[str, np.ndarray], path: str | Path,
            preprocessing: dict | None = None, force: bool = False,
-           input_range: InputRange | None = None, embed: bool = True) -> Path:
+           input_range: InputRange | None = None, embed: bool = True,
+           classes: list[str] | None = None) -> Path:
     """Write a checked `.onnx` file atomically; an existing file only with `force`."""
     path = Path(path)
     check_output_path(path, ".onnx file", force)
-    return write_model(path, export_model(spec, graph, weights, preprocessing, input_range, embed),
-                       force)
+    model = export_model(spec, graph, weights, preprocessing, input_range, embed, classes)
+    return write_model(path, model, force)

@@ -24,6 +24,7 @@ META_HASH = "dslc.spec_hash"
 META_TASKS = "dslc.tasks"  # JSON: output name → classifier | binary | regression
 META_PREPROCESSING = "dslc.preprocessing"
 META_PIXEL_MAX = "dslc.pixel_max"
+META_CLASSES = "dslc.classes"  # JSON: output name → class names, by index (as trained)
 
 # Raw value range of image-like data sources, so an 8-bit image file (0..255) can be mapped
 # to what the model was trained on before its preprocessing (digits pixels are 0..16).
@@ -45,7 +46,8 @@ def task_of(graph: Graph, output: str) -> str:
 
 
 def model_metadata(spec: Any, graph: Graph, preprocessing: dict | None = None,
-                   input_range: InputRange | None = None) -> dict[str, str]:
+                   input_range: InputRange | None = None,
+                   classes: list[str] | None = None) -> dict[str, str]:
     """The `dslc.*` metadata; `input_range` defaults to the known range of the train block's
     built-in source (see ranges.py)."""
     tasks = {name: task_of(graph, name) for name in graph.outputs}
@@ -63,7 +65,23 @@ def model_metadata(spec: Any, graph: Graph, preprocessing: dict | None = None,
         meta[META_INPUT_RANGE] = input_range.to_json()
     if preprocessing is not None:
         meta[META_PREPROCESSING] = json.dumps(preprocessing, sort_keys=True)
+    if classes:  # the trained (first) output's
+        meta[META_CLASSES] = json.dumps({graph.outputs[0]: list(classes)})
     return meta
+
+
+def check_classes(graph: Graph, classes: Any, where: str) -> list[str] | None:
+    """Class names from a weights file's metadata, if they fit the first output: at most its
+    width for a classifier (outputs beyond the names print as indices), two for a binary one.
+    Logits outputs (a `regression` task to `dslc run`) keep them as they are."""
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise DslError(f"{where}: `classes` is not a list of class names")
+    task = task_of(graph, graph.outputs[0])
+    width = 2 if task == "binary" else graph.type_of(graph.outputs[0]).shape[-1]
+    if task != "regression" and width is not None and len(classes) > width:
+        raise DslError(f"{where} names {len(classes)} classes; model `{graph.name}`'s output "
+                       f"{graph.outputs[0]} is a {task} of {width}")
+    return classes
 
 
 def static_input_range(spec: Any, graph: Graph) -> InputRange | None:

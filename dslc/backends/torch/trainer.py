@@ -12,7 +12,9 @@ follow the IR's pinned values:
 - losses are means over every element (Keras's and PyTorch's `reduction="mean"`).
 - optimizers: sgd/gd (momentum, nesterov), adam, adamw, rmsprop with the IR's lr, betas, rho
   and epsilon (1e-7, not PyTorch's 1e-8). `weight_decay` is an L2 term added to the gradient
-  for sgd/gd/adam/rmsprop (PyTorch's meaning) and decoupled for adamw — as the Keras backend.
+  for sgd/gd/adam/rmsprop (PyTorch's meaning) and decoupled for adamw — as the Keras backend;
+  kernels only (no decay on biases, gamma, beta). Class weights and gradient clipping: as
+  dslc/train/regularisation.py states, identically on both backends.
   Where the frameworks' formulas still differ (Adam's epsilon is added after the bias
   correction in PyTorch, before it in Keras; RMSprop's `sqrt(v) + eps` vs `sqrt(v + eps)`),
   PyTorch's built-in optimizer is used: training curves agree closely, not bit for bit.
@@ -21,7 +23,7 @@ follow the IR's pinned values:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +34,7 @@ from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import TrainConfig
 from dslc.ops.registry import SMALL_BATCH_MACS, graph_macs
+from dslc.train.regularisation import class_weights, decays, output_classes, sample_weights
 from dslc.train.targets import shape_targets
 from dslc.weights import init_weights
 
@@ -73,22 +76,26 @@ def make_loss(loss, fused: str | None) -> tuple[Callable, bool]:
     want = "sigmoid" if name == "binary_crossentropy" else "softmax"
     use_logits = loss.from_logits or fused == want
     if name == "binary_crossentropy":
-        def bce(z, t):
+        def bce(z, t, w=None):
             if ls:
                 t = t * (1.0 - ls) + 0.5 * ls
             if use_logits:
+                if w is not None:
+                    return _weighted(F.binary_cross_entropy_with_logits(z, t, reduction="none"), w)
                 return F.binary_cross_entropy_with_logits(z, t)
             p = z.clamp(_CLIP, 1.0 - _CLIP)
-            return -(t * torch.log(p) + (1 - t) * torch.log(1 - p)).mean()
+            return _weighted(-(t * torch.log(p) + (1 - t) * torch.log(1 - p)), w)
         return bce, fused == want and not loss.from_logits
 
     sparse = name == "sparse_categorical_crossentropy"
 
-    def cce(z, t):
+    def cce(z, t, w=None):
         classes = z.shape[-1]
         z = z.reshape(-1, classes)
         t = t.reshape(-1) if sparse else t.reshape(-1, classes)
         if use_logits:
+            if w is not None:
+                return _weighted(F.cross_entropy(z, t, label_smoothing=ls, reduction="none"), w)
             return F.cross_entropy(z, t, label_smoothing=ls)
         # Probabilities from a model without a fusable softmax, as Keras (and numpy_loss) take
         # them: sparse labels clip, log and renormalise with a log-softmax, so a row that
@@ -101,8 +108,44 @@ def make_loss(loss, fused: str | None) -> tuple[Callable, bool]:
             t = F.one_hot(t, classes).to(z.dtype)
         if ls:
             t = t * (1.0 - ls) + ls / classes
-        return -(t * logp).sum(-1).mean()
+        return _weighted(-(t * logp).sum(-1), w)
     return cce, fused == want and not loss.from_logits
+
+
+def _weighted(per: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """The mean of per-element losses; with class weights, Keras's rule: each sample's mean
+    loss times its weight, summed, over the batch size (dslc/train/regularisation.py)."""
+    if w is None:
+        return per.mean()
+    return (per.reshape(len(w), -1).mean(-1) * w).mean()
+
+
+def param_groups(model: Model, wd: float) -> tuple[list[dict], list[str]]:
+    """Kernels decay, biases and gamma/beta do not (dslc/train/regularisation.py); with the
+    parameter names in the optimizer's order, for its state."""
+    named = list(model.module.named_parameters())
+    if not wd:
+        return [{"params": [p for _, p in named]}], [n for n, _ in named]
+    decayed = {p.target for p in model.weights.params if decays(p.key)}
+    split = [([(n, p) for n, p in named if n in decayed], wd),
+             ([(n, p) for n, p in named if n not in decayed], 0.0)]
+    split = [(g, d) for g, d in split if g]
+    return ([{"params": [p for _, p in g], "weight_decay": d} for g, d in split],
+            [n for g, _ in split for n, _ in g])
+
+
+def clip_gradients(params: Sequence[torch.Tensor], clip_value: float | None,
+                   clip_norm: float | None) -> None:
+    """In place, before the optimizer step (and so before weight decay)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if clip_value:
+        for g in grads:
+            g.clamp_(-clip_value, clip_value)
+    if clip_norm and grads:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        scale = clip_norm / torch.clamp(norm, min=clip_norm)
+        for g in grads:
+            g.mul_(scale)
 
 
 def choose_threads(graph: Graph, batch: int | None, n: int, device: str) -> None:
@@ -126,8 +169,8 @@ class TorchTrainer(Trainer):
         self.module = self.model.module
         self.out_shape = tuple(graph.type_of(graph.outputs[0]).shape)
         self.loss_fn, self.logits = make_loss(config.loss, self.model.fused)
-        self.optimizer = make_optimizer(self.module.parameters(), config.optimizer)
-        self.param_names = [name for name, _ in self.module.named_parameters()]
+        groups, self.param_names = param_groups(self.model, config.optimizer.weight_decay)
+        self.optimizer = make_optimizer(groups, config.optimizer)
         self._threads_set = False
 
     # weights -------------------------------------------------------------------------
@@ -155,6 +198,10 @@ class TorchTrainer(Trainer):
             self._threads_set = True
         xt = self._tensor(np.asarray(x, dtype=np.float32))
         yt = self._tensor(shape_targets(y, self.config.loss, self.out_shape))
+        cw = class_weights(self.config, y, output_classes(self.config.loss, self.out_shape))
+        sw = sample_weights(y, cw)
+        wt = None if sw is None else self._tensor(sw)
+        cfg, params = self.config, list(self.module.parameters())
         module, opt, loss_fn, logits = self.module, self.optimizer, self.loss_fn, self.logits
         module.train()
         total = 0.0
@@ -162,8 +209,13 @@ class TorchTrainer(Trainer):
             xb, yb = xt[start:start + batch_size], yt[start:start + batch_size]
             opt.zero_grad(set_to_none=True)
             out = module(xb, logits=True) if logits else module(xb)
-            loss = loss_fn(out, yb)
+            if wt is None:
+                loss = loss_fn(out, yb)
+            else:
+                loss = loss_fn(out, yb, wt[start:start + batch_size])
             loss.backward()
+            if cfg.clip_value or cfg.clip_norm:
+                clip_gradients(params, cfg.clip_value, cfg.clip_norm)
             opt.step()
             value = loss.item()
             total += value * len(xb)
