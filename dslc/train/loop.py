@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,10 +100,12 @@ def epoch_metrics(cfg: TrainConfig, y: np.ndarray, pred: np.ndarray, prefix: str
 
 def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, backend: str,
         epochs: int, batch: int | None, seed: int, resume: bool = False,
-        progress: Progress | None = None, meta: dict | None = None) -> LoopResult:
+        progress: Progress | None = None, meta: dict | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None) -> LoopResult:
     """Train `trainer` for `epochs` (in total, counting resumed ones), checkpointing each
     epoch to `out/checkpoint.safetensors`. Raises `Diverged` on a NaN/inf loss, leaving the
-    last good checkpoint in place, and `Interrupted` on Ctrl-C."""
+    last good checkpoint in place, and `Interrupted` on Ctrl-C. `on_epoch(epoch, row)` runs
+    after each epoch's checkpoint (0-based epoch, its history row)."""
     progress = progress or Progress()
     result = LoopResult()
     ckpt = out / CHECKPOINT
@@ -163,6 +166,8 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
                             {**(meta or {}), "backend": backend, "epoch": epoch + 1,
                              "seed": seed, "history": result.history})
             saved = epoch + 1
+            if on_epoch is not None:  # --diagnose, --tensorboard, dslc tune's pruning
+                on_epoch(epoch, row)
     except KeyboardInterrupt:
         raise Interrupted(saved) from None
     finally:
