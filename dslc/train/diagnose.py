@@ -159,9 +159,13 @@ class Diagnoser:
         layer = first_nonfinite(self.graph, stats)
         self.nan = {"layer": layer, "layers_with_nonfinite_weights": bad_weights}
         if layer is None:
-            text = ("every layer's output on the probe batch is finite: the loss itself "
-                    "overflowed (e.g. the log of a zero probability)")
-            err.diagnostics.append(Diagnostic(text, None, severity="note"))
+            top = max(self.graph.nodes, key=lambda n: _finite(stats[n.name]["max_abs_output"]))
+            big = stats[top.name]["max_abs_output"]
+            self.nan.update(largest_output={"layer": top.name, "max_abs": big})
+            err.diagnostics.append(Diagnostic(
+                f"every layer's output on the probe is finite, so the loss itself overflowed; "
+                f"the largest outputs are `{top.name}`'s ({top.op}), up to {big:.3g}",
+                top.span, severity="note"))
         else:
             node = self.graph.node(layer)
             why = ("its weights are not finite (the step after the bad loss, or exploding "
@@ -228,6 +232,10 @@ class Diagnoser:
                   for r in rows]
         lines += [f"  warning: {w}" for w in self.warnings()] or ["  no warnings"]
         return "\n".join(lines)
+
+
+def _finite(v: float) -> float:
+    return v if math.isfinite(v) else -1.0
 
 
 def _fmt(v: float | None) -> str:

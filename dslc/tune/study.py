@@ -25,7 +25,7 @@ from typing import Any
 
 from dslc.backends import get_backend
 from dslc.compiler import compile_text, read_spec
-from dslc.diagnostics import DslError, render_all
+from dslc.diagnostics import DslError
 from dslc.train import outputs
 from dslc.train.progress import Progress, Silent
 from dslc.tune.space import Param, describe_space, fill, round_in
@@ -110,8 +110,9 @@ class Tuner:
             raise
         except DslError as err:
             diverged = getattr(err, "history", None) is not None
-            trial.set_user_attr("note", str(err).splitlines()[0][:200] if diverged else
-                                render_all(err, getattr(err, "sources", None)).splitlines()[0])
+            first = err.diagnostics[0]
+            where = f"line {first.span.line}: " if first.span and not diverged else ""
+            trial.set_user_attr("note", (where + first.message)[:300])
             if diverged:
                 raise optuna.TrialPruned("diverged") from None
             raise
