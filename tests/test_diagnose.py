@@ -166,3 +166,14 @@ def test_an_overflowing_loss_names_the_largest_outputs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "every layer's output on the probe is finite, so the loss itself overflowed" in err
     assert f"{path}:5:5: note:" in err
+
+
+def test_a_resumed_run_keeps_the_earlier_epochs(tmp_path, capsys):
+    pytest.importorskip("torch")
+    path = tmp_path / "mlp.dl"
+    path.write_text(MLP)
+    out = tmp_path / "run"
+    assert main(["train", str(path), "--diagnose", "--out", str(out), "--epochs", "1"]) == 0
+    assert main(["train", str(path), "--diagnose", "--out", str(out), "--resume"]) == 0
+    epochs = json.loads((out / "diagnostics.json").read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2]

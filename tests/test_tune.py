@@ -240,3 +240,30 @@ def test_a_trial_whose_values_make_no_model_fails_with_its_reason(tmp_path):
     trial = optuna.trial.FixedTrial({"k": "3", "width": "16", "lr": 1e-3, "batch": "64"})
     assert 0.0 <= tuner.objective(trial) <= 1.0
     assert trial.user_attrs["values"] == {"k": "3", "width": "16", "lr": "0.001", "batch": "64"}
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_continues_and_still_trains_the_defaults(tmp_path, capsys,
+                                                                    monkeypatch):
+    pytest.importorskip("optuna")
+    pytest.importorskip("torch")
+    from dslc.train import loop
+
+    real_fit = loop.fit
+
+    def interrupted(*args, **kwargs):
+        raise loop.Interrupted(0)
+
+    path = _write(tmp_path, SPEC.replace("epochs     = 3", "epochs     = 1"))
+    out = tmp_path / "study"
+    monkeypatch.setattr(loop, "fit", interrupted)
+    assert main(["tune", str(path), "--trials", "2", "--out", str(out)]) == 130
+    assert "keeps 0 finished trials; the same command continues it" in capsys.readouterr().err
+    monkeypatch.setattr(loop, "fit", real_fit)
+    assert main(["tune", str(path), "--trials", "2", "--out", str(out)]) == 0
+    rows = _rows(out / "trials.csv")
+    assert [(r["trial"], r["state"]) for r in rows] == [("0", "fail"), ("1", "complete"),
+                                                        ("2", "complete")]
+    assert rows[0]["note"] == "the spec's defaults; interrupted"
+    assert "the spec's defaults" in rows[1]["note"] and rows[1]["width"] == "32"
+    assert json.loads((out / "tune.json").read_text())["defaults"]["trial"] == 1

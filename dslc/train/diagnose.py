@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ class Diagnoser:
     """The `on_epoch` hook of `dslc train --diagnose` (see the module's docstring)."""
 
     def __init__(self, backend: Any, graph: Graph, cfg: TrainConfig, data: Any, out: Path,
-                 seed: int, device: str = "cpu"):
+                 seed: int, device: str = "cpu", resume: bool = False):
         self.backend, self.graph, self.cfg, self.out, self.device = (backend, graph, cfg, out,
                                                                       device)
         n = len(data.x_train)
@@ -133,11 +134,21 @@ class Diagnoser:
         self.x, self.y = data.x_train[pick], data.y_train[pick]
         self.epochs: list[dict] = []
         self.nan: dict | None = None
+        self.error: str | None = None
+        if resume and (out / "diagnostics.json").exists():  # a resumed run keeps its epochs
+            self.epochs = json.loads((out / "diagnostics.json").read_text()).get("epochs", [])
 
     def __call__(self, epoch: int, row: dict, trainer: Any) -> None:
-        stats = layer_stats(self.backend, self.graph, self.cfg, trainer.get_weights(), self.x,
-                            self.y, self.device)
-        self.epochs.append({"epoch": epoch + 1, "layers": stats})
+        if self.error is not None:
+            return
+        try:
+            stats = layer_stats(self.backend, self.graph, self.cfg, trainer.get_weights(),
+                                self.x, self.y, self.device)
+        except Exception as exc:  # diagnostics must not end a training run
+            self.error = f"epoch {epoch + 1}: {type(exc).__name__}: {exc}"
+        else:
+            self.epochs = [e for e in self.epochs if e["epoch"] < epoch + 1]
+            self.epochs.append({"epoch": epoch + 1, "layers": stats})
         self.write()
 
     def hook(self, trainer: Any):
@@ -190,7 +201,7 @@ class Diagnoser:
         atomic_write_bytes(self.out / "diagnostics.csv", buf.getvalue().encode())
         write_json(self.out / "diagnostics.json", {
             "probe_samples": len(self.x), "epochs": self.epochs, "nan": self.nan,
-            "warnings": self.warnings()})
+            "warnings": self.warnings(), "error": self.error})
 
     def warnings(self) -> list[str]:
         if not self.epochs:
@@ -214,6 +225,8 @@ class Diagnoser:
 
     def summary(self) -> str:
         """The last epoch's figures as a table, then the warnings."""
+        if self.error is not None:
+            return f"diagnostics stopped: {self.error}"
         if not self.epochs:
             return "diagnostics: no epoch ran"
         last = self.epochs[-1]

@@ -261,7 +261,7 @@ def _watchers(args, backend, graph, cfg, data, out: Path, seed: int, trainer):
     if getattr(args, "diagnose", False):
         from dslc.train.diagnose import Diagnoser
 
-        diagnoser = Diagnoser(backend, graph, cfg, data, out, seed, trainer.device)
+        diagnoser = Diagnoser(backend, graph, cfg, data, out, seed, trainer.device, args.resume)
         hooks.append(diagnoser.hook(trainer))
     if getattr(args, "tensorboard", False):
         from dslc.train.tensorboard import TensorBoard

@@ -108,6 +108,9 @@ class Tuner:
         except optuna.TrialPruned:
             trial.set_user_attr("note", f"pruned after epoch {len(history)}")
             raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("note", "interrupted")
+            raise
         except DslError as err:
             diverged = getattr(err, "history", None) is not None
             first = err.diagnostics[0]
@@ -163,7 +166,8 @@ class Tuner:
         self.out.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(self.out / STUDY).resolve()}"
         record = {"digest": self.digest(), "monitor": self.monitor,
-                  "space": describe_space(self.spec.space), "backend": self.backend.name}
+                  "space": describe_space(self.spec.space), "backend": self.backend.name,
+                  "seed": self.seed, "epochs": self.args.epochs or self.cfg.epochs}
         existed = (self.out / STUDY).exists()
         study = optuna.create_study(study_name=STUDY_NAME, storage=storage,
                                     direction=self.direction, load_if_exists=True)
@@ -175,7 +179,9 @@ class Tuner:
         finished = _finished(study)
         todo = self.args.trials - len(finished)
         progress = Progress()
-        if not study.trials:
+        waiting = ("COMPLETE", "PRUNED", "WAITING")
+        if not any(t.user_attrs.get("defaults") and t.state.name in waiting
+                   for t in study.trials):  # first, or again after an interrupted trial 0
             study.enqueue_trial({p.name: optuna_default(p) for p in self.spec.space},
                                 user_attrs={"defaults": True})
         if todo > 0:
@@ -210,7 +216,8 @@ class Tuner:
         kept = study.user_attrs
         for key, what in (("digest", "the spec (model or train settings)"),
                           ("space", "the search space"), ("monitor", "the metric (--metric)"),
-                          ("backend", "the backend")):
+                          ("backend", "the backend"), ("seed", "the seed"),
+                          ("epochs", "the epochs of a trial")):
             if kept.get(key) != record[key]:
                 raise DslError(f"{what} changed since the study in {self.out / STUDY} started; "
                                "its trials would not compare", hint="start afresh with --force, "
@@ -256,7 +263,8 @@ class Tuner:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         atomic_write_bytes(self.out / "trials.csv", buf.getvalue().encode())
-        defaults = next((t for t in study.trials if t.user_attrs.get("defaults")), None)
+        defaults = next((t for t in study.trials if t.user_attrs.get("defaults")
+                         and t.state == optuna.trial.TrialState.COMPLETE), None)
         outcome: dict[str, Any] = {"monitor": self.monitor, "direction": self.direction,
                                    "trials": len(trials), "complete": len(complete)}
         if best is None:
