@@ -29,6 +29,10 @@ def _summary(spec) -> dict:
                    for n in g.nodes]
         models.append({"name": g.name, "params": g.param_count,
                        "trainable_params": g.trainable_param_count, "layers": layers})
+    if spec.space:  # `choice`/`range`: checked at their defaults; `dslc tune` searches them
+        from dslc.tune.space import describe_space
+
+        return {"models": models, "space": describe_space(spec.space)}
     return {"models": models}
 
 
@@ -48,6 +52,11 @@ def cmd_check(args) -> int:
         print(f"model {m['name']}")
         print(_table(rows))
         print(f"total params: {m['params']:,}   trainable: {m['trainable_params']:,}\n")
+    if "space" in summary:
+        rows = [("search space", "values", "default")]
+        rows += [(p["name"], p["space"], p["default"]) for p in summary["space"]]
+        print(_table(rows))
+        print("(checked at the defaults; `dslc tune` searches the space)\n")
     return 0
 
 

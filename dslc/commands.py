@@ -69,6 +69,13 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     p.add_argument("--force", action="store_true", help="replace a finished run in --out")
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
+    p.add_argument("--diagnose", action="store_true",
+                   help="each epoch, per layer: weight and gradient norms, dead ReLU units; on "
+                        "a NaN, the first layer whose output is not finite (diagnostics.csv, "
+                        "diagnostics.json)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard event files (scalars, weight histograms, the graph) "
+                        "to OUT/tensorboard")
     commands["train"] = cmd_train
 
     p = sub.add_parser("eval", help="loss and metrics on the test split")
@@ -197,6 +204,34 @@ def register(sub, commands: dict) -> None:
                         "exit 1 if any would")
     commands["fmt"] = cmd_fmt
 
+    p = sub.add_parser(
+        "tune", help="search the spec's choice(...)/range(...) values with Optuna",
+        description="Search the values a spec leaves open (`let width = choice(32, 64)`, "
+                    "`adam(lr=range(1e-4, 1e-2, log=true))`): each trial trains the spec with "
+                    "its values filled in and is judged on the validation split; trials that "
+                    "fall behind are pruned. Trial 0 trains the spec's defaults. OUT gets the "
+                    "study (study.db: the same command continues it), trials.csv, a folder per "
+                    "trial and best.dl, the best trial's spec as a plain spec. Needs optuna "
+                    "(pip install 'dslc[tune]').")
+    p.add_argument("spec", help="the .dl file with a search space")
+    p.add_argument("--trials", type=int, required=True,
+                   help="finished trials in all, counting the study's earlier ones")
+    p.add_argument("--backend", default="torch", choices=trainers,
+                   help="the framework that trains (default torch)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where to train (default cpu)")
+    p.add_argument("--epochs", type=int, help="epochs of each trial (default: the spec's)")
+    p.add_argument("--metric", help="the validation figure to optimise, e.g. val_loss "
+                                    "(default val_accuracy when the spec has accuracy, else "
+                                    "val_loss)")
+    p.add_argument("--seed", type=seed, help="seed of the split, the trials' training and the "
+                                             "sampler (default: the spec's)")
+    p.add_argument("--out", default=None, help="the study's folder (default runs/<model>-tune)")
+    p.add_argument("--no-prune", action="store_true", help="train every trial to the end")
+    p.add_argument("--force", action="store_true", help="start the study in --out afresh")
+    p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
+    commands["tune"] = cmd_tune
+
 
 def _spec_and_graph(args):
     from dslc.compiler import compile_file
@@ -274,3 +309,9 @@ def cmd_fmt(args) -> int:
     from dslc.fmt import fmt_command
 
     return fmt_command(args)
+
+
+def cmd_tune(args) -> int:
+    from dslc.tune.study import tune_command
+
+    return tune_command(args)

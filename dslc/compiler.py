@@ -20,6 +20,7 @@ from dslc.passes import shapes
 from dslc.passes.build import GraphBuilder
 from dslc.passes.train_check import build_train
 from dslc.passes.values import evaluate
+from dslc.tune.space import Param, search_space
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Spec:
     sources: dict[str, str]
     models: dict[str, Graph] = field(default_factory=dict)
     trains: dict[str, TrainConfig] = field(default_factory=dict)
+    space: list[Param] = field(default_factory=list)  # `choice`/`range` (dslc/tune/space.py)
 
     @property
     def digest(self) -> str:
@@ -214,12 +216,13 @@ def compile_text(text: str, path: str | Path = "<input>") -> Spec:
     errors = Collector()
     items = _Items()
     program = parse(text, str(path))
+    program, space = search_space(program, text, errors)  # checked at its default point
     _gather(path, program, items, sources, [path.resolve()], errors, main=True)
     if not items.models and not errors.diagnostics:
         err = _no_model(path, program)
         err.sources = sources  # type: ignore[attr-defined]
         raise err
-    spec = Spec(path=path, sources=sources)
+    spec = Spec(path=path, sources=sources, space=space)
     broken: set[str] = set()
     for model in items.models.values():
         before = len(errors.diagnostics)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,12 +108,14 @@ def epoch_metrics(cfg: TrainConfig, y: np.ndarray, pred: np.ndarray, prefix: str
 
 def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, backend: str,
         epochs: int, batch: int | None, seed: int, resume: bool = False,
-        progress: Progress | None = None, meta: dict | None = None) -> LoopResult:
+        progress: Progress | None = None, meta: dict | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None) -> LoopResult:
     """Train `trainer` for `epochs` (in total, counting resumed ones), checkpointing each
     epoch to `out/checkpoint.safetensors`. Raises `Diverged` on a NaN/inf loss, leaving the
     last good checkpoint in place, and `Interrupted` on Ctrl-C. With early stopping the run may
     end sooner (`result.stopped`), and with `restore_best` the trainer holds the best epoch's
-    weights on return (`result.weights_epoch`)."""
+    weights on return (`result.weights_epoch`). `on_epoch(epoch, row)` runs
+    after each epoch's checkpoint (0-based epoch, its history row)."""
     progress = progress or Progress()
     result = LoopResult()
     ckpt = out / CHECKPOINT
@@ -194,6 +197,8 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
                              "seed": seed, "history": result.history, **more},
                             extra={"best": best} if best else None)
             saved = epoch + 1
+            if on_epoch is not None:  # --diagnose, --tensorboard, dslc tune's pruning
+                on_epoch(epoch, row)
             if stop and stopper is not None:
                 progress.message(stopper.message())
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ from dslc.train.metrics import (
     true_labels,
 )
 from dslc.train.progress import Progress
+from dslc.tune.space import refuse as refuse_space
 from dslc.weights import load_weights, read_weights, save_weights
 
 CE = {"binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"}
@@ -32,6 +33,7 @@ CLASS_METRICS = ["accuracy", "precision", "recall", "f1"]
 
 def _load(args):
     spec = compile_file(args.spec)
+    refuse_space(spec, getattr(args, "command", None) or "train")  # choice()/range(): dslc tune
     graph = spec.model(getattr(args, "model", None))
     return spec, graph, spec.train_config(graph.name)
 
@@ -122,6 +124,7 @@ def train_command(args) -> int:
     # The data first: its errors come in a moment, importing a framework takes seconds.
     data = _dataset(spec, graph, cfg, seed)
     trainer = backend.make_trainer(graph, cfg, args.device, seed)
+    on_epoch, diagnoser = _watchers(args, backend, graph, cfg, data, out, seed, trainer)
     progress = Progress()
     n_val = 0 if data.x_val is None else len(data.x_val)
     progress.message(
@@ -135,8 +138,11 @@ def train_command(args) -> int:
     t0 = time.perf_counter()
     try:
         result = fit(trainer, graph, cfg, data, out=out, backend=args.backend, epochs=epochs,
-                     batch=batch, seed=seed, resume=args.resume, progress=progress, meta=meta)
+                     batch=batch, seed=seed, resume=args.resume, progress=progress, meta=meta,
+                     on_epoch=on_epoch)
     except Diverged as err:
+        if diagnoser is not None:
+            diagnoser.diverged(trainer, err)  # names the first layer whose output is not finite
         _write_after_divergence(out, spec, graph, err, seed, args.backend, data)
         raise
     except Interrupted as stop:
@@ -164,6 +170,7 @@ def train_command(args) -> int:
         written.append(outputs.CHECKPOINT)
     written.sort(key=outputs.run_files(spec).index)
     print(f"wrote {out}/: {', '.join(written)}")
+    _watchers_summary(args, out, diagnoser)
     return 0
 
 
@@ -305,3 +312,35 @@ def _print_named_matrix(cm: list[list[int]], classes: list[str]) -> None:
     for name, row in zip(names, cm, strict=True):
         print(f"  {name:<{first - 2}}" + "".join(f"{v:>{w}}" for v, w in
                                                 zip(row, widths, strict=True)))
+
+
+# --diagnose, --tensorboard -------------------------------------------------------------------
+
+def _watchers(args, backend, graph, cfg, data, out: Path, seed: int, trainer):
+    """The loop's `on_epoch` hook for --diagnose and --tensorboard (None without them), and
+    the diagnoser (None without --diagnose)."""
+    hooks, diagnoser = [], None
+    if getattr(args, "diagnose", False):
+        from dslc.train.diagnose import Diagnoser
+
+        diagnoser = Diagnoser(backend, graph, cfg, data, out, seed, trainer.device, args.resume)
+        hooks.append(diagnoser.hook(trainer))
+    if getattr(args, "tensorboard", False):
+        from dslc.train.tensorboard import TensorBoard
+
+        hooks.append(TensorBoard(out, graph, trainer, resume=args.resume).on_epoch)
+    if not hooks:
+        return None, diagnoser
+
+    def on_epoch(epoch: int, row: dict) -> None:
+        for hook in hooks:
+            hook(epoch, row)
+    return on_epoch, diagnoser
+
+
+def _watchers_summary(args, out: Path, diagnoser) -> None:
+    if diagnoser is not None:
+        print(diagnoser.summary())
+    if getattr(args, "tensorboard", False):
+        print(f"tensorboard: {out / 'tensorboard'} (view with `tensorboard --logdir "
+              f"{shlex.quote(str(out / 'tensorboard'))}`)")
