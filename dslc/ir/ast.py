@@ -59,6 +59,12 @@ class _Frozen:
         return f"{type(self).__name__}({inner})"
 
 
+def replace(tree: T, **changes: Any) -> T:
+    """A copy of the node `tree` with `changes` (what `dataclasses.replace` does)."""
+    values = {f: getattr(tree, f) for f in tree._fields}  # type: ignore[attr-defined]
+    return type(tree)(**{**values, **changes})
+
+
 # Plain slotted classes: the tree is built once per parse and thrown away, and `dslc check`
 # must start fast. The checked IR (dslc/ir/graph.py, train.py) is pydantic.
 @dataclass_transform(frozen_default=True, kw_only_default=True)

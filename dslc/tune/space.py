@@ -15,7 +15,6 @@ text* (`fill`), so the spec a trial trains is a plain `.dl` file, written out as
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -112,17 +111,17 @@ class _Finder:
             return node
         if isinstance(expr, ast.Call):
             args = [self.rewrite(a, f"{path}[{i}]") for i, a in enumerate(expr.args)]
-            kwargs = [dataclasses.replace(k, value=self.rewrite(k.value, f"{path}.{k.name}"))
+            kwargs = [ast.replace(k, value=self.rewrite(k.value, f"{path}.{k.name}"))
                       for k in expr.kwargs]
-            return dataclasses.replace(expr, args=args, kwargs=kwargs)
+            return ast.replace(expr, args=args, kwargs=kwargs)
         if isinstance(expr, ast.ListExpr):
-            return dataclasses.replace(expr, items=[self.rewrite(e, f"{path}[{i}]")
+            return ast.replace(expr, items=[self.rewrite(e, f"{path}[{i}]")
                                                     for i, e in enumerate(expr.items)])
         if isinstance(expr, ast.BinOp):
-            return dataclasses.replace(expr, left=self.rewrite(expr.left, path),
+            return ast.replace(expr, left=self.rewrite(expr.left, path),
                                        right=self.rewrite(expr.right, path))
         if isinstance(expr, ast.Neg):
-            return dataclasses.replace(expr, operand=self.rewrite(expr.operand, path))
+            return ast.replace(expr, operand=self.rewrite(expr.operand, path))
         return expr
 
     def param(self, call: ast.Call, name: str) -> tuple[Param, Any]:
@@ -230,17 +229,17 @@ def search_space(program: ast.Program, text: str,
     items = []
     for item in program.items:
         if isinstance(item, ast.Let):
-            item = dataclasses.replace(item, value=finder.rewrite(item.value, item.name))
+            item = ast.replace(item, value=finder.rewrite(item.value, item.name))
         elif isinstance(item, ast.Train):
-            settings = [dataclasses.replace(s, value=finder.rewrite(s.value, s.name))
+            settings = [ast.replace(s, value=finder.rewrite(s.value, s.name))
                         for s in item.settings]
-            item = dataclasses.replace(item, settings=settings)
+            item = ast.replace(item, settings=settings)
         elif isinstance(item, ast.Model | ast.Block):
             _misplaced(item.body, errors)
         items.append(item)
     if not finder.params:
         return program, []
-    return dataclasses.replace(program, items=items), finder.params
+    return ast.replace(program, items=items), finder.params
 
 
 def _misplaced(body: list, errors: Collector) -> None:
