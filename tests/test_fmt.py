@@ -35,10 +35,12 @@ def plain(x):
     if isinstance(x, BaseModel):
         return (type(x).__name__,
                 {k: plain(getattr(x, k)) for k in type(x).model_fields if k != "span"})
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return (type(x).__name__, {f.name: plain(getattr(x, f.name))
-                                   for f in dataclasses.fields(x)
-                                   if f.name not in ("span", "func_span", "file")})
+    fields = getattr(type(x), "_fields", None)  # syntax-tree nodes (dslc/ir/ast.py)
+    if fields is None and dataclasses.is_dataclass(x) and not isinstance(x, type):
+        fields = [f.name for f in dataclasses.fields(x)]
+    if fields is not None and not isinstance(x, tuple):
+        return (type(x).__name__, {f: plain(getattr(x, f)) for f in fields
+                                   if f not in ("span", "func_span", "file")})
     if isinstance(x, dict):
         return {k: plain(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
