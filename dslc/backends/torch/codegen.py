@@ -585,6 +585,10 @@ def _reset_lines(em: Emitter) -> list[str]:
             call = f"nn.init.uniform_({target}, -{scale:.6g}, {scale:.6g})"
         elif kind == "normal":
             call = f"nn.init.normal_({target}, 0.0, {scale:.6g})"
+        elif kind == "orthogonal" and len(p.spec.shape) == 1:
+            # one row of an orthogonal [1, n] matrix, as dslc/weights.py defines it (a unit
+            # vector); torch's orthogonal_ refuses rank 1
+            call = f"nn.init.orthogonal_({target}.unsqueeze(0))"
         else:
             call = f"nn.init.{kind}_({target})"
         commented = f"{call}  # {p.spec.init}"
