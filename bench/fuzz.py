@@ -1,7 +1,8 @@
 """Differential fuzzing across backends at scale: random valid models (tests/fuzz_models.py,
 the generator the suite's hypothesis test uses, here driven by a seeded `random.Random`), each
 checked, compiled on every backend that emits and run on every backend that runs against
-the reference interpreter. Model k uses seed `S + k`, so any failure is reproduced alone with
+the reference interpreter. Model k uses seed `S + k` (its weights, its batch of 1 to 3 samples,
+its inputs' shift of 0, -3 or +3), so any failure is reproduced alone with
 `--seed S+k --models 1`.
 
     python bench/fuzz.py --models 2000 [--seed 0] [--failures fuzz-failures/]
@@ -26,6 +27,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from fuzz_models import RandomSource, Result, differential, generate  # noqa: E402
 
 from dslc.ops import all_ops  # noqa: E402
+
+SHIFTS = (0.0, -3.0, 3.0)
 
 
 def _save(folder: Path, seed: int, text: str, result: Result) -> Path:
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         seed = args.seed + k
         text = generate(RandomSource(seed))
         counts["generated"] += 1
-        result = differential(text, seed, batch=1 + seed % 3)  # batch 1 finds squeezed axes
+        # batch 1 finds squeezed axes; shifted inputs, padding that is not neutral
+        result = differential(text, seed, batch=1 + seed % 3, shift=SHIFTS[seed // 3 % 3])
         if result.stage != "check":
             counts["checked"] += 1
             ops.update(result.ops)

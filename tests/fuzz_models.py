@@ -52,10 +52,12 @@ PRESERVING_TRIES = 16  # the same, where the output must keep the input's shape
 POSITIVE_CAP = {"kernel": 4, "strides": 3, "dilation": 3}  # window sizes stay small
 POSITIVE_MAX = 6  # units, filters and other positive ints
 FLOATS = (0.0, 0.01, 0.1, 0.25, 0.5, 0.9, 1.0, 1.5, 3.0)
-# Values beyond this (anywhere in the model, in the reference's run) are outside the range where
-# float32 rounding fits the default tolerance (atol 1e-5, rtol 1e-6): ~6e-8 of the value per
-# op, accumulated over a chain, reaches 1e-5 near here. Such models are discarded, not compared.
-RANGE = 50.0
+# A disagreement that float32 rounding explains is not a bug: the reference is run again with
+# every layer's output moved by this many float32 units (2^-24) of the layer's largest operand,
+# as a framework's rounding would, and a model whose every failing output differs by at most
+# twice what that moves it is discarded as too ill-conditioned to compare at this tolerance
+# (errors amplified along a chain), not judged. A wrong lowering is off by far more.
+ROUNDING_UNITS = 4
 
 
 # -- randomness ------------------------------------------------------------------------------
@@ -541,17 +543,19 @@ class Generator:
             return
         count = s.integer(1, 3)
         inner = Scope([], list(scope.pool), entry, block=scope.block, first_implicit=True)
+        uses = [(t, t.uses) for t in scope.pool]  # to give back if the repeat is dropped
         if s.chance(0.4):
             self.block_call(inner, preserving=True)
         else:
             self.layer(inner, entry, want=entry.sig)
-        if not inner.body:
-            return
-        for _ in range(s.integer(0, 2)):
+        for _ in range(s.integer(0, 2) if inner.body else 0):
             self.step(inner, want=entry.sig, blocks=False)
         dangling = [t for t in inner.locals if t.uses == 0]
-        if len(dangling) > 1 and self.merge(inner, dangling, want=entry.sig) is None:
-            return  # a value no later statement uses would be dead code: drop the repeat
+        if not inner.body or (len(dangling) > 1
+                              and self.merge(inner, dangling, want=entry.sig) is None):
+            for t, n in uses:  # dropped (a value no statement uses would be dead code)
+                t.uses = n
+            return
         final = inner.locals[-1]
         text = str(count)
         if s.chance(0.1):
@@ -679,7 +683,7 @@ def model_specs() -> Any:
 @dataclass
 class Result:
     outcome: Literal["discarded", "agreed", "disagreed", "crashed"]
-    stage: str = ""  # check, range, compile <backend>, run, compare, shape
+    stage: str = ""  # check, precision, compile <backend>, run, compare, shape
     detail: str = ""
     ops: frozenset[str] = frozenset()  # the ops of the checked graph
     skipped: dict[str, str] = field(default_factory=dict)  # backends not installed
@@ -694,6 +698,29 @@ def _nonzero_biases(graph: Any, weights: dict[str, np.ndarray], seed: int) -> No
             weights[key] = rng.normal(0, 0.5, p.shape).astype(np.float32)
 
 
+def _rounding_spread(graph: Any, weights: dict[str, np.ndarray], xs: list[np.ndarray],
+                     seed: int) -> list[float]:
+    """How far float32 rounding alone may move each output (max abs): the reference run twice,
+    exactly and with every layer's output moved by `ROUNDING_UNITS` float32 units."""
+    from dslc.backends.reference.interpret import LOWERINGS, Context, Interpreter
+
+    prepared = Interpreter(graph, weights).graph
+    rng = np.random.default_rng(seed + 23)
+    runs = []
+    for noise in (0.0, ROUNDING_UNITS * 2.0**-24):
+        env = {i.name: np.asarray(x, np.float64) for i, x in zip(prepared.inputs, xs, strict=True)}
+        ctx = Context(prepared, weights)
+        for node in prepared.nodes:
+            ins = [env[n] for n in node.inputs]
+            y = LOWERINGS.lower(ctx, node, ins)
+            # an op's rounding scales with its operands, not its result: gelu(-3) is ~-0.004
+            # but off by units of 3, a sum that cancels is off by units of its terms
+            scale = max((float(np.abs(v).max()) for v in [y, *ins] if np.size(v)), default=0.0)
+            env[node.name] = y + noise * scale * rng.uniform(-1, 1, np.shape(y))
+        runs.append([env[o] for o in prepared.outputs])
+    return [float(np.abs(b - a).max()) if np.size(a) else 0.0 for a, b in zip(*runs, strict=True)]
+
+
 def _compiles(backend: Any, spec: Any, graph: Any, folder: Path) -> None:
     """What `dslc compile` writes, checked as a user's tools would: source byte-compiles, an
     ONNX file passes the full checker."""
@@ -706,12 +733,12 @@ def _compiles(backend: Any, spec: Any, graph: Any, folder: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
 
 
-def differential(text: str, seed: int = 0, batch: int = 3) -> Result:
+def differential(text: str, seed: int = 0, batch: int = 3, shift: float = 0.0) -> Result:
     """Check `text`, compile it on every backend that emits and run it on every backend that
-    runs (the reference included) on the same weights and batch."""
+    runs (the reference included) on the same weights and batch (standard normal plus
+    `shift`: all-negative windows find padding that is not neutral)."""
     from dslc import verify
     from dslc.backends import backend_names, get_backend
-    from dslc.backends.reference.interpret import Interpreter
     from dslc.compiler import compile_text
     from dslc.diagnostics import DslError
     from dslc.weights import init_weights
@@ -740,11 +767,7 @@ def differential(text: str, seed: int = 0, batch: int = 3) -> Result:
     try:
         weights = init_weights(graph, seed)
         _nonzero_biases(graph, weights, seed)
-        xs = verify.seeded_batch(graph, batch, seed)
-        values = Interpreter(graph, weights).values(list(xs)).values()
-        largest = max((float(np.abs(v).max()) for v in values if v.size), default=0.0)
-        if not largest <= RANGE:
-            return Result("discarded", "range", f"a value reaches {largest:.3g}", ops, skipped)
+        xs = [x + np.float32(shift) for x in verify.seeded_batch(graph, batch, seed)]
         report = verify.run_backends(graph, weights, xs)
     except Exception:
         return Result("crashed", "run", traceback.format_exc(), ops, skipped)
@@ -766,6 +789,12 @@ def differential(text: str, seed: int = 0, batch: int = 3) -> Result:
                  for (a, b), p in against.items() if not p.ok]
         lines += [f"{d.backend} departs first at `{d.layer}` ({d.op})" if d.layer else
                   f"{d.backend}: {d.note}" for d in report.divergences.values()]
+        spread = _rounding_spread(graph, weights, xs, seed)
+        lines.append("float32 rounding alone moves the outputs by up to "
+                     + ", ".join(f"{v:.3e}" for v in spread))
+        if all(d.ok or d.abs <= 2 * v for p in against.values()
+               for d, v in zip(p.per_output, spread, strict=False)):
+            return Result("discarded", "precision", "\n".join(lines), ops, skipped)
         return Result("disagreed", "compare", "\n".join(lines), ops, skipped)
     apart = [f"{a} vs {b}: max abs diff {p.abs:.3e}" for (a, b), p in report.pairs.items()
              if not p.ok]

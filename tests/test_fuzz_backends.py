@@ -75,6 +75,38 @@ def test_random_models_check_compile_and_agree_with_the_reference():
     assert seen["agreed"] >= SUITE_MODELS * 9 // 10, seen
 
 
+def test_the_oracle_reports_a_backend_that_is_off(monkeypatch):
+    """A backend off by 1e-4 is a disagreement: float32 rounding excuses far less."""
+    _frameworks()
+    import numpy as np
+
+    from dslc import verify
+    from dslc.backends.base import Backend
+
+    real = verify.get_backend
+
+    class Skewed(Backend):
+        name = "onnx"
+        runs = True
+
+        def build(self, graph, weights, device="cpu"):
+            runtime = real("onnx").build(graph, weights, device)
+
+            class Off:
+                def predict_all(self, x):
+                    return [y + np.float32(1e-4) for y in runtime.predict_all(x)]
+
+                def predict(self, x):
+                    return self.predict_all(x)[0]
+
+            return Off()
+
+    monkeypatch.setattr(verify, "get_backend", lambda n: Skewed() if n == "onnx" else real(n))
+    result = differential(REGRESSIONS["keras_leaky_relu_after_conv_add"])
+    assert (result.outcome, result.stage) == ("disagreed", "compare")
+    assert "onnx vs reference" in result.detail
+
+
 # -- what fuzzing found -------------------------------------------------------------------------
 
 # Minimal specs of the bugs bench/fuzz.py found, each fixed; the comment says where.
