@@ -51,7 +51,7 @@ TRIES = 8  # draws of an op and its attributes before a step gives up
 PRESERVING_TRIES = 16  # the same, where the output must keep the input's shape
 POSITIVE_CAP = {"kernel": 4, "strides": 3, "dilation": 3}  # window sizes stay small
 POSITIVE_MAX = 6  # units, filters and other positive ints
-FLOATS = (0.0, 0.01, 0.1, 0.25, 0.5, 0.9, 1.0, 1.5, 3.0)
+FLOATS = (0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.9, 1.0, 1.5, 3.0)
 # A disagreement that float32 rounding explains is not a bug: the reference is run again with
 # every layer's output moved by this many float32 units (2^-24) of the layer's largest operand,
 # as a framework's rounding would, and a model whose every failing output differs by at most
@@ -690,12 +690,13 @@ class Result:
     pairs_apart: bool = False  # agreed with the reference, but two frameworks beyond tolerance
 
 
-def _nonzero_biases(graph: Any, weights: dict[str, np.ndarray], seed: int) -> None:
-    """Seeded init leaves biases at zero; give them values so their layout is checked too."""
+def _vary_constants(weights: dict[str, np.ndarray], seed: int) -> None:
+    """Seeded init leaves biases at 0 and scales at 1; vary every constant parameter so its
+    layout is checked too."""
     rng = np.random.default_rng(seed + 11)
-    for key, p in graph.param_specs().items():
-        if key.endswith(".bias"):
-            weights[key] = rng.normal(0, 0.5, p.shape).astype(np.float32)
+    for key, w in weights.items():
+        if w.size and np.all(w == w.flat[0]):
+            weights[key] = (w + rng.normal(0, 0.5, w.shape)).astype(np.float32)
 
 
 def _rounding_spread(graph: Any, weights: dict[str, np.ndarray], xs: list[np.ndarray],
@@ -766,7 +767,7 @@ def differential(text: str, seed: int = 0, batch: int = 3, shift: float = 0.0) -
                 return Result("crashed", f"compile {name}", traceback.format_exc(), ops, skipped)
     try:
         weights = init_weights(graph, seed)
-        _nonzero_biases(graph, weights, seed)
+        _vary_constants(weights, seed)
         xs = [x + np.float32(shift) for x in verify.seeded_batch(graph, batch, seed)]
         report = verify.run_backends(graph, weights, xs)
     except Exception:
