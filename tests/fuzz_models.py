@@ -699,6 +699,10 @@ def _vary_constants(weights: dict[str, np.ndarray], seed: int) -> None:
             weights[key] = (w + rng.normal(0, 0.5, w.shape)).astype(np.float32)
 
 
+def _largest(v: np.ndarray) -> float:
+    return float(np.abs(v).max()) if np.size(v) else 0.0
+
+
 def _rounding_spread(graph: Any, weights: dict[str, np.ndarray], xs: list[np.ndarray],
                      seed: int) -> list[float]:
     """How far float32 rounding alone may move each output (max abs): the reference run twice,
@@ -712,11 +716,13 @@ def _rounding_spread(graph: Any, weights: dict[str, np.ndarray], xs: list[np.nda
         env = {i.name: np.asarray(x, np.float64) for i, x in zip(prepared.inputs, xs, strict=True)}
         ctx = Context(prepared, weights)
         for node in prepared.nodes:
-            ins = [env[n] for n in node.inputs]
+            # Rounding inside an op is seen as rounding of its operands (which the op may
+            # amplify: layer_norm over near-equal values) and of its result, in units of its
+            # largest operand (gelu(-3) is ~-0.004 but off by units of 3).
+            ins = [v + noise * _largest(v) * rng.uniform(-1, 1, np.shape(v))
+                   for v in (env[n] for n in node.inputs)]
             y = LOWERINGS.lower(ctx, node, ins)
-            # an op's rounding scales with its operands, not its result: gelu(-3) is ~-0.004
-            # but off by units of 3, a sum that cancels is off by units of its terms
-            scale = max((float(np.abs(v).max()) for v in [y, *ins] if np.size(v)), default=0.0)
+            scale = max([_largest(y), *(_largest(v) for v in ins)])
             env[node.name] = y + noise * scale * rng.uniform(-1, 1, np.shape(y))
         runs.append([env[o] for o in prepared.outputs])
     return [float(np.abs(b - a).max()) if np.size(a) else 0.0 for a, b in zip(*runs, strict=True)]

@@ -144,6 +144,27 @@ model m {
     leaky_relu(a)
 }
 """,
+    # torch and keras: oneDNN (torch 2.13, TensorFlow 2.21) convolves a 1-channel input wrong
+    # when a batch above 1 is convolved down to one column with row stride 1 and column stride
+    # above 1 (fuzz seed 212: max abs diff 0.30). torch: plain NCHW strides for such a conv's
+    # input (dslc/backends/torch/codegen.py, `conv2d`); keras: column stride 1, then the one
+    # column (dslc/backends/keras/codegen.py, `Conv2DOneColumn`)
+    "one_channel_conv_to_one_column": """
+model m {
+    input x: f32[5, 2, 1]
+    a = conv2d(x, 3, strides=[1, 2], padding=same)
+    b = conv2d(x, 2, kernel=[2, 3], strides=[1, 3], padding=same)
+    c = conv2d(x, 2, kernel=[3, 2], strides=[1, 2], activation=relu)
+    output a, b, c
+}
+""",
+    "conv_to_one_channel_then_to_one_column": """
+model m {
+    input x: f32[4, 3, 2]
+    conv2d(1, kernel=1)
+    conv2d(2, kernel=[2, 3], strides=[1, 2])
+}
+""",
 }
 
 

@@ -109,6 +109,33 @@ def _bias_init(name: str, uses: list[Function]) -> str:
     return _init(name)
 
 
+# TensorFlow 2.21 with oneDNN computes a convolution wrong when a 1-channel input with a batch
+# above 1 is convolved down to one output column with row stride 1 and column stride above 1
+# (found by fuzzing; PyTorch's oneDNN path has the same fault). With one column the column
+# stride changes nothing but the kernel chosen: convolve with column stride 1 and keep the one
+# column the stride would.
+_ONE_COLUMN_CONV = Function("Conv2DOneColumn", (
+    "class Conv2DOneColumn(keras.layers.Conv2D):\n"
+    '    """keras.layers.Conv2D for a 1-channel input convolved down to one column: oneDNN\n'
+    "    (TensorFlow 2.21) computes it wrong with a column stride, so it convolves with column\n"
+    '    stride 1 and keeps the column that stride would."""\n'
+    "\n"
+    "    def convolution_op(self, inputs, kernel):\n"
+    "        outputs = keras.ops.conv(\n"
+    "            inputs,\n"
+    "            kernel,\n"
+    "            strides=(self.strides[0], 1),\n"
+    "            padding=self.padding,\n"
+    "            dilation_rate=self.dilation_rate,\n"
+    "            data_format=self.data_format,\n"
+    "        )\n"
+    "        span = (self.kernel_size[1] - 1) * self.dilation_rate[1] + 1\n"
+    "        left = 0 if self.padding == \"valid\" else (span - 1) // 2\n"
+    "        wanted = 0 if self.padding == \"valid\" else max(span - inputs.shape[2], 0) // 2\n"
+    "        column = left - wanted\n"
+    "        return outputs[:, :, column : column + 1, :]\n"))
+
+
 # -- activations -----------------------------------------------------------------------------
 
 @LOWERINGS("linear", "relu", "sigmoid", "tanh", "softmax")
@@ -176,7 +203,13 @@ def dense(ctx: Context, node: Node, xs: list[Call]) -> Call:
 def conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
     a = node.attrs
     uses: list[Function] = []
-    return Call("keras.layers.Conv2D", [repr(a.filters)], [
+    cls = "keras.layers.Conv2D"
+    assert node.type is not None
+    if (node.params["kernel"].shape[2] == 1 and pair(a.strides)[0] == 1
+            and pair(a.strides)[1] > 1 and node.type.shape[1] == 1):
+        uses.append(_ONE_COLUMN_CONV)
+        cls = _ONE_COLUMN_CONV.name
+    return Call(cls, [repr(a.filters)], [
         ("kernel_size", _tuple(a.kernel)),
         ("strides", _tuple(a.strides)),
         ("padding", quote(a.padding)),
