@@ -53,11 +53,14 @@ POSITIVE_CAP = {"kernel": 4, "strides": 3, "dilation": 3}  # window sizes stay s
 POSITIVE_MAX = 6  # units, filters and other positive ints
 FLOATS = (0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.9, 1.0, 1.5, 3.0)
 # A disagreement that float32 rounding explains is not a bug: the reference is run again with
-# every layer's output moved by this many float32 units (2^-24) of the layer's largest operand,
-# as a framework's rounding would, and a model whose every failing output differs by at most
-# twice what that moves it is discarded as too ill-conditioned to compare at this tolerance
-# (errors amplified along a chain), not judged. A wrong lowering is off by far more.
+# every layer's operands and output moved by this many float32 units (2^-24) of their largest
+# value, as a framework's rounding would, and a model whose every failing output differs by at
+# most EXCUSED times what that moves it is discarded as too ill-conditioned to compare at this
+# tolerance (errors amplified along a chain, a layer_norm over near-equal values), not judged.
+# The move is one random draw and kernels round in their own order, hence the factor; every
+# wrong lowering fuzzing found was off by 10^4 times the move or more.
 ROUNDING_UNITS = 4
+EXCUSED = 4
 
 
 # -- randomness ------------------------------------------------------------------------------
@@ -799,7 +802,7 @@ def differential(text: str, seed: int = 0, batch: int = 3, shift: float = 0.0) -
         spread = _rounding_spread(graph, weights, xs, seed)
         lines.append("float32 rounding alone moves the outputs by up to "
                      + ", ".join(f"{v:.3e}" for v in spread))
-        if all(d.ok or d.abs <= 2 * v for p in against.values()
+        if all(d.ok or d.abs <= EXCUSED * v for p in against.values()
                for d, v in zip(p.per_output, spread, strict=False)):
             return Result("discarded", "precision", "\n".join(lines), ops, skipped)
         return Result("disagreed", "compare", "\n".join(lines), ops, skipped)
