@@ -99,8 +99,8 @@ def test_header_names_spec_and_version():
 
 @pytest.mark.parametrize("body, expected", [
     ("dense(3, activation=leaky_relu)", "keras.activations.leaky_relu(x, negative_slope=0.01)"),
-    ("dense(3)\n leaky_relu(0.3)", "keras.layers.LeakyReLU(\n        negative_slope=0.3,"),
-    ("dense(3)\n leaky_relu", "keras.layers.LeakyReLU(\n        negative_slope=0.01,"),
+    ("dense(3)\n leaky_relu(0.3)", "LeakyReLU(negative_slope=0.3,"),
+    ("dense(3)\n leaky_relu", "LeakyReLU(negative_slope=0.01,"),
     ("dense(3, activation=gelu)", "keras.activations.gelu(x, approximate=False)"),
     ("dense(3, kernel_init=he_normal)", 'kernel_initializer="he_normal"'),
 ])

@@ -86,6 +86,56 @@ def _tuple(v: Any) -> str:
     return repr(tuple(pair(v)))
 
 
+# dslc's `xavier_*` are Glorot's initialisers under PyTorch's name; Keras knows only `glorot_*`.
+_KERAS_INITS = {"xavier_uniform": "glorot_uniform", "xavier_normal": "glorot_normal"}
+
+
+def _init(name: str) -> str:
+    return quote(_KERAS_INITS.get(name, name))
+
+
+# A 1-D `orthogonal` is the one row of an orthogonal [1, n] matrix, as dslc/weights.py defines
+# it (a unit vector); Keras's Orthogonal refuses rank 1.
+_ORTHOGONAL_VECTOR = Function("orthogonal_vector", (
+    "def orthogonal_vector(shape, dtype=None):\n"
+    '    """`orthogonal` for a bias, as dslc defines it: a random unit vector."""\n'
+    "    return keras.initializers.Orthogonal()((1, *shape), dtype=dtype)[0]\n"))
+
+
+def _bias_init(name: str, uses: list[Function]) -> str:
+    if name == "orthogonal":
+        uses.append(_ORTHOGONAL_VECTOR)
+        return _ORTHOGONAL_VECTOR.name
+    return _init(name)
+
+
+# TensorFlow 2.21 with oneDNN computes a convolution wrong when a 1-channel input with a batch
+# above 1 is convolved down to one output column with row stride 1 and column stride above 1
+# (found by fuzzing; PyTorch's oneDNN path has the same fault). With one column the column
+# stride changes nothing but the kernel chosen: convolve with column stride 1 and keep the one
+# column the stride would.
+_ONE_COLUMN_CONV = Function("Conv2DOneColumn", (
+    "class Conv2DOneColumn(keras.layers.Conv2D):\n"
+    '    """keras.layers.Conv2D for a 1-channel input convolved down to one column: oneDNN\n'
+    "    (TensorFlow 2.21) computes it wrong with a column stride, so it convolves with column\n"
+    '    stride 1 and keeps the column that stride would."""\n'
+    "\n"
+    "    def convolution_op(self, inputs, kernel):\n"
+    "        outputs = keras.ops.conv(\n"
+    "            inputs,\n"
+    "            kernel,\n"
+    "            strides=(self.strides[0], 1),\n"
+    "            padding=self.padding,\n"
+    "            dilation_rate=self.dilation_rate,\n"
+    "            data_format=self.data_format,\n"
+    "        )\n"
+    "        span = (self.kernel_size[1] - 1) * self.dilation_rate[1] + 1\n"
+    "        left = 0 if self.padding == \"valid\" else (span - 1) // 2\n"
+    "        wanted = 0 if self.padding == \"valid\" else max(span - inputs.shape[2], 0) // 2\n"
+    "        column = left - wanted\n"
+    "        return outputs[:, :, column : column + 1, :]\n"))
+
+
 # -- activations -----------------------------------------------------------------------------
 
 @LOWERINGS("linear", "relu", "sigmoid", "tanh", "softmax")
@@ -103,6 +153,18 @@ def gelu(ctx: Context, node: Node, xs: list[Call]) -> Call:
     return Call("keras.layers.Activation", [fn.name], uses=[fn], activation=fn)
 
 
+# TensorFlow 2.21 with oneDNN fuses Conv2D + BiasAdd + Add + LeakyRelu into one kernel that
+# ignores the slope (it applies 0.2): the layer computes the same values with `where`, which no
+# fusion rewrites. (A layer's fused `activation=` follows its own bias, never an Add.)
+_LEAKY_RELU_LAYER = Function("LeakyReLU", (
+    "class LeakyReLU(keras.layers.LeakyReLU):\n"
+    '    """keras.layers.LeakyReLU written with `where`: TensorFlow\'s oneDNN fusion of\n'
+    '    Conv2D + BiasAdd + Add + LeakyRelu ignores the slope (TF 2.21)."""\n'
+    "\n"
+    "    def call(self, inputs):\n"
+    "        return keras.ops.where(inputs > 0, inputs, inputs * self.negative_slope)\n"))
+
+
 @LOWERINGS("leaky_relu")
 def leaky_relu(ctx: Context, node: Node, xs: list[Call]) -> Call:
     alpha = node.attrs.alpha
@@ -112,8 +174,8 @@ def leaky_relu(ctx: Context, node: Node, xs: list[Call]) -> Call:
         "def leaky_relu(x):\n"
         f'    """LeakyReLU with the slope dslc pins ({pinned!r}); Keras\'s default is 0.2."""\n'
         f"    return keras.activations.leaky_relu(x, negative_slope={pinned!r})\n"))
-    return Call("keras.layers.LeakyReLU", kwargs=[("negative_slope", repr(alpha))],
-                activation=fn if alpha == pinned else None)
+    return Call(_LEAKY_RELU_LAYER.name, kwargs=[("negative_slope", repr(alpha))],
+                uses=[_LEAKY_RELU_LAYER], activation=fn if alpha == pinned else None)
 
 
 @LOWERINGS("elu")
@@ -128,18 +190,26 @@ def elu(ctx: Context, node: Node, xs: list[Call]) -> Call:
 @LOWERINGS("dense")
 def dense(ctx: Context, node: Node, xs: list[Call]) -> Call:
     a = node.attrs
+    uses: list[Function] = []
     return Call("keras.layers.Dense", [repr(a.units)], [
         ("activation", ctx.activation(node)),
         ("use_bias", repr(a.use_bias)),
-        ("kernel_initializer", quote(a.kernel_init)),
-        ("bias_initializer", quote(a.bias_init)),
-    ], weights={"kernel": "kernel", "bias": "bias"})
+        ("kernel_initializer", _init(a.kernel_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"kernel": "kernel", "bias": "bias"}, uses=uses)
 
 
 @LOWERINGS("conv2d")
 def conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
     a = node.attrs
-    return Call("keras.layers.Conv2D", [repr(a.filters)], [
+    uses: list[Function] = []
+    cls = "keras.layers.Conv2D"
+    assert node.type is not None
+    if (node.params["kernel"].shape[2] == 1 and pair(a.strides)[0] == 1
+            and pair(a.strides)[1] > 1 and node.type.shape[1] == 1):
+        uses.append(_ONE_COLUMN_CONV)
+        cls = _ONE_COLUMN_CONV.name
+    return Call(cls, [repr(a.filters)], [
         ("kernel_size", _tuple(a.kernel)),
         ("strides", _tuple(a.strides)),
         ("padding", quote(a.padding)),
@@ -147,22 +217,24 @@ def conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("data_format", quote("channels_last")),
         ("activation", ctx.activation(node)),
         ("use_bias", repr(a.use_bias)),
-        ("kernel_initializer", quote(a.kernel_init)),
-        ("bias_initializer", quote(a.bias_init)),
-    ], weights={"kernel": "kernel", "bias": "bias"})
+        ("kernel_initializer", _init(a.kernel_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"kernel": "kernel", "bias": "bias"}, uses=uses)
 
 
 @LOWERINGS("simple_rnn")
 def simple_rnn(ctx: Context, node: Node, xs: list[Call]) -> Call:
     a = node.attrs
+    uses: list[Function] = []
     return Call("keras.layers.SimpleRNN", [repr(a.units)], [
         ("activation", ctx.activation(node)),
         ("use_bias", repr(a.use_bias)),
         ("return_sequences", repr(a.return_sequences)),
-        ("kernel_initializer", quote(a.kernel_init)),
-        ("recurrent_initializer", quote(a.recurrent_init)),
-        ("bias_initializer", quote(a.bias_init)),
-    ], weights={"kernel": "kernel", "recurrent_kernel": "recurrent_kernel", "bias": "bias"})
+        ("kernel_initializer", _init(a.kernel_init)),
+        ("recurrent_initializer", _init(a.recurrent_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"kernel": "kernel", "recurrent_kernel": "recurrent_kernel", "bias": "bias"},
+        uses=uses)
 
 
 def _pooling(cls: str) -> Callable[[Context, Node, list[Call]], Call]:

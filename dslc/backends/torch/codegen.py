@@ -304,6 +304,11 @@ def conv2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
             args.append(f"padding={(top, left)!r}")
     else:  # TF `same` with an even kernel or a stride puts the odd pixel after: pad by hand
         x = f"F.pad({x}, {(left, right, top, bottom)!r})"
+    if cin == 1 and pair(a.strides) != (1, 1):
+        # A 1-channel image permuted from channels-last has strides oneDNN misreads: with
+        # batch > 1, stride (1, 2) and one output column, torch 2.13's CPU conv2d gives wrong
+        # values (found by fuzzing). Plain NCHW strides avoid it; the copy is one channel.
+        x = f"{atom(x)}.clone(memory_format=torch.contiguous_format)"
     if not a.use_bias:
         args.append("bias=False")
     call = em.add(node, f"nn.Conv2d({', '.join(args)})",
@@ -585,6 +590,10 @@ def _reset_lines(em: Emitter) -> list[str]:
             call = f"nn.init.uniform_({target}, -{scale:.6g}, {scale:.6g})"
         elif kind == "normal":
             call = f"nn.init.normal_({target}, 0.0, {scale:.6g})"
+        elif kind == "orthogonal" and len(p.spec.shape) == 1:
+            # one row of an orthogonal [1, n] matrix, as dslc/weights.py defines it (a unit
+            # vector); torch's orthogonal_ refuses rank 1
+            call = f"nn.init.orthogonal_({target}.unsqueeze(0))"
         else:
             call = f"nn.init.{kind}_({target})"
         commented = f"{call}  # {p.spec.init}"
