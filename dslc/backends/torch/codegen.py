@@ -237,19 +237,10 @@ def identity(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return xs[0]
 
 
-@LOWERINGS("relu")
-def relu(em: Emitter, node: Node, xs: list[Value]) -> Value:
-    return _activated(node, xs[0], f"torch.relu({xs[0].expr})")
-
-
-@LOWERINGS("sigmoid")
-def sigmoid(em: Emitter, node: Node, xs: list[Value]) -> Value:
-    return _activated(node, xs[0], f"torch.sigmoid({xs[0].expr})")
-
-
-@LOWERINGS("tanh")
-def tanh(em: Emitter, node: Node, xs: list[Value]) -> Value:
-    return _activated(node, xs[0], f"torch.tanh({xs[0].expr})")
+@LOWERINGS("relu", "sigmoid", "tanh")
+def torch_function(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    """torch's function of the op's name: its definition is dslc's."""
+    return _activated(node, xs[0], f"torch.{node.op}({xs[0].expr})")
 
 
 @LOWERINGS("gelu")
