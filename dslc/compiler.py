@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dslc.data.files import file_kind
 from dslc.diagnostics import Collector, DslError, Span, did_you_mean
@@ -20,7 +19,9 @@ from dslc.passes import shapes
 from dslc.passes.build import GraphBuilder
 from dslc.passes.train_check import build_train
 from dslc.passes.values import evaluate
-from dslc.tune.space import Param, search_space
+
+if TYPE_CHECKING:
+    from dslc.tune.space import Param
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Spec:
 
     @property
     def digest(self) -> str:
+        import hashlib  # only runs need it; its OpenSSL load costs `dslc check` 3 ms
+
         h = hashlib.sha256()
         for name in sorted(self.sources):
             h.update(self.sources[name].encode())
@@ -216,7 +219,12 @@ def compile_text(text: str, path: str | Path = "<input>") -> Spec:
     errors = Collector()
     items = _Items()
     program = parse(text, str(path))
-    program, space = search_space(program, text, errors)  # checked at its default point
+    space: list[Param] = []
+    # The search-space module is imported only for a spec that may hold one (4 ms of `check`).
+    if "choice" in text or "range" in text:
+        from dslc.tune.space import search_space
+
+        program, space = search_space(program, text, errors)  # checked at its default point
     _gather(path, program, items, sources, [path.resolve()], errors, main=True)
     if not items.models and not errors.diagnostics:
         err = _no_model(path, program)
