@@ -379,3 +379,38 @@ def test_gradients_agree_across_frameworks(pair, c):
                                 GRAD_FLOOR)
         diff = float(np.abs(a[key] - b[key]).max(initial=0.0))
         assert diff <= bound, f"{key}: max abs diff {diff:.3e} > {bound:.3e}"
+
+
+# -- ONNX: a valid model whose inferred shapes are the checked ones ---------------------------
+
+@pytest.mark.parametrize("c", CASES, ids=IDS)
+def test_onnx_is_valid_and_infers_the_checked_shapes(c):
+    """`check_model(full_check=True)` and ONNX's own shape inference (strict) give every
+    lowered layer `dslc check`'s shape: an op whose ONNX form only runs, but whose declared
+    shapes are wrong, would mislead any runtime that plans memory by them."""
+    _installed("onnx")
+    import onnx
+
+    from dslc.backends.onnx.export import to_model
+    from dslc.backends.onnx.lower import BATCH, LOWERINGS, NCHW, lower_graph
+
+    graph = graph_of(c)
+    model = to_model(graph, _weights(c))
+    onnx.checker.check_model(model, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    infos = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output,
+                                 *inferred.graph.input)}
+    layouts = lower_graph(graph, _weights(c)).layouts
+    for node in graph.nodes:
+        if node.name not in infos:  # layers that emit nothing (dropout, linear, a kept flatten)
+            assert LOWERINGS.rule(node).__name__ in ("identity", "flatten"), node.name
+            continue
+        want: list = [BATCH, *node.type.shape]
+        if layouts.get(node.name) == NCHW:
+            want = [want[0], want[3], want[1], want[2]]
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param
+                for d in infos[node.name].type.tensor_type.shape.dim]
+        assert len(dims) == len(want), node.name
+        # a dimension ONNX cannot know statically (a `?` axis) may be symbolic there
+        assert all(w is None or d == w for d, w in zip(dims, want, strict=True)), \
+            f"{node.name}: ONNX infers {dims}, dslc check says {want}"
