@@ -242,3 +242,13 @@ def test_verify_passes_on_every_block(name, tmp_path):
     runners = set(backend_names(runs=True))
     assert {b for pair in report.pairs for b in pair} == runners
     assert report.within(), {k: (p.abs, p.rel) for k, p in report.pairs.items()}
+
+
+def test_the_readme_example_checks(tmp_path):
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Standard library"):]
+    example = section.split("```\n")[1]
+    graph = compile_text(example, tmp_path / "m.dl").model()
+    assert graph.node("stage2_conv1").blocks[0].block == "resnet_basic"
+    for module in stdlib.modules():
+        assert f'`"{module}"`' in section  # the table names every module
