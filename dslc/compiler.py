@@ -117,11 +117,10 @@ def _is_spec_name(path: Path) -> bool:
 def _resolve_use(item: ast.Use, path: Path, errors: Collector) -> Path | None:
     """The file a `use` names: a module of the standard library (dslc/stdlib.py), or a path
     relative to the using file."""
-    if not item.path.startswith(stdlib.PREFIX):
-        return (path.parent / item.path).resolve()
+    target = stdlib.resolve_use(path, item.path)
+    if target is not None:
+        return target
     modules = stdlib.modules()
-    if item.path in modules:
-        return stdlib.folder() / item.path[len(stdlib.PREFIX):]
     if f"{item.path}.dl" in modules:
         hint = f'write `use "{item.path}.dl"`'
     else:

@@ -42,3 +42,11 @@ def at_user_call(diag: Diagnostic, calls) -> Diagnostic:
     where = f"{PREFIX}{Path(span.file).name} line {span.line}"
     return Diagnostic(f"{diag.message} (in block `{site.block}`, {where})", site.span,
                       diag.hint, diag.severity)
+
+
+def resolve_use(using: Path, name: str) -> Path | None:
+    """The file `use "<name>"` in the file `using` reads: a module of the library (None for
+    an unknown one), or a path relative to `using`'s folder."""
+    if not name.startswith(PREFIX):
+        return (using.parent / name).resolve()
+    return folder() / name[len(PREFIX):] if name in modules() else None

@@ -252,3 +252,22 @@ def test_the_readme_example_checks(tmp_path):
     assert graph.node("stage2_conv1").blocks[0].block == "resnet_basic"
     for module in stdlib.modules():
         assert f'`"{module}"`' in section  # the table names every module
+
+
+def test_the_editor_follows_a_use_of_the_library(tmp_path):
+    pytest.importorskip("lsprotocol")
+    from dslc.lsp import features
+
+    text = 'use "std/resnet.dl"\n' + "model m {\n    input image: f32[8, 8, 4]\n" \
+           "    resnet_basic(4)\n    global_avgpool2d\n}\n"
+    a = features.analyse(text, tmp_path / "m.dl")
+    resnet = (ROOT / "dslc" / "std" / "resnet.dl").resolve()
+    (location,) = features.definition(a, text.index("std/resnet"))
+    assert location.uri == resnet.as_uri()
+    (location,) = features.definition(a, text.index("resnet_basic("))
+    assert location.uri == resnet.as_uri()
+    line = resnet.read_text().splitlines()[location.range.start.line]
+    assert line.startswith("block resnet_basic(")
+    assert features.hover(a, text.index("resnet_basic(")) is not None
+    labels = {c.label for c in features.completion(a, text.index("std/resnet") + 1)}
+    assert set(stdlib.modules()) <= labels
