@@ -23,9 +23,12 @@ INTERNAL_ERROR = 1
 def _summary(spec) -> dict:
     models = []
     for g in spec.models.values():
-        layers = [{"name": i.name, "op": "input", "shape": list(i.type.shape), "params": 0}
-                  for i in g.inputs]
-        layers += [{"name": n.name, "op": n.op, "shape": list(n.type.shape), "params": n.param_count}
+        layers = [{"name": i.name, "op": "input", "shape": list(i.type.shape), "params": 0,
+                   "blocks": []} for i in g.inputs]
+        # `blocks`: the block calls that made the layer, outermost first ([] for a layer the
+        # model writes itself).
+        layers += [{"name": n.name, "op": n.op, "shape": list(n.type.shape), "params": n.param_count,
+                    "blocks": [{"instance": b.instance, "block": b.block} for b in n.blocks]}
                    for n in g.nodes]
         models.append({"name": g.name, "params": g.param_count,
                        "trainable_params": g.trainable_param_count, "layers": layers})

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dslc import stdlib
 from dslc.data.files import file_kind
-from dslc.diagnostics import Collector, DslError, Span, did_you_mean
+from dslc.diagnostics import Collector, DslError, Span, did_you_mean, one_of
 from dslc.ir import ast
 from dslc.ir.graph import Graph
 from dslc.ir.train import TrainConfig
@@ -116,6 +117,24 @@ def _is_spec_name(path: Path) -> bool:
     return path.suffix == ".dl"
 
 
+def _resolve_use(item: ast.Use, path: Path, errors: Collector) -> Path | None:
+    """The file a `use` names: a module of the standard library (dslc/stdlib.py), or a path
+    relative to the using file."""
+    target = stdlib.resolve_use(path, item.path)
+    if target is not None:
+        return target
+    modules = stdlib.modules()
+    if f"{item.path}.dl" in modules:
+        hint = f'write `use "{item.path}.dl"`'
+    else:
+        close = did_you_mean(item.path, modules)
+        hint = (f"{close} " if close else "") + (
+            f"the standard library has {one_of(modules)}; a file of your own in a folder "
+            f'`std` next to the spec is `use "./{item.path}"`')
+    errors.error(f"no module `{item.path}` in the standard library", item.span, hint)
+    return None
+
+
 def _read_used(item: ast.Use, target: Path, errors: Collector) -> str | None:
     if not _is_spec_name(Path(item.path)):
         # Not read at all: errors about a file that is not a spec would show its lines.
@@ -161,7 +180,10 @@ def _gather(path: Path, program: ast.Program, items: _Items, sources: dict[str, 
             stack: list[Path], errors: Collector, main: bool) -> None:
     for item in program.items:
         if isinstance(item, ast.Use):
-            target = (path.parent / item.path).resolve()
+            resolved = _resolve_use(item, path, errors)
+            if resolved is None:
+                continue
+            target = resolved
             if target in stack:
                 errors.error(f"`use` cycle: {item.path} is already being read", item.span)
                 continue

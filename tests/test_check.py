@@ -35,7 +35,7 @@ def test_spec_totals(name, total):
     assert model["params"] == total
     assert model["trainable_params"] == total
     assert sum(layer["params"] for layer in model["layers"]) == total
-    assert set(model["layers"][0]) == {"name", "op", "shape", "params"}
+    assert set(model["layers"][0]) == {"name", "op", "shape", "params", "blocks"}
 
 
 def test_table_output():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lsprotocol import types
 
+from dslc import stdlib
 from dslc.compiler import Spec, compile_text
 from dslc.diagnostics import Diagnostic, DslError, Span
 from dslc.ir.graph import Graph, Node
@@ -189,7 +190,7 @@ def diagnostics(a: Analysis, encoding: str = "utf-16") -> list[types.Diagnostic]
 
 def _use_leading_to(a: Analysis, file: str) -> Item | None:
     for use in a.outline.uses():
-        if str((a.path.parent / use.name).resolve()) == file:
+        if str(stdlib.resolve_use(a.path, use.name)) == file:
             return use
     for via, target, _ in a.used:
         if str(target) == file:
@@ -283,8 +284,8 @@ def definition(a: Analysis, offset: int, encoding: str = "utf-16") -> list[types
         use = next((u for u in a.outline.uses() if u.tok == tok), None)
         if use is None:
             return []
-        target = (a.path.parent / use.name).resolve()
-        if not target.is_file():
+        target = stdlib.resolve_use(a.path, use.name)
+        if target is None or not target.is_file():
             return []
         start = types.Position(line=0, character=0)
         return [types.Location(uri=target.as_uri(), range=types.Range(start=start, end=start))]
@@ -604,8 +605,9 @@ def _spec_files(a: Analysis) -> list[types.CompletionItem]:
     try:
         names = sorted(p.name for p in folder.iterdir() if p.suffix == ".dl" and p != a.path)
     except OSError:
-        return []
-    return [_item(name, K.File, "spec") for name in names[:200]]
+        names = []
+    return ([_item(name, K.File, "spec") for name in names[:200]]
+            + [_item(name, K.Module, "standard library") for name in stdlib.modules()])
 
 
 def _train_completion(a: Analysis, item: Item, start: int,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from dslc import stdlib
 from dslc.parse import KEYWORDS
 
 _TOKEN = re.compile(r"""
@@ -309,8 +310,8 @@ def used_files(path: Path, out: Outline, limit: int = 64) -> list[tuple[Item, Pa
         for use in current.uses():
             if len(found) >= limit or not use.name.endswith(".dl"):
                 continue
-            target = (base.parent / use.name).resolve()
-            if target in seen:
+            target = stdlib.resolve_use(base, use.name)
+            if target is None or target in seen:
                 continue
             seen.add(target)
             try:

@@ -16,6 +16,7 @@ from dslc.ir import ast
 from dslc.ir.graph import BlockCall, Graph, Input, Node, TensorType
 from dslc.ops import Op, all_ops, find_op
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
+from dslc.stdlib import at_user_call
 
 DTYPES = {"f32": "f32", "float32": "f32"}
 # Limits that keep checking fast and the backends sane.
@@ -184,6 +185,8 @@ class GraphBuilder:
                 self.statement(stmt, scope, is_block, block_outputs)
             except (Poisoned, DslError) as err:
                 if isinstance(err, DslError):
+                    if scope.blocks:  # an error in a standard block is the caller's to fix
+                        err = DslError([at_user_call(d, scope.blocks) for d in err.diagnostics])
                     self.errors.extend(err)
                 # Later statements that depend on this one stay quiet: one mistake, one message.
                 if isinstance(stmt, ast.Assign):

@@ -5,14 +5,18 @@ from __future__ import annotations
 import math
 
 from dslc.diagnostics import Collector
-from dslc.ir.graph import Graph, ParamSpec, TensorType
+from dslc.ir.graph import Graph, Node, ParamSpec, TensorType
 from dslc.ops import ShapeError, get_op
+from dslc.stdlib import at_user_call
 
 
 def infer(graph: Graph, errors: Collector) -> None:
     types: dict[str, TensorType] = {i.name: i.type for i in graph.inputs}
     total = 0
+    found, last = len(errors.diagnostics), None
     for node in graph.nodes:
+        _at_user_call(errors, found, last)
+        found, last = len(errors.diagnostics), node
         in_types = [types[n] for n in node.inputs if n in types]
         if len(in_types) < len(node.inputs):
             continue  # an input already failed and was reported
@@ -41,6 +45,14 @@ def infer(graph: Graph, errors: Collector) -> None:
             errors.error(f"model `{graph.name}` has more than {MAX_PARAMS:,} parameters "
                          f"(at layer `{node.name}`)", node.span,
                          "its weights would not fit in memory, a checkpoint or an ONNX file")
+    _at_user_call(errors, found, last)
+
+
+def _at_user_call(errors: Collector, found: int, node: Node | None) -> None:
+    """Errors inside a standard block are the caller's to fix: they go to its call."""
+    if node is not None and node.blocks:
+        errors.diagnostics[found:] = [at_user_call(d, node.blocks)
+                                      for d in errors.diagnostics[found:]]
 
 
 # One tensor's elements (per sample for outputs): more than int32 indexing and ONNX allow,

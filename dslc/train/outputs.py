@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslc import stdlib
 from dslc.diagnostics import DslError
 from dslc.weights import atomic_write_bytes
 
@@ -96,9 +97,11 @@ def _spec_copies(spec) -> dict[str, Path]:
     """Where each source file of the spec goes in the run folder, so that the copy checks and
     trains as it is: the spec by its name, the files it `use`s at the same relative paths. When
     some are outside the spec's folder (`use "../x.dl"`), the whole tree goes under `spec/`,
-    keeping the paths from the folder all the files share."""
+    keeping the paths from the folder all the files share. The standard library's files are
+    not copied: `use "std/..."` reads them from the package, wherever the spec lies."""
     home = spec.path.resolve().parent
     files = {name: Path(name).resolve() for name in spec.sources}
+    files = {name: path for name, path in files.items() if not stdlib.is_std(path)}
     if all(p.is_relative_to(home) for p in files.values()):
         root, base = home, Path()
     else:
