@@ -185,6 +185,12 @@ def elu(ctx: Context, node: Node, xs: list[Call]) -> Call:
                 activation="elu")
 
 
+
+# Keras 3's activations of these names are dslc's (hard_sigmoid is Keras 3's x / 6 + 0.5;
+# log_softmax is over the last axis, as the op).
+for _name in ("selu", "softplus", "softsign", "silu", "hard_sigmoid", "relu6", "log_softmax"):
+    LOWERINGS.add(_name, keras_activation)
+
 # -- layers ----------------------------------------------------------------------------------
 
 @LOWERINGS("dense")

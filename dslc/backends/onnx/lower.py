@@ -335,6 +335,48 @@ def elu(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     return ctx.unary("Elu", node, xs[0], alpha=float(node.attrs.alpha))
 
 
+
+@LOWERINGS("selu")
+def selu(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("Selu", node, xs[0])  # ONNX's default alpha and gamma are SELU's constants
+
+
+@LOWERINGS("softplus")
+def softplus(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("Softplus", node, xs[0])
+
+
+@LOWERINGS("softsign")
+def softsign(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("Softsign", node, xs[0])
+
+
+@LOWERINGS("silu")
+def silu(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]  # no Swish op before opset 24
+    gate = ctx.value("Sigmoid", [x.name], x.rank, x.layout, role=f"{node.op}_gate")
+    return ctx.value("Mul", [x.name, gate.name], x.rank, x.layout, role=node.op)
+
+
+@LOWERINGS("hard_sigmoid")
+def hard_sigmoid(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    # Keras 3's slope 1/6 (ONNX's default alpha 0.2 is Keras 2's)
+    return ctx.unary("HardSigmoid", node, xs[0], alpha=1 / 6, beta=0.5)
+
+
+@LOWERINGS("relu6")
+def relu6(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
+    low = ctx.const("relu6_min", np.array(0.0, np.float32), owner=node.name)
+    high = ctx.const("relu6_max", np.array(6.0, np.float32), owner=node.name)
+    return ctx.value("Clip", [x.name, low, high], x.rank, x.layout, role=node.op)
+
+
+@LOWERINGS("log_softmax")
+def log_softmax(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
+    return ctx.unary("LogSoftmax", node, x, axis=1 if x.layout == NCHW else -1)  # the channels
+
 # -- layers -----------------------------------------------------------------------------------
 
 def _in_shape(ctx: Lowering, node: Node) -> Shape:
@@ -480,7 +522,7 @@ def concat(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
 
 # The ONNX functions the RNN op applies itself that dslc's tests run through onnxruntime
 # (with their `alpha`); any other activation runs as a Scan.
-RNN_FUNCTIONS = ("Tanh", "Relu", "Sigmoid", "LeakyRelu", "Elu")
+RNN_FUNCTIONS = ("Tanh", "Relu", "Sigmoid", "LeakyRelu", "Elu", "Softsign", "Softplus")
 
 
 def rnn_activation(ctx: Lowering, node: Node) -> dict[str, Any] | None:

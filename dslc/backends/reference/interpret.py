@@ -89,6 +89,48 @@ def elu(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return np.where(x > 0, x, node.attrs.alpha * np.expm1(np.minimum(x, 0.0)))
 
 
+
+# SELU's constants, as the paper derives them (every framework's, to float precision)
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@LOWERINGS("selu")
+def selu(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
+
+
+@LOWERINGS("softplus")
+def softplus(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.logaddexp(0.0, xs[0])  # log(1 + e^x) without overflow
+
+
+@LOWERINGS("softsign")
+def softsign(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0] / (1 + np.abs(xs[0]))
+
+
+@LOWERINGS("silu")
+def silu(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0] * sigmoid(ctx, node, xs)
+
+
+@LOWERINGS("hard_sigmoid")
+def hard_sigmoid(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.clip(xs[0] / 6 + 0.5, 0.0, 1.0)
+
+
+@LOWERINGS("relu6")
+def relu6(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.clip(xs[0], 0.0, 6.0)
+
+
+@LOWERINGS("log_softmax")
+def log_softmax(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    shifted = xs[0] - xs[0].max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
 # -- layers ----------------------------------------------------------------------------------
 
 @LOWERINGS("dense")

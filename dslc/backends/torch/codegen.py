@@ -265,6 +265,24 @@ def elu(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return _activated(node, xs[0], f"F.elu({xs[0].expr}, {float(node.attrs.alpha)!r})")
 
 
+
+@LOWERINGS("selu", "softplus", "softsign", "silu", "relu6")
+def functional(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    """torch.nn.functional's function of the op's name: its definition is dslc's (softplus
+    is linear above 20, where the two differ by under 3e-9)."""
+    return _activated(node, xs[0], f"F.{node.op}({xs[0].expr})")
+
+
+@LOWERINGS("hard_sigmoid")
+def hard_sigmoid(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return _activated(node, xs[0], f"F.hardsigmoid({xs[0].expr})")  # relu6(x + 3) / 6: Keras 3's
+
+
+@LOWERINGS("log_softmax")
+def log_softmax(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]  # over the channels, as softmax
+    return _activated(node, x, f"torch.log_softmax({x.expr}, dim={1 if x.nchw else -1})")
+
 # -- layers -----------------------------------------------------------------------------------
 
 @LOWERINGS("dense")
