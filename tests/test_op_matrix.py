@@ -143,6 +143,23 @@ CASES: list[Case] = [
     case("concat_vectors", "a = dense(x, 3)\nb = dense(x, 2)\nconcat(a, b)", [4]),
     case("concat_three_inputs", "concat(x, y, z)", [2], [3], [1]),
     case("concat_time", "concat(x, y, axis=0)\nsimple_rnn(3)", [2, 3], [4, 3]),
+    # element-wise merges: equal shapes, mixed layouts (an input and a conv's NCHW value)
+    case("multiply_two", "multiply(x, y)", [4, 3], [4, 3]),
+    case("multiply_gate", "g = dense(x, 4, activation=sigmoid)\nh = dense(x, 4)\nmultiply(g, h)",
+         [5]),
+    case("multiply_three_mixed_layouts", "a = conv2d(x, 2, kernel=1)\nmultiply(a, x, y)",
+         [4, 4, 2], [4, 4, 2]),
+    case("subtract_two", "subtract(x, y)", [5], [5]),
+    case("subtract_input_from_conv", "h = conv2d(x, 2, kernel=3, padding=same)\nsubtract(h, x)",
+         [5, 5, 2]),
+    case("average_three", "average(x, y, z)", [2, 3], [2, 3], [2, 3]),
+    case("average_mixed_layouts", "a = conv2d(x, 2, kernel=1)\naverage(x, a)", [3, 4, 2]),
+    case("maximum_two", "maximum(x, y)", [6], [6]),
+    case("maximum_three_dense", "a = dense(x, 3)\nb = dense(x, 3)\nc = dense(x, 3)\n"
+                                "maximum(a, b, c)", [4]),
+    case("maximum_mixed_layouts", "a = conv2d(x, 2, kernel=1)\nmaximum(x, a)", [3, 4, 2]),
+    case("minimum_three", "minimum(x, y, z)", [3, 2], [3, 2], [3, 2]),
+    case("minimum_mixed_layouts", "a = conv2d(x, 2, kernel=1)\nminimum(a, x)", [4, 3, 2]),
     # graphs with branches, several inputs and outputs
     case("residual_block", "c = conv2d(x, 4, kernel=3, padding=same, activation=relu)\n"
                            "h = conv2d(c, 4, kernel=3, padding=same)\nr = relu(add(c, h))\n"

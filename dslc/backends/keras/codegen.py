@@ -330,6 +330,31 @@ def concat(ctx: Context, node: Node, xs: list[Call]) -> Call:
     return Call("keras.layers.Concatenate", [], [("axis", repr(axis))])
 
 
+@LOWERINGS("multiply")
+def multiply(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Multiply")
+
+
+@LOWERINGS("subtract")
+def subtract(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Subtract")
+
+
+@LOWERINGS("average")
+def average(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Average")
+
+
+@LOWERINGS("maximum")
+def maximum(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Maximum")
+
+
+@LOWERINGS("minimum")
+def minimum(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Minimum")
+
+
 # -- the graph -------------------------------------------------------------------------------
 
 @dataclass

@@ -518,6 +518,36 @@ def concat(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     return ctx.value("Concat", [x.name for x in xs], rank, xs[0].layout, axis=onnx_axis)
 
 
+@LOWERINGS("multiply")
+def multiply(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    xs = _common_layout(ctx, xs)
+    product = xs[0]
+    for k, x in enumerate(xs[1:]):  # Mul takes two inputs
+        last = k == len(xs) - 2
+        product = ctx.value("Mul", [product.name, x.name], x.rank, x.layout,
+                            role=None if last else f"mul_{k}")
+    return product
+
+
+@LOWERINGS("subtract")
+def subtract(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    xs = _common_layout(ctx, xs)
+    return ctx.value("Sub", [x.name for x in xs], xs[0].rank, xs[0].layout)
+
+
+def _variadic(onnx_op: str) -> Callable[[Lowering, Node, list[Value]], Value]:
+    def rule(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+        xs = _common_layout(ctx, xs)
+        return ctx.value(onnx_op, [x.name for x in xs], xs[0].rank, xs[0].layout)
+
+    return rule
+
+
+LOWERINGS.add("average", _variadic("Mean"))
+LOWERINGS.add("maximum", _variadic("Max"))
+LOWERINGS.add("minimum", _variadic("Min"))
+
+
 # -- recurrent --------------------------------------------------------------------------------
 
 # The ONNX functions the RNN op applies itself that dslc's tests run through onnxruntime

@@ -248,6 +248,34 @@ def concat(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return np.concatenate(xs, axis=axis if axis < 0 else axis + 1)  # +1: the batch axis
 
 
+@LOWERINGS("multiply")
+def multiply(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    product = xs[0]
+    for x in xs[1:]:
+        product = product * x
+    return product
+
+
+@LOWERINGS("subtract")
+def subtract(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0] - xs[1]
+
+
+@LOWERINGS("average")
+def average(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return add(ctx, node, xs) / len(xs)
+
+
+@LOWERINGS("maximum")
+def maximum(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.maximum.reduce(xs)
+
+
+@LOWERINGS("minimum")
+def minimum(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.minimum.reduce(xs)
+
+
 @LOWERINGS("simple_rnn")
 def simple_rnn(ctx: Context, node: Node, xs: list[Array]) -> Array:
     x = xs[0]

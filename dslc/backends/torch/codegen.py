@@ -434,6 +434,42 @@ def concat(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return Value(f"torch.cat([{', '.join(parts)}], dim={dim})", nchw, rank)
 
 
+def _same_layout(xs: list[Value]) -> list[str]:
+    """The inputs of an element-wise merge, in the first one's layout."""
+    nchw = xs[0].nchw
+    return [atom(v.channels_first() if nchw else v.channels_last()) for v in xs]
+
+
+@LOWERINGS("multiply")
+def multiply(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(" * ".join(_same_layout(xs)), xs[0].nchw, xs[0].rank)
+
+
+@LOWERINGS("subtract")
+def subtract(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(" - ".join(_same_layout(xs)), xs[0].nchw, xs[0].rank)
+
+
+@LOWERINGS("average")
+def average(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(f"({' + '.join(_same_layout(xs))}) / {len(xs)}", xs[0].nchw, xs[0].rank)
+
+
+def _folded(fn: str) -> Callable[[Emitter, Node, list[Value]], Value]:
+    def rule(em: Emitter, node: Node, xs: list[Value]) -> Value:
+        terms = _same_layout(xs)
+        expr = terms[0]
+        for term in terms[1:]:
+            expr = f"{fn}({expr}, {term})"
+        return Value(expr, xs[0].nchw, xs[0].rank)
+
+    return rule
+
+
+LOWERINGS.add("maximum", _folded("torch.maximum"))
+LOWERINGS.add("minimum", _folded("torch.minimum"))
+
+
 # The simple_rnn's two projections, named once for `__init__`, `forward` and the weights.
 RNN_INPUT = "input"
 RNN_RECURRENT = "recurrent"
