@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from dslc.ir.graph import TensorType
 from dslc.ops.registry import Op, OpAttrs, ShapeError, fmt, register
 
@@ -56,7 +58,7 @@ class _SameShape(Op):
     """An element-wise merge of tensors of one shape (as `add`)."""
 
     min_inputs = 2
-    max_inputs = None
+    max_inputs: ClassVar[int | None] = None
     category = "merge"
 
     def infer(self, a, inputs):

@@ -484,6 +484,38 @@ def reshape(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     return ctx.value("Reshape", [x.name, target], rank, NHWC if rank == 4 else None)
 
 
+@LOWERINGS("permute")
+def permute(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
+    perm = (0, *node.attrs.dims)
+    if x.layout == NCHW:  # one Transpose from NCHW: canonical axis k is NCHW axis TO_NHWC[k]
+        perm = tuple(TO_NHWC[d] for d in perm)
+    return ctx.value("Transpose", [x.name], x.rank, NHWC if x.rank == 4 else None,
+                     perm=list(perm))
+
+
+@LOWERINGS("repeat_vector")
+def repeat_vector(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    column = ctx.value("Unsqueeze", [xs[0].name, ctx.const("axes", np.array([1], np.int64))], 3,
+                       role="unsqueeze")
+    # Expand, not Tile: shape inference keeps the batch's name through a broadcast
+    shape = ctx.const("shape", np.array([1, node.attrs.n, 1], np.int64))
+    return ctx.value("Expand", [column.name, shape], 3)
+
+
+@LOWERINGS("slice")
+def slice_(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    x = xs[0]
+    axis = a.axis % (x.rank - 1)
+    onnx_axis = (2, 3, 1)[axis] if x.layout == NCHW else axis + 1  # in place: no transpose
+    end = np.iinfo(np.int64).max if a.stop is None else a.stop  # ONNX clamps, as Python
+    inputs = [x.name, ctx.const("starts", np.array([a.start or 0], np.int64)),
+              ctx.const("ends", np.array([end], np.int64)),
+              ctx.const("axes", np.array([onnx_axis], np.int64))]
+    return ctx.value("Slice", inputs, x.rank, x.layout)
+
+
 @LOWERINGS("layer_norm")
 def layer_norm(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     a = node.attrs

@@ -221,6 +221,24 @@ def dropout(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return xs[0]  # inference
 
 
+@LOWERINGS("permute")
+def permute(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.transpose(xs[0], (0, *node.attrs.dims))  # dims are 1-based: the batch is 0
+
+
+@LOWERINGS("repeat_vector")
+def repeat_vector(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.repeat(xs[0][:, None, :], node.attrs.n, axis=1)
+
+
+@LOWERINGS("slice")
+def slice_(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    a = node.attrs
+    x = xs[0]
+    axis = a.axis % (x.ndim - 1) + 1  # past the batch
+    return x[(slice(None),) * axis + (slice(a.start, a.stop),)]
+
+
 @LOWERINGS("layer_norm")
 def layer_norm(ctx: Context, node: Node, xs: list[Array]) -> Array:
     x = xs[0]

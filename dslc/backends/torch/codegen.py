@@ -396,6 +396,30 @@ def dropout(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return Value(f"{call}({xs[0].expr})", xs[0].nchw, xs[0].rank)
 
 
+@LOWERINGS("permute")
+def permute(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
+    dims = (0, *node.attrs.dims)
+    if x.nchw:  # permute the NCHW tensor at once: canonical axis k is NCHW axis (0, 2, 3, 1)[k]
+        dims = tuple((0, 2, 3, 1)[d] for d in dims)
+    return Value(f"{atom(x.expr)}.permute{dims!r}", rank=x.rank)
+
+
+@LOWERINGS("repeat_vector")
+def repeat_vector(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(f"{atom(xs[0].expr)}.unsqueeze(1).repeat(1, {node.attrs.n}, 1)", rank=2)
+
+
+@LOWERINGS("slice")
+def slice_(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    x = xs[0]
+    axis = a.axis % x.rank
+    dim = (2, 3, 1)[axis] if x.nchw else axis + 1  # an NCHW image is sliced in place
+    bounds = f"{'' if a.start is None else a.start}:{'' if a.stop is None else a.stop}"
+    return Value(f"{atom(x.expr)}[{', '.join([':'] * dim + [bounds])}]", x.nchw, x.rank)
+
+
 @LOWERINGS("layer_norm")
 def layer_norm(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
