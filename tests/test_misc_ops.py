@@ -106,3 +106,29 @@ def test_log_softmax_output_is_not_called_probabilities():
     graph = _graph("m", "input x: f32[4]\ndense(3, activation=softmax)\nrepeat_vector(2)\n"
                         "slice(0, 1)\nreshape([3])")
     assert task_of(graph, graph.outputs[0]) == "classifier"
+
+
+# The issue's ops still to come (issue 10): the name table may point at them already.
+PLANNED = {"embedding", "lstm", "gru", "bidirectional", "conv1d", "maxpool1d", "avgpool1d",
+           "global_avgpool1d", "global_maxpool1d", "depthwise_conv2d", "separable_conv2d",
+           "conv2d_transpose", "upsampling2d", "zero_padding2d", "batch_norm",
+           "multi_head_attention"}
+
+
+def test_other_frameworks_names_point_at_registered_or_planned_ops():
+    from dslc.ops import all_ops
+    from dslc.ops.names import EXACT, OTHER_NAMES, known_as
+
+    targets = set(OTHER_NAMES.values()) | set(EXACT.values())
+    assert targets - set(all_ops()) - PLANNED == set()
+    for name, target in OTHER_NAMES.items():
+        registered = target in all_ops() and target != name
+        assert known_as(name) == (target if registered else None), name
+
+
+def test_a_hint_never_names_an_unregistered_op(monkeypatch):
+    from dslc.ops import names
+
+    monkeypatch.setitem(names.OTHER_NAMES, "lstm", "lstm_not_yet")
+    assert names.known_as("LSTM") is None
+    assert names.op_hint("LSTM", ["dense"]) is None
