@@ -10,8 +10,9 @@ from dslc.ops.registry import Op, OpAttrs, ShapeError, fmt, register
 
 @register
 class Permute(Op):
-    """Reorders the axes after the batch, as Keras's Permute: `dims` are 1-based (`[2, 1]`
-    swaps time and features)."""
+    """Reorders the axes after the batch; `dims` are 1-based, as Keras's Permute.
+
+    `permute([2, 1])` swaps the time and feature axes of a sequence."""
 
     name = "permute"
     passes_values = True
@@ -67,8 +68,10 @@ def slice_length(size: int, start: int | None, stop: int | None) -> int:
 
 @register
 class Slice(Op):
-    """Keeps `start:stop` of one axis (counted after the batch), with Python's rules: negative
-    positions count from the end, an omitted `start`/`stop` is that end of the axis."""
+    """Keeps `start:stop` of one `axis` (0 is the first after the batch), as Python slices.
+
+    Negative positions count from the end, positions past an end are clamped, an omitted
+    `start` or `stop` is that end of the axis; an empty slice is an error."""
 
     name = "slice"
     passes_values = True
