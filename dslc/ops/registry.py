@@ -140,7 +140,8 @@ def node_activation(node: Node) -> str:
 
 def ending_activation(graph: Graph, name: str) -> tuple[str, list[Node]]:
     """The activation that ends the tensor `name` and the layers after it that only pass its
-    values on (dropout, flatten, reshape, linear), outermost first. `linear` for a graph input.
+    values on (dropout, flatten, reshape, linear; permute and slice while they keep the last
+    axis whole), outermost first. `linear` for a graph input.
 
     The checker, the code generators and the ONNX task metadata all ask this one function."""
     through: list[Node] = []
