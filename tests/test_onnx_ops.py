@@ -161,7 +161,7 @@ def test_rnn_runs_as_the_rnn_op_or_a_scan(act):
     graph = variant_spec("r", f"input x: f32[5, 3]\nsimple_rnn(4, activation={act})").model()
     model = to_model(graph, init_weights(graph, 0))
     node = next(n for n in model.graph.node if n.op_type in ("RNN", "Scan"))
-    if act in ("gelu", "softmax"):
+    if act in ("gelu", "softmax", "selu", "silu", "hard_sigmoid", "relu6", "log_softmax"):
         assert node.op_type == "Scan"
         # the step applies the activation op's own rule
         body = onnx.helper.get_attribute_value(

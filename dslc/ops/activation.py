@@ -60,6 +60,22 @@ class Elu(Elementwise):
         alpha: float = Field(default=1.0, ge=0.0)
 
 
+# Keras 3's definitions (keras/src/activations); torch and ONNX agree with each.
+_simple("selu", "`scale * elu(x, alpha)` with SELU's constants (alpha ~1.6733, scale ~1.0507).")
+_simple("softplus", "`log(1 + exp(x))`.")
+_simple("softsign", "`x / (1 + abs(x))`.")
+_simple("silu", "`x * sigmoid(x)` (Keras also calls it swish).")
+_simple("hard_sigmoid", "`clip(x / 6 + 0.5, 0, 1)`: Keras 3's (Keras 2 had slope 0.2).")
+_simple("relu6", "`min(max(x, 0), 6)`.")
+
+
+@register
+class LogSoftmax(Elementwise):
+    """`x - log(sum(exp(x)))` over the last axis: log-probabilities, not probabilities."""
+
+    name = "log_softmax"
+
+
 # The values of every layer's `activation=`: the activation ops above, in their order (a
 # plain str to the type checker, which cannot read a Literal built at run time).
 if TYPE_CHECKING:

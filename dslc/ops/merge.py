@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from dslc.ir.graph import TensorType
 from dslc.ops.registry import Op, OpAttrs, ShapeError, fmt, register
 
@@ -50,3 +52,55 @@ class Concat(Op):
         shape = list(inputs[0].shape)
         shape[axis] = total
         return TensorType(shape=tuple(shape))
+
+
+class _SameShape(Op):
+    """An element-wise merge of tensors of one shape (as `add`)."""
+
+    min_inputs = 2
+    max_inputs: ClassVar[int | None] = None
+    category = "merge"
+
+    def infer(self, a, inputs):
+        first = inputs[0].shape
+        for other in inputs[1:]:
+            if other.shape != first:
+                raise ShapeError(
+                    f"{self.name} needs equal shapes, got {fmt(first)} and {fmt(other.shape)}")
+        return inputs[0]
+
+
+@register
+class Multiply(_SameShape):
+    """Element-wise product of two or more tensors of one shape."""
+
+    name = "multiply"
+
+
+@register
+class Subtract(_SameShape):
+    """`a - b`, element-wise, for exactly two tensors of one shape."""
+
+    name = "subtract"
+    max_inputs = 2
+
+
+@register
+class Average(_SameShape):
+    """Element-wise mean of two or more tensors of one shape."""
+
+    name = "average"
+
+
+@register
+class Maximum(_SameShape):
+    """Element-wise maximum of two or more tensors of one shape."""
+
+    name = "maximum"
+
+
+@register
+class Minimum(_SameShape):
+    """Element-wise minimum of two or more tensors of one shape."""
+
+    name = "minimum"

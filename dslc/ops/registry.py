@@ -86,6 +86,11 @@ class Op:
             return self.name
         return str(getattr(attrs, "activation", "linear"))
 
+    def passes_values_of(self, attrs: Any, rank: int) -> bool:
+        """`passes_values` for one layer (its input `rank` per sample): an op that moves values
+        only sometimes keeps the last axis whole, where a softmax normalises, says so here."""
+        return self.passes_values
+
     def decompose(self, attrs: Any, inputs: list[TensorType]) -> list[Part] | None:
         """The op written with other (parameter-free) ops, for backends without a rule of
         their own; the last part's value is the op's. None: no decomposition."""
@@ -135,7 +140,8 @@ def node_activation(node: Node) -> str:
 
 def ending_activation(graph: Graph, name: str) -> tuple[str, list[Node]]:
     """The activation that ends the tensor `name` and the layers after it that only pass its
-    values on (dropout, flatten, reshape, linear), outermost first. `linear` for a graph input.
+    values on (dropout, flatten, reshape, linear; permute and slice while they keep the last
+    axis whole), outermost first. `linear` for a graph input.
 
     The checker, the code generators and the ONNX task metadata all ask this one function."""
     through: list[Node] = []
@@ -143,11 +149,21 @@ def ending_activation(graph: Graph, name: str) -> tuple[str, list[Node]]:
         node = graph.node(name)
         op = get_op(node.op)
         act = op.activation(node.attrs)
-        if act != "linear" or not op.passes_values:
+        if act != "linear" or not _passes_values(graph, node, op):
             return act, through
         through.append(node)
         name = node.inputs[0]
     return "linear", through
+
+
+def _passes_values(graph: Graph, node: Node, op: Op) -> bool:
+    if not op.passes_values:
+        return False
+    try:
+        rank = len(graph.type_of(node.inputs[0]).shape)
+    except KeyError:  # an unchecked graph: trust the op's general answer
+        return True
+    return op.passes_values_of(node.attrs, rank)
 
 
 def graph_macs(graph: Graph) -> int:

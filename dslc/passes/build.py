@@ -15,6 +15,7 @@ from dslc.diagnostics import Collector, DslError, Span, did_you_mean, one_of
 from dslc.ir import ast
 from dslc.ir.graph import BlockCall, Graph, Input, Node, TensorType
 from dslc.ops import Op, all_ops, find_op
+from dslc.ops.names import known_as, op_hint
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
 from dslc.stdlib import at_user_call
 
@@ -310,7 +311,7 @@ class GraphBuilder:
         target: Op | ast.Block | None = op if op is not None else self.blocks.get(call.func)
         if target is None:
             names = list(all_ops()) + list(self.blocks)
-            hint = did_you_mean(call.func, names) or did_you_mean(call.func, scope.tensors)
+            hint = op_hint(call.func, names) or did_you_mean(call.func, scope.tensors)
             what = "op or block"
             if call.func in scope.tensors:
                 raise DslError(f"`{call.func}` is a tensor, it cannot be called", call.func_span)
@@ -507,6 +508,9 @@ def _attr_diag(op, call, errs, values, spans):
         choices = [c.strip().strip("'") for c in re.split(r",| or ", e["ctx"]["expected"])]
         choices = [c for c in choices if c]
         hint = did_you_mean(str(value), choices) if isinstance(value, str) else None
+        other = known_as(value) if isinstance(value, str) else None
+        if other in choices:  # `activation=swish`: Keras's name for `silu`
+            hint = f"did you mean `{other}`?"
         return Diagnostic(f"`{value}` is not a valid `{key}` for `{op.name}`", span,
                           hint or f"use one of {one_of(choices)}")
     msg = e["msg"].replace("Value error, ", "")

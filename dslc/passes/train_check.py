@@ -304,7 +304,13 @@ def check_against_model(cfg: TrainConfig, graph: Graph, errors: Collector) -> No
         errors.error(f"`from_logits=true` but the model ends in {act}", span,
                      f"drop `activation={act}` from the last layer, or drop `from_logits`")
     elif loss.name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
-        if not loss.from_logits and act != "softmax":
+        if not loss.from_logits and act == "log_softmax":
+            # log-probabilities are logits whose softmax is the probabilities themselves
+            errors.error(f"{loss.name} expects probabilities, but the model ends in "
+                         "`log_softmax` (log-probabilities)", span,
+                         f"write `loss = {loss.name}(from_logits=true)`, which is right for "
+                         "log-probabilities, or end with `activation=softmax`")
+        elif not loss.from_logits and act != "softmax":
             errors.error(f"{loss.name} expects probabilities, but the model ends in `{act}`", span,
                          "end with `activation=softmax`, or write "
                          f"`loss = {loss.name}(from_logits=true)`")

@@ -185,6 +185,12 @@ def elu(ctx: Context, node: Node, xs: list[Call]) -> Call:
                 activation="elu")
 
 
+
+# Keras 3's activations of these names are dslc's (hard_sigmoid is Keras 3's x / 6 + 0.5;
+# log_softmax is over the last axis, as the op).
+for _name in ("selu", "softplus", "softsign", "silu", "hard_sigmoid", "relu6", "log_softmax"):
+    LOWERINGS.add(_name, keras_activation)
+
 # -- layers ----------------------------------------------------------------------------------
 
 @LOWERINGS("dense")
@@ -281,6 +287,43 @@ def dropout(ctx: Context, node: Node, xs: list[Call]) -> Call:
     return Call("keras.layers.Dropout", [repr(node.attrs.rate)])
 
 
+@LOWERINGS("permute")
+def permute(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Permute", [repr(tuple(node.attrs.dims))])
+
+
+@LOWERINGS("repeat_vector")
+def repeat_vector(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.RepeatVector", [repr(node.attrs.n)])
+
+
+# Keras has no layer that slices any axis (Cropping* crop spatial axes only).
+_SLICE = Function("Slice", (
+    "class Slice(keras.layers.Layer):\n"
+    '    """Keeps `start:stop` of one axis (`axis` counts after the batch), Python\'s rules."""\n'
+    "\n"
+    "    def __init__(self, axis, start, stop, **kwargs):\n"
+    "        super().__init__(**kwargs)\n"
+    "        self.axis, self.start, self.stop = axis, start, stop\n"
+    "\n"
+    "    def call(self, inputs):\n"
+    "        index = (slice(None),) * (self.axis + 1) + (slice(self.start, self.stop),)\n"
+    "        return inputs[index]\n"
+    "\n"
+    "    def get_config(self):\n"
+    "        config = {\"axis\": self.axis, \"start\": self.start, \"stop\": self.stop}\n"
+    "        return {**super().get_config(), **config}\n"))
+
+
+@LOWERINGS("slice")
+def slice_(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    assert node.type is not None
+    axis = a.axis % len(node.type.shape)
+    return Call(_SLICE.name, [], [("axis", repr(axis)), ("start", repr(a.start)),
+                                  ("stop", repr(a.stop))], uses=[_SLICE])
+
+
 # Keras computes `x * inv - mean * inv`, which cancels: with a mean large beside the spread the
 # result loses digits (over one feature, beta comes out off by 3e-5 where every other backend
 # gives beta exactly; found by fuzzing). The generated layer subtracts the mean first.
@@ -322,6 +365,31 @@ def concat(ctx: Context, node: Node, xs: list[Call]) -> Call:
     # The IR's axis excludes the batch; Keras's includes it.
     axis = node.attrs.axis + 1 if node.attrs.axis >= 0 else node.attrs.axis
     return Call("keras.layers.Concatenate", [], [("axis", repr(axis))])
+
+
+@LOWERINGS("multiply")
+def multiply(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Multiply")
+
+
+@LOWERINGS("subtract")
+def subtract(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Subtract")
+
+
+@LOWERINGS("average")
+def average(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Average")
+
+
+@LOWERINGS("maximum")
+def maximum(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Maximum")
+
+
+@LOWERINGS("minimum")
+def minimum(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.Minimum")
 
 
 # -- the graph -------------------------------------------------------------------------------

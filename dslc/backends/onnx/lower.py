@@ -335,6 +335,48 @@ def elu(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     return ctx.unary("Elu", node, xs[0], alpha=float(node.attrs.alpha))
 
 
+
+@LOWERINGS("selu")
+def selu(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("Selu", node, xs[0])  # ONNX's default alpha and gamma are SELU's constants
+
+
+@LOWERINGS("softplus")
+def softplus(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("Softplus", node, xs[0])
+
+
+@LOWERINGS("softsign")
+def softsign(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return ctx.unary("Softsign", node, xs[0])
+
+
+@LOWERINGS("silu")
+def silu(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]  # no Swish op before opset 24
+    gate = ctx.value("Sigmoid", [x.name], x.rank, x.layout, role=f"{node.op}_gate")
+    return ctx.value("Mul", [x.name, gate.name], x.rank, x.layout, role=node.op)
+
+
+@LOWERINGS("hard_sigmoid")
+def hard_sigmoid(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    # Keras 3's slope 1/6 (ONNX's default alpha 0.2 is Keras 2's)
+    return ctx.unary("HardSigmoid", node, xs[0], alpha=1 / 6, beta=0.5)
+
+
+@LOWERINGS("relu6")
+def relu6(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
+    low = ctx.const("relu6_min", np.array(0.0, np.float32), owner=node.name)
+    high = ctx.const("relu6_max", np.array(6.0, np.float32), owner=node.name)
+    return ctx.value("Clip", [x.name, low, high], x.rank, x.layout, role=node.op)
+
+
+@LOWERINGS("log_softmax")
+def log_softmax(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
+    return ctx.unary("LogSoftmax", node, x, axis=1 if x.layout == NCHW else -1)  # the channels
+
 # -- layers -----------------------------------------------------------------------------------
 
 def _in_shape(ctx: Lowering, node: Node) -> Shape:
@@ -442,6 +484,38 @@ def reshape(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     return ctx.value("Reshape", [x.name, target], rank, NHWC if rank == 4 else None)
 
 
+@LOWERINGS("permute")
+def permute(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
+    perm = (0, *node.attrs.dims)
+    if x.layout == NCHW:  # one Transpose from NCHW: canonical axis k is NCHW axis TO_NHWC[k]
+        perm = tuple(TO_NHWC[d] for d in perm)
+    return ctx.value("Transpose", [x.name], x.rank, NHWC if x.rank == 4 else None,
+                     perm=list(perm))
+
+
+@LOWERINGS("repeat_vector")
+def repeat_vector(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    column = ctx.value("Unsqueeze", [xs[0].name, ctx.const("axes", np.array([1], np.int64))], 3,
+                       role="unsqueeze")
+    # Expand, not Tile: shape inference keeps the batch's name through a broadcast
+    shape = ctx.const("shape", np.array([1, node.attrs.n, 1], np.int64))
+    return ctx.value("Expand", [column.name, shape], 3)
+
+
+@LOWERINGS("slice")
+def slice_(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    x = xs[0]
+    axis = a.axis % (x.rank - 1)
+    onnx_axis = (2, 3, 1)[axis] if x.layout == NCHW else axis + 1  # in place: no transpose
+    end = np.iinfo(np.int64).max if a.stop is None else a.stop  # ONNX clamps, as Python
+    inputs = [x.name, ctx.const("starts", np.array([a.start or 0], np.int64)),
+              ctx.const("ends", np.array([end], np.int64)),
+              ctx.const("axes", np.array([onnx_axis], np.int64))]
+    return ctx.value("Slice", inputs, x.rank, x.layout)
+
+
 @LOWERINGS("layer_norm")
 def layer_norm(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
@@ -476,11 +550,41 @@ def concat(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     return ctx.value("Concat", [x.name for x in xs], rank, xs[0].layout, axis=onnx_axis)
 
 
+@LOWERINGS("multiply")
+def multiply(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    xs = _common_layout(ctx, xs)
+    product = xs[0]
+    for k, x in enumerate(xs[1:]):  # Mul takes two inputs
+        last = k == len(xs) - 2
+        product = ctx.value("Mul", [product.name, x.name], x.rank, x.layout,
+                            role=None if last else f"mul_{k}")
+    return product
+
+
+@LOWERINGS("subtract")
+def subtract(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    xs = _common_layout(ctx, xs)
+    return ctx.value("Sub", [x.name for x in xs], xs[0].rank, xs[0].layout)
+
+
+def _variadic(onnx_op: str) -> Callable[[Lowering, Node, list[Value]], Value]:
+    def rule(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+        xs = _common_layout(ctx, xs)
+        return ctx.value(onnx_op, [x.name for x in xs], xs[0].rank, xs[0].layout)
+
+    return rule
+
+
+LOWERINGS.add("average", _variadic("Mean"))
+LOWERINGS.add("maximum", _variadic("Max"))
+LOWERINGS.add("minimum", _variadic("Min"))
+
+
 # -- recurrent --------------------------------------------------------------------------------
 
 # The ONNX functions the RNN op applies itself that dslc's tests run through onnxruntime
 # (with their `alpha`); any other activation runs as a Scan.
-RNN_FUNCTIONS = ("Tanh", "Relu", "Sigmoid", "LeakyRelu", "Elu")
+RNN_FUNCTIONS = ("Tanh", "Relu", "Sigmoid", "LeakyRelu", "Elu", "Softsign", "Softplus")
 
 
 def rnn_activation(ctx: Lowering, node: Node) -> dict[str, Any] | None:

@@ -35,7 +35,8 @@ SOURCE_PIXEL_MAX = {"digits": 16.0, "idx": 255.0, "mnist": 255.0, "mnist_sample"
 def task_of(graph: Graph, output: str) -> str:
     """`classifier` (a softmax ends the output), `binary` (one sigmoid unit) or `regression`
     (raw values, as for an output that is a graph input). The activation is the one
-    `ending_activation` finds, through dropout, flatten, reshape and linear."""
+    `ending_activation` finds, through dropout, flatten, reshape and linear. A `log_softmax`
+    output holds log-probabilities, not probabilities: `regression`, printed as raw values."""
     act, _ = ending_activation(graph, output)
     shape = tuple(graph.type_of(output).shape)
     if act == "softmax" and shape and (shape[-1] or 0) > 1:

@@ -89,6 +89,48 @@ def elu(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return np.where(x > 0, x, node.attrs.alpha * np.expm1(np.minimum(x, 0.0)))
 
 
+
+# SELU's constants, as the paper derives them (every framework's, to float precision)
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@LOWERINGS("selu")
+def selu(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
+
+
+@LOWERINGS("softplus")
+def softplus(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.logaddexp(0.0, xs[0])  # log(1 + e^x) without overflow
+
+
+@LOWERINGS("softsign")
+def softsign(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0] / (1 + np.abs(xs[0]))
+
+
+@LOWERINGS("silu")
+def silu(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0] * sigmoid(ctx, node, xs)
+
+
+@LOWERINGS("hard_sigmoid")
+def hard_sigmoid(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.clip(xs[0] / 6 + 0.5, 0.0, 1.0)
+
+
+@LOWERINGS("relu6")
+def relu6(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.clip(xs[0], 0.0, 6.0)
+
+
+@LOWERINGS("log_softmax")
+def log_softmax(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    shifted = xs[0] - xs[0].max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
 # -- layers ----------------------------------------------------------------------------------
 
 @LOWERINGS("dense")
@@ -179,6 +221,24 @@ def dropout(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return xs[0]  # inference
 
 
+@LOWERINGS("permute")
+def permute(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.transpose(xs[0], (0, *node.attrs.dims))  # dims are 1-based: the batch is 0
+
+
+@LOWERINGS("repeat_vector")
+def repeat_vector(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.repeat(xs[0][:, None, :], node.attrs.n, axis=1)
+
+
+@LOWERINGS("slice")
+def slice_(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    a = node.attrs
+    x = xs[0]
+    axis = a.axis % (x.ndim - 1) + 1  # past the batch
+    return x[(slice(None),) * axis + (slice(a.start, a.stop),)]
+
+
 @LOWERINGS("layer_norm")
 def layer_norm(ctx: Context, node: Node, xs: list[Array]) -> Array:
     x = xs[0]
@@ -204,6 +264,34 @@ def add(ctx: Context, node: Node, xs: list[Array]) -> Array:
 def concat(ctx: Context, node: Node, xs: list[Array]) -> Array:
     axis = node.attrs.axis
     return np.concatenate(xs, axis=axis if axis < 0 else axis + 1)  # +1: the batch axis
+
+
+@LOWERINGS("multiply")
+def multiply(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    product = xs[0]
+    for x in xs[1:]:
+        product = product * x
+    return product
+
+
+@LOWERINGS("subtract")
+def subtract(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0] - xs[1]
+
+
+@LOWERINGS("average")
+def average(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return add(ctx, node, xs) / len(xs)
+
+
+@LOWERINGS("maximum")
+def maximum(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.maximum.reduce(xs)
+
+
+@LOWERINGS("minimum")
+def minimum(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return np.minimum.reduce(xs)
 
 
 @LOWERINGS("simple_rnn")

@@ -265,6 +265,24 @@ def elu(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return _activated(node, xs[0], f"F.elu({xs[0].expr}, {float(node.attrs.alpha)!r})")
 
 
+
+@LOWERINGS("selu", "softplus", "softsign", "silu", "relu6")
+def functional(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    """torch.nn.functional's function of the op's name: its definition is dslc's (softplus
+    is linear above 20, where the two differ by under 3e-9)."""
+    return _activated(node, xs[0], f"F.{node.op}({xs[0].expr})")
+
+
+@LOWERINGS("hard_sigmoid")
+def hard_sigmoid(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return _activated(node, xs[0], f"F.hardsigmoid({xs[0].expr})")  # relu6(x + 3) / 6: Keras 3's
+
+
+@LOWERINGS("log_softmax")
+def log_softmax(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]  # over the channels, as softmax
+    return _activated(node, x, f"torch.log_softmax({x.expr}, dim={1 if x.nchw else -1})")
+
 # -- layers -----------------------------------------------------------------------------------
 
 @LOWERINGS("dense")
@@ -378,6 +396,30 @@ def dropout(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return Value(f"{call}({xs[0].expr})", xs[0].nchw, xs[0].rank)
 
 
+@LOWERINGS("permute")
+def permute(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
+    dims = (0, *node.attrs.dims)
+    if x.nchw:  # permute the NCHW tensor at once: canonical axis k is NCHW axis (0, 2, 3, 1)[k]
+        dims = tuple((0, 2, 3, 1)[d] for d in dims)
+    return Value(f"{atom(x.expr)}.permute{dims!r}", rank=x.rank)
+
+
+@LOWERINGS("repeat_vector")
+def repeat_vector(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(f"{atom(xs[0].expr)}.unsqueeze(1).repeat(1, {node.attrs.n}, 1)", rank=2)
+
+
+@LOWERINGS("slice")
+def slice_(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    x = xs[0]
+    axis = a.axis % x.rank
+    dim = (2, 3, 1)[axis] if x.nchw else axis + 1  # an NCHW image is sliced in place
+    bounds = f"{'' if a.start is None else a.start}:{'' if a.stop is None else a.stop}"
+    return Value(f"{atom(x.expr)}[{', '.join([':'] * dim + [bounds])}]", x.nchw, x.rank)
+
+
 @LOWERINGS("layer_norm")
 def layer_norm(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
@@ -414,6 +456,42 @@ def concat(em: Emitter, node: Node, xs: list[Value]) -> Value:
     parts = [v.channels_first() if nchw else v.channels_last() for v in xs]
     dim = {0: 2, 1: 3, 2: 1}[axis] if nchw else axis + 1
     return Value(f"torch.cat([{', '.join(parts)}], dim={dim})", nchw, rank)
+
+
+def _same_layout(xs: list[Value]) -> list[str]:
+    """The inputs of an element-wise merge, in the first one's layout."""
+    nchw = xs[0].nchw
+    return [atom(v.channels_first() if nchw else v.channels_last()) for v in xs]
+
+
+@LOWERINGS("multiply")
+def multiply(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(" * ".join(_same_layout(xs)), xs[0].nchw, xs[0].rank)
+
+
+@LOWERINGS("subtract")
+def subtract(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(" - ".join(_same_layout(xs)), xs[0].nchw, xs[0].rank)
+
+
+@LOWERINGS("average")
+def average(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(f"({' + '.join(_same_layout(xs))}) / {len(xs)}", xs[0].nchw, xs[0].rank)
+
+
+def _folded(fn: str) -> Callable[[Emitter, Node, list[Value]], Value]:
+    def rule(em: Emitter, node: Node, xs: list[Value]) -> Value:
+        terms = _same_layout(xs)
+        expr = terms[0]
+        for term in terms[1:]:
+            expr = f"{fn}({expr}, {term})"
+        return Value(expr, xs[0].nchw, xs[0].rank)
+
+    return rule
+
+
+LOWERINGS.add("maximum", _folded("torch.maximum"))
+LOWERINGS.add("minimum", _folded("torch.minimum"))
 
 
 # The simple_rnn's two projections, named once for `__init__`, `forward` and the weights.
