@@ -10,16 +10,17 @@ from dslc.ops.registry import Op, OpAttrs, ShapeError, fmt, register
 
 @register
 class BatchNorm(Op):
-    """Normalises each channel (the last axis) with the moving mean and variance (at inference),
-    then `* gamma + beta`; training normalises with the batch's and moves the statistics."""
+    """Normalises each channel (last axis) by the moving mean and variance, then `* gamma + beta`.
+
+    Training normalises with the batch's mean and biased variance and moves the statistics:
+    `moving = moving * momentum + batch * (1 - momentum)` (Keras's BatchNormalization)."""
 
     name = "batch_norm"
     layout = ("gamma `[channels]` (if `scale`), beta `[channels]` (if `center`), moving_mean, "
               "moving_variance `[channels]` (not trainable)")
 
     # Keras's defaults, pinned for every backend (PyTorch's are momentum 0.1 the other way
-    # round, epsilon 1e-5). Training: `moving = moving * momentum + batch * (1 - momentum)`,
-    # with the batch's biased variance.
+    # round, epsilon 1e-5).
     class Attrs(OpAttrs):
         momentum: float = Field(default=0.99, ge=0.0, le=1.0)
         epsilon: float = Field(default=1e-3, gt=0.0)
