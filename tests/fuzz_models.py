@@ -698,7 +698,9 @@ def _vary_constants(weights: dict[str, np.ndarray], seed: int) -> None:
     layout is checked too."""
     rng = np.random.default_rng(seed + 11)
     for key, w in weights.items():
-        if w.size and np.all(w == w.flat[0]):
+        if key.endswith(".moving_variance"):  # batch_norm's: a variance stays positive
+            weights[key] = rng.uniform(0.5, 2.0, w.shape).astype(np.float32)
+        elif w.size and np.all(w == w.flat[0]):
             weights[key] = (w + rng.normal(0, 0.5, w.shape)).astype(np.float32)
 
 

@@ -332,6 +332,9 @@ def _own_round_trip(graph):
     rng = np.random.default_rng(0)
     weights = {k: rng.normal(size=p.shape).astype(np.float32) * 0.5
                for k, p in graph.param_specs().items()}
+    for k in weights:
+        if k.endswith(".moving_variance"):  # a variance: positive
+            weights[k] = np.abs(weights[k]) + 0.5
     model = to_model(graph, weights)
     imported = import_model(model, f"{graph.name}.onnx")
     feeds = {i.name: rng.normal(size=(3, *[d or 5 for d in i.type.shape])).astype(np.float32)
@@ -423,15 +426,11 @@ def test_an_unsupported_node_is_named_with_its_place(tmp_path, capsys):
     assert not (tmp_path / "cos.dl").exists() and not (tmp_path / "cos.safetensors").exists()
 
 
-def test_batch_norm_is_not_an_op_yet(tmp_path, capsys):
+def test_batch_norm_after_a_linear_imports(tmp_path, capsys):
     module = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     export(module, [(4,)], tmp_path / "bn.onnx")
-    assert main(["import", str(tmp_path / "bn.onnx"), "-o", str(tmp_path / "bn.dl")]) == 2
-    err = capsys.readouterr().err
-    assert "(BatchNormalization): ONNX op `BatchNormalization` is not supported" in err
-    (index,) = [i for i, n in enumerate(onnx.load(str(tmp_path / "bn.onnx")).graph.node)
-                if n.op_type == "BatchNormalization"]
-    assert f"node {index} `/1/BatchNormalization`" in err
+    assert main(["import", str(tmp_path / "bn.onnx"), "-o", str(tmp_path / "bn.dl")]) == 0
+    assert "batch_norm(momentum=0.9, epsilon=1e-05)" in (tmp_path / "bn.dl").read_text()
 
 
 @pytest.mark.parametrize("content, why", [
@@ -514,3 +513,44 @@ def test_a_dslc_scan_rnn_says_why_it_is_not_read_back():
         import_model(model, "m.onnx")
     assert "(Scan): ONNX op `Scan` is not supported" in str(err.value)
     assert "Scan loop" in err.value.diagnostics[0].hint
+
+
+class BatchNorms(nn.Module):
+    """nn.BatchNorm2d after a pooling (a Conv before it would be folded into the Conv by the
+    exporter) and nn.BatchNorm1d on the flattened (NCHW-ordered) features, with statistics of
+    their own."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.MaxPool2d(2)
+        self.bn2d = nn.BatchNorm2d(3)
+        self.bn1d = nn.BatchNorm1d(12)
+        self.head = nn.Linear(12, 2)
+        for bn in (self.bn2d, self.bn1d):
+            n = bn.num_features
+            bn.running_mean.copy_(torch.linspace(-1, 1, n))
+            bn.running_var.copy_(torch.linspace(0.5, 2, n))
+            nn.init.normal_(bn.weight)
+            nn.init.normal_(bn.bias)
+
+    def forward(self, x):
+        return self.head(self.bn1d(self.bn2d(self.pool(x)).flatten(1)))
+
+
+def test_batch_normalization_comes_back_as_batch_norm(tmp_path):
+    """torch's momentum 0.1 is ONNX's (and Keras's, and dslc's) 0.9; epsilon as exported."""
+    path = tmp_path / "bn.onnx"
+    module = BatchNorms()
+    export(module, [(3, 4, 4)], path)
+    imported = import_file(path)
+    bns = [n for n in imported.graph.nodes if n.op == "batch_norm"]
+    assert len(bns) == 2
+    assert all(n.attrs.momentum == 0.9 and n.attrs.epsilon == 1e-5 for n in bns)
+    x = np.random.default_rng(1).normal(size=(3, 3, 4, 4)).astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    again = to_model(imported.graph, imported.weights)
+    onnx.checker.check_model(again, full_check=True)
+    b = imported.inputs[0]
+    got = imported.outputs[0].to_onnx(ort_run(again.SerializeToString(), {b.name: b.to_spec(x)})[0])
+    np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)

@@ -62,6 +62,11 @@ VARIANTS = [
                       "b = conv2d(x, 3, kernel=1)\nconcat(a, b, axis=0)\nflatten"),
     ("concat_width_mixed_layout", "input x: f32[4, 4, 3]\na = conv2d(x, 3, kernel=1)\n"
                                   "concat(x, a, axis=1)"),
+    ("batch_norm_vector", "input x: f32[5]\nbatch_norm(scale=false)"),
+    ("batch_norm_sequence", "input x: f32[4, 3]\ndense(4)\nbatch_norm(center=false)"),
+    ("batch_norm_input_image", "input x: f32[4, 5, 2]\nbatch_norm\nflatten"),
+    ("batch_norm_after_conv", "input x: f32[5, 5, 2]\nconv2d(3, kernel=3)\n"
+                              "batch_norm(center=false, scale=false)\nrelu\nflatten\ndense(2)"),
     ("residual_block", "input x: f32[6, 6, 3]\nc = conv2d(x, 4, kernel=3, padding=same, "
                        "activation=relu)\nh = conv2d(c, 4, kernel=3, padding=same)\n"
                        "r = relu(add(c, h))\ng = global_avgpool2d(r)\n"
@@ -258,3 +263,33 @@ def test_window_ops_match_the_reference_for_any_geometry(p):
     except DslError:
         assume(False)  # the window does not fit: `dslc check` says so, nothing to lower
     assert_matches_reference(graph, init_weights(graph, 0), _batch(graph, n=2))
+
+
+# -- batch_norm: BatchNormalization on channels at axis 1 --------------------------------------
+
+BATCH_NORMS = [v for v in VARIANTS if v[0].startswith("batch_norm")]
+
+
+@pytest.mark.parametrize("name,body", BATCH_NORMS, ids=[v[0] for v in BATCH_NORMS])
+def test_batch_norm_shapes_are_inferred_as_checked(name, body):
+    """ONNX shape inference gives every layer the shape `dslc check` gives (NCHW images
+    transposed), with moving statistics as initializers."""
+    from dslc.backends.onnx.lower import BATCH, NCHW, lower_graph
+
+    graph = variant_spec(name, body).model()
+    weights = _weights(graph)
+    model = to_model(graph, weights)
+    assert "BatchNormalization" in _ops(model)
+    inits = {i.name for i in model.graph.initializer}
+    bn = next(n for n in graph.nodes if n.op == "batch_norm")
+    assert {f"{bn.name}.moving_mean", f"{bn.name}.moving_variance"} <= inits
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    infos = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    layouts = lower_graph(graph, weights).layouts
+    for node in graph.nodes:
+        want = [BATCH, *(d if d is not None else None for d in node.type.shape)]
+        if layouts.get(node.name) == NCHW:
+            want = [want[0], want[3], want[1], want[2]]
+        dims = [d.dim_param or d.dim_value for d in infos[node.name].type.tensor_type.shape.dim]
+        assert [d if w is not None else None for d, w in zip(dims, want, strict=True)] == want, \
+            node.name

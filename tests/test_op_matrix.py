@@ -149,6 +149,15 @@ CASES: list[Case] = [
     case("layer_norm_input_image", "layer_norm(center=false)\nflatten", [3, 4, 2]),
     case("layer_norm_no_scale", "conv2d(3, kernel=1)\nlayer_norm(scale=false)", IMG),
     case("layer_norm_plain", "layer_norm(center=false, scale=false)", [4, 5]),
+    # batch_norm at inference: the moving statistics, per channel (the last axis)
+    case("batch_norm", "batch_norm", [6]),
+    case("batch_norm_sequence_epsilon", "dense(4)\nbatch_norm(epsilon=0.5, momentum=0.9)", [5, 3]),
+    case("batch_norm_dynamic_time", "batch_norm", [None, 4]),
+    case("batch_norm_after_conv", "conv2d(3, kernel=1)\nbatch_norm\nconv2d(2, kernel=1)", IMG),
+    case("batch_norm_input_image", "batch_norm(center=false)\nflatten", [3, 4, 2]),
+    case("batch_norm_no_scale", "conv2d(3, kernel=1, use_bias=false)\nbatch_norm(scale=false)\n"
+                                "relu", IMG),
+    case("batch_norm_plain", "batch_norm(center=false, scale=false)\ndense(2)", [4, 5]),
     # merges: concat's axis counts from the first axis after the batch
     case("add_two_inputs", "add(x, y)", [4, 3], [4, 3]),
     case("add_three_inputs", "add(x, y, z)", [2, 3], [2, 3], [2, 3]),
@@ -228,7 +237,9 @@ def _weights(c: Case) -> dict[str, np.ndarray]:
     # Constant initialisers (biases at 0, scales at 1) would hide a parameter wired to the
     # wrong place: give those parameters values.
     for key, p in graph.param_specs().items():
-        if p.init in ("zeros", "ones"):
+        if key.endswith(".moving_variance"):  # a variance: positive
+            weights[key] = rng.uniform(0.5, 2.0, p.shape).astype(np.float32)
+        elif p.init in ("zeros", "ones"):
             weights[key] = rng.normal(0, 0.5, p.shape).astype(np.float32)
     return weights
 

@@ -62,9 +62,13 @@ def _check_module(spec, graph, tmp_path):
               if isinstance(node, ast.ImportFrom) and node.module}
     assert roots <= {"torch"} | set(sys.stdlib_module_names)
     classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
-    assert [c.name for c in classes] == [class_name(graph.name)]
+    # the model's class last, after the layer classes it uses (batch_norm's KerasBatchNorm)
+    assert classes[-1].name == class_name(graph.name)
+    assert {c.name for c in classes[:-1]} <= {"KerasBatchNorm"}
     module = load_module(graph, source)()  # no constructor arguments
-    assert sum(p.numel() for p in module.parameters()) == graph.param_count
+    # parameters are the trainable weights; the state (buffers too) is every canonical one
+    assert sum(p.numel() for p in module.parameters()) == graph.trainable_param_count
+    assert sum(t.numel() for t in module.state_dict().values()) == graph.param_count
     # submodules are named after the spec's layers
     owners = {n.name for n in graph.nodes if n.params}
     assert owners <= {name for name, _ in module.named_children()}

@@ -101,7 +101,8 @@ def layer_stats(backend: Any, graph: Graph, cfg: TrainConfig, weights: dict[str,
         grads = backend.gradients(graph, weights, [x], [cot])
     for node in graph.nodes:
         out = by_layer[node.name]
-        keys = [f"{node.name}.{k}" for k in node.params]
+        # the weights training moves by gradient (not batch_norm's moving statistics)
+        keys = [f"{node.name}.{k}" for k, p in node.params.items() if p.trainable]
         row: dict[str, Any] = {"op": node.op}
         if keys:
             w = _norm([weights[k] for k in keys])

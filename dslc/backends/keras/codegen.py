@@ -355,6 +355,21 @@ def layer_norm(ctx: Context, node: Node, xs: list[Call]) -> Call:
     ], weights={"gamma": "gamma", "beta": "beta"}, uses=[_LAYER_NORM])
 
 
+@LOWERINGS("batch_norm")
+def batch_norm(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    # Keras's own layer: its training update is the one dslc defines (the torch rule copies it)
+    a = node.attrs
+    inits = [(f"{p}_initializer", quote(spec.init)) for p, spec in node.params.items()]
+    return Call("keras.layers.BatchNormalization", [], [
+        ("axis", "-1"),
+        ("momentum", repr(float(a.momentum))),
+        ("epsilon", repr(float(a.epsilon))),
+        ("center", repr(a.center)),
+        ("scale", repr(a.scale)),
+        *inits,
+    ], weights={p: p for p in ("gamma", "beta", "moving_mean", "moving_variance")})
+
+
 @LOWERINGS("add")
 def add(ctx: Context, node: Node, xs: list[Call]) -> Call:
     return Call("keras.layers.Add")

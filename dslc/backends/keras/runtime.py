@@ -157,6 +157,11 @@ class KerasRuntime:
             keys = list(self.variables)
             with tf.GradientTape() as tape:
                 tape.watch(inputs)
+                # the tape watches trainable variables only: batch_norm's moving statistics
+                # are inputs of the inference function too
+                for k in keys:
+                    if not self.variables[k].trainable:
+                        tape.watch(self.variables[k].value)
                 out = self.model(inputs[0] if len(inputs) == 1 else inputs, training=False)
                 outs = list(out) if isinstance(out, list | tuple) else [out]
                 total = tf.add_n([tf.reduce_sum(y * tf.constant(np.asarray(c, np.float32)))

@@ -310,6 +310,25 @@ def layer_norm(ctx: Importer, step: Step) -> list[Value | None]:
     return [Tensor(y.name, y.shape, x.axes, x.order)]
 
 
+@RULES("BatchNormalization")
+def batch_norm(ctx: Importer, step: Step) -> list[Value | None]:
+    x = step.tensor(0)
+    if int(step.attrs.get("training_mode", 0)):
+        raise step.fail("is in training mode; dslc imports inference graphs")
+    if x.rank < 2 or x.axes[1] != len(x.shape):
+        raise step.fail(f"normalizes ONNX axis 1 of {_dims(x.onnx_shape)}, which is not the "
+                        "spec's channels-last last axis")
+    channels = int(x.shape[-1])  # type: ignore[arg-type]
+    names = ("gamma", "beta", "moving_mean", "moving_variance")
+    whats = ("scale", "bias", "mean", "variance")
+    params = {name: _rows(x, _vector(step, step.const(i + 1, what), channels, what))
+              for i, (name, what) in enumerate(zip(names, whats, strict=True))}
+    # ONNX's momentum is Keras's (the share the old statistics keep); its default is 0.9
+    y = step.layer("batch_norm", [x], params, epsilon=_float(step.attrs.get("epsilon", 1e-5)),
+                   momentum=_float(step.attrs.get("momentum", 0.9)))
+    return [Tensor(y.name, y.shape, x.axes, x.order)]
+
+
 # The RNN op's activation functions that are dslc activations at their default attributes.
 RNN_ACTIVATIONS = {"Tanh": "tanh", "Relu": "relu", "Sigmoid": "sigmoid",
                    "LeakyRelu": "leaky_relu", "Elu": "elu"}

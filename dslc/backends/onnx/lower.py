@@ -528,6 +528,31 @@ def layer_norm(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
                      epsilon=float(a.epsilon))
 
 
+@LOWERINGS("batch_norm")
+def batch_norm(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    # Inference (training_mode 0): the moving statistics. ONNX's channels are axis 1: images
+    # run NCHW, [N, C] is already so, other channels-last values move the last axis there.
+    a = node.attrs
+    channels = _in_shape(ctx, node)[-1]
+    x = ctx.to_layout(xs[0], NCHW) if xs[0].layout else xs[0]
+    scale = ctx.param(node, "gamma") if a.scale else ctx.const("unit_scale",
+                                                              np.ones(channels, np.float32))
+    bias = ctx.param(node, "beta") if a.center else ctx.const("zero_bias",
+                                                             np.zeros(channels, np.float32))
+    stats = [ctx.param(node, "moving_mean"), ctx.param(node, "moving_variance")]
+    r = x.rank
+    moved = x.layout is None and r > 2
+    name = x.name
+    if moved:
+        name = ctx.emit("Transpose", [name], "to_channels_first", perm=[0, r - 1, *range(1, r - 1)])[0]
+    y = ctx.value("BatchNormalization", [name, scale, bias, *stats], r, x.layout,
+                  epsilon=float(a.epsilon), momentum=float(a.momentum))
+    if moved:
+        y = ctx.value("Transpose", [y.name], r, role="to_channels_last",
+                      perm=[0, *range(2, r), 1])
+    return y
+
+
 def _common_layout(ctx: Lowering, xs: list[Value]) -> list[Value]:
     if len({x.layout for x in xs}) <= 1:
         return xs

@@ -252,6 +252,18 @@ def layer_norm(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return y
 
 
+@LOWERINGS("batch_norm")
+def batch_norm(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    # inference: the moving statistics, per channel (the last axis)
+    mean, var = ctx.param(node, "moving_mean"), ctx.param(node, "moving_variance")
+    y = (xs[0] - mean) / np.sqrt(var + node.attrs.epsilon)
+    if node.attrs.scale:
+        y = y * ctx.param(node, "gamma")
+    if node.attrs.center:
+        y = y + ctx.param(node, "beta")
+    return y
+
+
 @LOWERINGS("add")
 def add(ctx: Context, node: Node, xs: list[Array]) -> Array:
     total = xs[0]

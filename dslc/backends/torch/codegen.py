@@ -163,6 +163,7 @@ class Emitter:
     params: list[Param] = field(default_factory=list)
     input_names: list[str] = field(default_factory=list)  # `forward`'s arguments
     fused: str | None = None  # the final activation `logits=True` leaves out, if any
+    helpers: dict[str, str] = field(default_factory=dict)  # module-level classes, by name
     buffer_names: Names = field(init=False)
 
     def __post_init__(self) -> None:
@@ -206,6 +207,14 @@ class Emitter:
             name, to_torch, from_torch = declared[param]
             self.params.append(Param(f"{node.name}.{param}", f"{self.attrs[node.name]}.{name}",
                                      to_torch, from_torch, spec))
+
+    def helper(self, name: str, source: str) -> str:
+        """Define the class `source` (a format string with `{name}`) once at module level,
+        named `name` unless the model's class is; returns the name it got."""
+        if name == self.cls:
+            name += "Layer"
+        self.helpers.setdefault(name, source.format(name=name))
+        return name
 
     def in_shape(self, node: Node, i: int = 0) -> Shape:
         return self.graph.type_of(node.inputs[i]).shape
@@ -439,6 +448,61 @@ def layer_norm(em: Emitter, node: Node, xs: list[Value]) -> Value:
                   params)
     return Value(f"F.layer_norm({x}, ({features},), bias={call}.bias, eps={float(a.epsilon)!r})",
                  rank=len(em.out_shape(node)))
+
+
+# Keras's BatchNormalization: nn.BatchNorm stores the unbiased variance and moves its
+# statistics with momentum the other way round (and counts batches), so training would drift
+# from Keras's. The statistics are computed as Keras does, in Keras's formula.
+_BATCH_NORM = '''class {name}(nn.Module):
+    """Keras's BatchNormalization over the channels `dim`: training normalises with the batch's
+    mean and biased variance and moves `moving = moving * momentum + batch * (1 - momentum)`
+    (the biased variance, as Keras; nn.BatchNorm keeps the unbiased one); eval uses the moving
+    statistics."""
+
+    def __init__(self, channels: int, dim: int, momentum: float, eps: float,
+                 scale: bool = True, center: bool = True) -> None:
+        super().__init__()
+        self.dim, self.momentum, self.eps = dim, momentum, eps
+        self.weight = nn.Parameter(torch.ones(channels)) if scale else None
+        self.bias = nn.Parameter(torch.zeros(channels)) if center else None
+        self.register_buffer("moving_mean", torch.zeros(channels))
+        self.register_buffer("moving_variance", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = [1] * x.dim()
+        shape[self.dim] = -1
+        if self.training:
+            dims = [d for d in range(x.dim()) if d != self.dim]
+            variance, mean = torch.var_mean(x, dim=dims, correction=0)
+            with torch.no_grad():
+                m = self.momentum
+                self.moving_mean.copy_(self.moving_mean * m + mean * (1.0 - m))
+                self.moving_variance.copy_(self.moving_variance * m + variance * (1.0 - m))
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        y = (x - mean.reshape(shape)) * torch.rsqrt(variance.reshape(shape) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.reshape(shape)
+        if self.bias is not None:
+            y = y + self.bias.reshape(shape)
+        return y
+'''
+
+
+@LOWERINGS("batch_norm")
+def batch_norm(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    x = xs[0]
+    cls = em.helper("KerasBatchNorm", _BATCH_NORM)
+    dim = 1 if x.nchw else x.rank  # the channels: NCHW's, else the last axis
+    args = [str(em.in_shape(node)[-1]), f"dim={dim}", f"momentum={float(a.momentum)!r}",
+            f"eps={float(a.epsilon)!r}", *(f"{k}=False" for k in ("scale", "center")
+                                           if not getattr(a, k))]
+    call = em.add(node, f"{cls}({', '.join(args)})",
+                  params={"gamma": ("weight", same, same), "beta": ("bias", same, same),
+                          "moving_mean": ("moving_mean", same, same),
+                          "moving_variance": ("moving_variance", same, same)})
+    return Value(f"{call}({x.expr})", x.nchw, x.rank)
 
 
 @LOWERINGS("add")
@@ -709,6 +773,7 @@ def render(spec: Any, em: Emitter) -> str:
         "from torch import nn",
         "",
         "",
+        *(line for name in sorted(em.helpers) for line in [*em.helpers[name].splitlines(), "", ""]),
         f"class {em.cls}(nn.Module):",
     ]
     doc = [textwrap.fill(p, LINE, initial_indent='    """' if k == 0 else "    ",

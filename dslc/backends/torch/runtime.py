@@ -133,12 +133,17 @@ def build(graph: Graph, weights: Mapping[str, np.ndarray], device: str = "cpu") 
 def gradients(graph: Graph, weights: Mapping[str, np.ndarray], xs: list[np.ndarray],
               cotangents: list[np.ndarray]) -> dict[str, np.ndarray]:
     """The gradient of `sum(output_k * cotangent_k)`, in eval mode and float64 (the module
-    cast with `.double()`), by canonical key in the canonical layout and by `input:<name>`
+    cast with `.double()`), by canonical key (non-trainable ones too) in the canonical layout and by `input:<name>`
     (channels-last, as the inputs)."""
     model = Model(graph)
     module = model.module.double().eval()
     state = {k: torch.from_numpy(v) for k, v in model.weights.to_torch(weights, np.float64).items()}
     module.load_state_dict(state, strict=True)
+    # Non-trainable parameters (batch_norm's moving statistics) are buffers: differentiated
+    # too, as the inference function's inputs they are.
+    named = {**dict(module.named_buffers()), **dict(module.named_parameters())}
+    for p in model.weights.params:
+        named[p.target].requires_grad_(True)
     inputs = [torch.tensor(np.asarray(x, np.float64), requires_grad=True)
               for x in _feed(graph, xs)]
     y: Any = module(*inputs)
@@ -148,7 +153,6 @@ def gradients(graph: Graph, weights: Mapping[str, np.ndarray], xs: list[np.ndarr
                        "cotangents")
     total = sum(((out * torch.from_numpy(np.asarray(c, np.float64))).sum()
                  for out, c in zip(ys, cotangents, strict=True)), torch.zeros((), dtype=torch.float64))
-    named = dict(module.named_parameters())
     wrt = [named[p.target] for p in model.weights.params] + inputs
     grads = torch.autograd.grad(total, wrt, allow_unused=True)
     arrays = [np.zeros(tuple(t.shape)) if g is None else g.detach().numpy()
