@@ -24,6 +24,9 @@ Init = Literal[
     "he_normal", "lecun_uniform", "lecun_normal", "normal", "uniform", "zeros", "ones",
     "orthogonal",
 ]
+# A ParamSpec init `unit_forget_bias+<init>`: an LSTM bias, `<init>` with the forget gate's
+# quarter set to ones (Keras's `unit_forget_bias=True`).
+UNIT_FORGET = "unit_forget_bias+"
 
 
 class ShapeError(Exception):
