@@ -69,9 +69,10 @@ GateActivation = Literal["tanh", "sigmoid", "relu", "linear"]
 
 @register
 class LSTM(Op):
-    """Long short-term memory over `[time, features]`, Keras's formulation: gates
-    `i, f, o = recurrent_activation(...)`, `c_t = f * c_(t-1) + i * activation(x_t @ Wc + h_(t-1) @ Uc + bc)`,
-    `h_t = o * activation(c_t)`."""
+    """LSTM over `[time, features]` (Keras's): `c_t = f*c_(t-1) + i*act(.)`, `h_t = o*act(c_t)`.
+
+    Gates i, f, o apply `recurrent_activation`; c's candidate and the output apply
+    `activation`."""
 
     name = "lstm"
     layout = ("kernel `[in, 4*units]`, recurrent_kernel `[units, 4*units]`, bias `[4*units]`; "
@@ -111,9 +112,10 @@ class LSTM(Op):
 
 @register
 class GRU(Op):
-    """Gated recurrent unit over `[time, features]`, Keras's formulation: `z, r` gates,
-    `h_t = z * h_(t-1) + (1 - z) * hh`; `reset_after=true` (Keras's and cuDNN's default) applies
-    the reset gate after the recurrent matmul and keeps two biases (input, recurrent)."""
+    """GRU over `[time, features]` (Keras's): `h_t = z*h_(t-1) + (1-z)*act(.)`, two gates z, r.
+
+    `reset_after=true` (Keras's and cuDNN's default) applies the reset gate after the
+    recurrent matmul and keeps two biases (input, recurrent)."""
 
     name = "gru"
     layout = ("kernel `[in, 3*units]`, recurrent_kernel `[units, 3*units]`, bias `[2, 3*units]` "
