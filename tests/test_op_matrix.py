@@ -430,3 +430,11 @@ def test_gradients_agree_across_frameworks(pair, c):
                                 GRAD_FLOOR)
         diff = float(np.abs(a[key] - b[key]).max(initial=0.0))
         assert diff <= bound, f"{key}: max abs diff {diff:.3e} > {bound:.3e}"
+
+
+@pytest.mark.parametrize("op", ["simple_rnn", "lstm", "gru"])
+@pytest.mark.parametrize("attr", ["recurrent_dropout", "dropout"])
+def test_recurrent_dropout_is_refused_with_the_reason(op, attr):
+    with pytest.raises(DslError) as err:
+        compile_text(f"model m {{\n    input x: f32[4, 2]\n    {op}(3, {attr}=0.2)\n}}\n", "<m>")
+    assert f"does not support `{attr}`" in str(err.value)

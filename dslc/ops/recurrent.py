@@ -10,6 +10,15 @@ from dslc.ir.graph import ParamSpec, TensorType
 from dslc.ops.activation import Activation
 from dslc.ops.registry import UNIT_FORGET, Init, Op, OpAttrs, ShapeError, fmt, register
 
+# Keras's dropout inside the recurrence has no fused form on any backend (cuDNN, torch.lstm
+# and ONNX's LSTM take none): refused rather than run as a slow step loop.
+NO_RECURRENT_DROPOUT = {
+    "recurrent_dropout": "no fused recurrent kernel (torch, cuDNN, ONNX) applies dropout to "
+                         "the state between steps; regularise with a `dropout` layer instead",
+    "dropout": "input dropout inside the layer is not supported yet; put a `dropout` layer "
+               "before it",
+}
+
 
 def _infer_recurrent(name: str, a, inputs: list[TensorType]) -> TensorType:
     shape = inputs[0].shape
@@ -30,6 +39,7 @@ class SimpleRNN(Op):
     name = "simple_rnn"
     layout = "kernel `[in, units]`, recurrent_kernel `[units, units]`, one bias `[units]`"
     positional = ("units",)
+    unsupported = NO_RECURRENT_DROPOUT
 
     class Attrs(OpAttrs):
         units: int = Field(gt=0)
@@ -78,6 +88,7 @@ class LSTM(Op):
     layout = ("kernel `[in, 4*units]`, recurrent_kernel `[units, 4*units]`, bias `[4*units]`; "
               "gate order i, f, c, o (Keras)")
     positional = ("units",)
+    unsupported = NO_RECURRENT_DROPOUT
 
     class Attrs(OpAttrs):
         units: int = Field(gt=0)
@@ -121,6 +132,7 @@ class GRU(Op):
     layout = ("kernel `[in, 3*units]`, recurrent_kernel `[units, 3*units]`, bias `[2, 3*units]` "
               "(input, recurrent) with reset_after, else `[3*units]`; gate order z, r, h (Keras)")
     positional = ("units",)
+    unsupported = NO_RECURRENT_DROPOUT
 
     class Attrs(OpAttrs):
         units: int = Field(gt=0)

@@ -66,6 +66,8 @@ class Op:
     max_inputs: ClassVar[int | None] = 1
     category: ClassVar[str] = "layer"
     layout: ClassVar[str] = ""  # canonical parameter shapes, for the docs
+    # Keras attributes dslc refuses on purpose: name → why (the checker's hint)
+    unsupported: ClassVar[dict[str, str]] = {}
     # Whether the values the op outputs are its input's, only moved or (at inference) passed
     # through: "the activation that ends an output" looks through such ops.
     passes_values: ClassVar[bool] = False
