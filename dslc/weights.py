@@ -18,6 +18,7 @@ import numpy as np
 
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
+from dslc.ops.registry import UNIT_FORGET
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -54,6 +55,10 @@ def init_rule(init: str, shape: tuple[int, ...]) -> tuple[str, float]:
 
 
 def init_array(init: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    if init.startswith(UNIT_FORGET):  # Keras: base(units), ones(units), base(2 * units)
+        base, units = init[len(UNIT_FORGET):], shape[0] // 4
+        return np.concatenate([init_array(base, (units,), rng), np.ones(units, np.float32),
+                               init_array(base, (2 * units,), rng)])
     kind, scale = init_rule(init, shape)
     if kind == "zeros":
         a = np.zeros(shape)

@@ -52,6 +52,17 @@ VARIANTS = [
                            "return_sequences=true)"),
     ("rnn_no_bias", "input x: f32[5, 3]\nsimple_rnn(4, use_bias=false)"),
     ("rnn_no_bias_scan", "input x: f32[5, 3]\nsimple_rnn(4, activation=softmax, use_bias=false)"),
+    ("rnn_go_backwards_sequences",
+     "input x: f32[5, 3]\nsimple_rnn(4, go_backwards=true, return_sequences=true)"),
+    ("rnn_go_backwards_scan",
+     "input x: f32[5, 3]\nsimple_rnn(4, activation=gelu, go_backwards=true, return_sequences=true)"),
+    *[(f"{op}_{tail}", f"input x: f32[5, 3]\n{op}(4{attrs})") for op in ("lstm", "gru")
+      for tail, attrs in (("last", ""), ("sequences", ", return_sequences=true"),
+                          ("go_backwards", ", go_backwards=true"),
+                          ("go_backwards_sequences", ", go_backwards=true, return_sequences=true"),
+                          ("no_bias", ", use_bias=false"),
+                          ("linear_gates", ", recurrent_activation=linear, activation=relu"))],
+    ("gru_reset_before", "input x: f32[5, 3]\ngru(4, reset_after=false, return_sequences=true)"),
     ("add_input_and_conv", "input x: f32[5, 5, 2]\nh = conv2d(x, 2, kernel=3, padding=same)\n"
                            "add(x, h)"),
     ("add_three", "input x: f32[4]\na = dense(x, 3)\nb = dense(x, 3)\nc = dense(x, 3)\n"
@@ -197,6 +208,28 @@ def test_dynamic_time_axis_through_rnn_and_scan():
     for t in (1, 6):
         x = np.random.default_rng(t).normal(size=(3, t, 3)).astype(np.float32)
         assert_matches_reference(graph, weights, [x])
+
+
+@pytest.mark.parametrize("body,op", [
+    ("lstm(4, go_backwards=true, return_sequences=true)", "LSTM"),
+    ("gru(4)", "GRU"), ("gru(4, reset_after=false, go_backwards=true)", "GRU")])
+def test_lstm_and_gru_run_as_the_onnx_op_with_inferred_shapes_as_checked(body, op):
+    spec = f"input x: f32[?, 3]\nh = {body}\nlstm(h, 2, return_sequences=true)" \
+        if "return_sequences" in body else f"input x: f32[6, 3]\n{body}"
+    graph = variant_spec("g", spec).model()
+    model = to_model(graph, _weights(graph))
+    onnx.checker.check_model(model, full_check=True)
+    assert op in _ops(model) and "Scan" not in _ops(model)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    infos = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    for node in graph.nodes:
+        dims = [d.dim_value if d.HasField("dim_value") else None
+                for d in infos[node.name].type.tensor_type.shape.dim]
+        assert dims[1:] == list(node.type.shape), node.name
+    if graph.inputs[0].type.shape[0] is None:
+        for t in (1, 7):
+            x = np.random.default_rng(t).normal(size=(2, t, 3)).astype(np.float32)
+            assert_matches_reference(graph, _weights(graph), [x])
 
 
 # -- the decomposition path -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,11 +48,21 @@ FUSED = {
     "dense": ("dense(4, activation={act})", [5]),
     "conv2d": ("conv2d(3, kernel=3, activation={act})", IMG),
     "simple_rnn": ("simple_rnn(4, activation={act}, return_sequences=true)", [5, 3]),
+    "lstm": ("lstm(4, activation={act}, return_sequences=true)", [5, 3]),
+    "gru": ("gru(4, activation={act}, return_sequences=true)", [5, 3]),
 }
+
+
+def takes(op: str, act: str) -> bool:
+    """Whether `op`'s `activation=` accepts `act` (lstm and gru take the gate activations
+    only, see dslc/ops/recurrent.py)."""
+    return act in typing.get_args(all_ops()[op].Attrs.model_fields["activation"].annotation)
+
+
 ACTIVATION_ROWS = [
     *[case(f"op_{act}", f"dense(4)\n{act}", [6]) for act in ACTS],
     *[case(f"{op}_{act}", body.format(act=act), shape)
-      for op, (body, shape) in FUSED.items() for act in ACTS],
+      for op, (body, shape) in FUSED.items() for act in ACTS if takes(op, act)],
 ]
 
 CASES: list[Case] = [
@@ -141,6 +152,46 @@ CASES: list[Case] = [
     case("rnn_sequences_dense", "simple_rnn(4, return_sequences=true)\ndense(2)", [5, 3]),
     case("rnn_dynamic_time", "simple_rnn(4)", [None, 3]),
     case("rnn_one_step", "simple_rnn(3)", [1, 2]),
+    case("rnn_go_backwards", "simple_rnn(4, go_backwards=true)", [5, 3]),
+    case("rnn_go_backwards_sequences", "simple_rnn(4, go_backwards=true, return_sequences=true)",
+         [5, 3]),
+    case("rnn_go_backwards_sigmoid", "simple_rnn(3, activation=sigmoid, go_backwards=true, "
+                                     "return_sequences=true)", [4, 2]),
+    # lstm (Keras form: gates i, f, c, o; one bias)
+    case("lstm_last_state", "lstm(4)", [5, 3]),
+    case("lstm_no_bias", "lstm(4, use_bias=false)", [5, 3]),
+    case("lstm_no_unit_forget_bias", "lstm(4, unit_forget_bias=false)", [5, 3]),
+    case("lstm_go_backwards", "lstm(4, go_backwards=true)", [5, 3]),
+    case("lstm_go_backwards_sequences", "lstm(4, go_backwards=true, return_sequences=true)",
+         [5, 3]),
+    case("lstm_recurrent_tanh", "lstm(4, recurrent_activation=tanh)", [5, 3]),
+    case("lstm_recurrent_relu", "lstm(3, recurrent_activation=relu, activation=linear)", [4, 2]),
+    case("lstm_recurrent_linear_go_backwards",
+         "lstm(3, recurrent_activation=linear, go_backwards=true, return_sequences=true)", [4, 2]),
+    case("lstm_stacked", "lstm(4, return_sequences=true)\nlstm(3)", [6, 2]),
+    case("lstm_sequences_dense", "lstm(4, return_sequences=true)\ndense(2)", [5, 3]),
+    case("lstm_dynamic_time", "lstm(4)", [None, 3]),
+    case("lstm_one_step", "lstm(3)", [1, 2]),
+    # gru (Keras form: gates z, r, h; reset_after's two biases [input, recurrent])
+    case("gru_last_state", "gru(4)", [5, 3]),
+    case("gru_no_bias", "gru(4, use_bias=false)", [5, 3]),
+    case("gru_go_backwards", "gru(4, go_backwards=true)", [5, 3]),
+    case("gru_go_backwards_sequences", "gru(4, go_backwards=true, return_sequences=true)",
+         [5, 3]),
+    case("gru_reset_before", "gru(4, reset_after=false)", [5, 3]),
+    case("gru_reset_before_sequences_no_bias",
+         "gru(4, reset_after=false, use_bias=false, return_sequences=true)", [5, 3]),
+    case("gru_reset_before_go_backwards",
+         "gru(3, reset_after=false, go_backwards=true, return_sequences=true)", [4, 2]),
+    case("gru_reset_before_relu", "gru(3, reset_after=false, activation=relu)", [4, 2]),
+    case("gru_recurrent_tanh", "gru(4, recurrent_activation=tanh)", [5, 3]),
+    case("gru_recurrent_linear_go_backwards",
+         "gru(3, recurrent_activation=linear, go_backwards=true, return_sequences=true)", [4, 2]),
+    case("gru_stacked", "gru(4, return_sequences=true)\ngru(3)", [6, 2]),
+    case("gru_over_lstm", "lstm(4, return_sequences=true)\ngru(3, return_sequences=true)\n"
+                          "simple_rnn(2, go_backwards=true)", [5, 2]),
+    case("gru_dynamic_time", "gru(4)", [None, 3]),
+    case("gru_one_step", "gru(3)", [1, 2]),
     # layer_norm: the last axis (an image's channels, NCHW inside torch and ONNX), epsilon pinned
     case("layer_norm", "layer_norm", [6]),
     case("layer_norm_sequence_epsilon", "dense(4)\nlayer_norm(epsilon=0.5)", [5, 3]),
@@ -289,7 +340,7 @@ def test_every_activation_is_a_row_as_op_and_fused_into_every_layer_that_takes_o
     nodes = [n for c in CASES for n in graph_of(c).nodes]
     for act in ACTS:
         assert any(n.op == act for n in nodes), act
-        for op in fused_ops:
+        for op in (op for op in fused_ops if takes(op, act)):
             assert any(n.op == op and node_activation(n) == act for n in nodes), (op, act)
 
 
@@ -465,3 +516,9 @@ def test_onnx_is_valid_and_infers_the_checked_shapes(c):
         assert all(w is None or d == w for d, w in zip(dims, want, strict=True)), \
             f"{node.name}: ONNX infers {dims}, dslc check says {want}"
     assert checked >= 1 and all(o in infos for o in graph.outputs)
+@pytest.mark.parametrize("op", ["simple_rnn", "lstm", "gru"])
+@pytest.mark.parametrize("attr", ["recurrent_dropout", "dropout"])
+def test_recurrent_dropout_is_refused_with_the_reason(op, attr):
+    with pytest.raises(DslError) as err:
+        compile_text(f"model m {{\n    input x: f32[4, 2]\n    {op}(3, {attr}=0.2)\n}}\n", "<m>")
+    assert f"does not support `{attr}`" in str(err.value)

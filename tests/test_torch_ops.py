@@ -202,9 +202,18 @@ def test_weight_adapter_round_trip():
     assert tuple(state["conv2d_1.weight"].shape) == (3, 2, 3, 2)  # [out, in, kh, kw]
     assert tuple(state["dense_1.weight"].shape) == (4, 5 * 5 * 3)
     assert WeightMap.of(rnn).keys() == {
-        "simple_rnn_1.kernel": "simple_rnn_1.input.weight",
-        "simple_rnn_1.recurrent_kernel": "simple_rnn_1.recurrent.weight",
-        "simple_rnn_1.bias": "simple_rnn_1.input.bias"}
+        "simple_rnn_1.kernel": "simple_rnn_1.weight_ih",
+        "simple_rnn_1.recurrent_kernel": "simple_rnn_1.weight_hh",
+        "simple_rnn_1.bias": "simple_rnn_1.bias"}
+    gru = _graph("input seq: f32[6, 3]", "gru(4)")
+    w = init_weights(gru, 1)
+    state = from_canonical(gru, w)
+    # Keras's gates z, r, h → torch's r, z, n
+    np.testing.assert_array_equal(state["gru_1.weight_ih"][:4].numpy(), w["gru_1.kernel"][:, 4:8].T)
+    np.testing.assert_array_equal(state["gru_1.bias"][1, 4:8].numpy(), w["gru_1.bias"][1, :4])
+    back = to_canonical(gru, state)
+    for k in w:
+        np.testing.assert_array_equal(back[k], w[k])
 
 
 def test_gradients_of_a_dense_layer():

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from dslc.ir.graph import ParamSpec, TensorType
 from dslc.ops.activation import Activation
-from dslc.ops.registry import Init, Op, OpAttrs, ShapeError, fmt, register
+from dslc.ops.registry import UNIT_FORGET, Init, Op, OpAttrs, ShapeError, fmt, register
+
+# Keras's dropout inside the recurrence has no fused form on any backend (cuDNN, torch.lstm
+# and ONNX's LSTM take none): refused rather than run as a slow step loop.
+NO_RECURRENT_DROPOUT = {
+    "recurrent_dropout": "no fused recurrent kernel (torch, cuDNN, ONNX) applies dropout to "
+                         "the state between steps; regularise with a `dropout` layer instead",
+    "dropout": "input dropout inside the layer is not supported yet; put a `dropout` layer "
+               "before it",
+}
+
+
+def _infer_recurrent(name: str, a, inputs: list[TensorType]) -> TensorType:
+    shape = inputs[0].shape
+    if len(shape) != 2:
+        hint = "declare the input as `[time, features]`, e.g. `f32[10, 1]`" if len(shape) == 1 else None
+        raise ShapeError(f"{name} expects `[time, features]`, got {fmt(shape)}", hint)
+    if shape[1] is None:
+        raise ShapeError(f"{name} needs a known feature axis, got {fmt(shape)}")
+    if a.return_sequences:
+        return TensorType(shape=(shape[0], a.units))
+    return TensorType(shape=(a.units,))
 
 
 @register
@@ -16,26 +39,20 @@ class SimpleRNN(Op):
     name = "simple_rnn"
     layout = "kernel `[in, units]`, recurrent_kernel `[units, units]`, one bias `[units]`"
     positional = ("units",)
+    unsupported = NO_RECURRENT_DROPOUT
 
     class Attrs(OpAttrs):
         units: int = Field(gt=0)
         activation: Activation = "tanh"
         return_sequences: bool = False
+        go_backwards: bool = False
         use_bias: bool = True
         kernel_init: Init = "glorot_uniform"
         recurrent_init: Init = "orthogonal"
         bias_init: Init = "zeros"
 
     def infer(self, a, inputs):
-        shape = inputs[0].shape
-        if len(shape) != 2:
-            hint = "declare the input as `[time, features]`, e.g. `f32[10, 1]`" if len(shape) == 1 else None
-            raise ShapeError(f"simple_rnn expects `[time, features]`, got {fmt(shape)}", hint)
-        if shape[1] is None:
-            raise ShapeError(f"simple_rnn needs a known feature axis, got {fmt(shape)}")
-        if a.return_sequences:
-            return TensorType(shape=(shape[0], a.units))
-        return TensorType(shape=(a.units,))
+        return _infer_recurrent(self.name, a, inputs)
 
     def macs(self, node, inputs):
         steps = inputs[0].shape[0] or 1
@@ -49,4 +66,100 @@ class SimpleRNN(Op):
         }
         if a.use_bias:
             p["bias"] = ParamSpec(shape=(a.units,), init=a.bias_init)
+        return p
+
+
+# The gated layers' activations: those every backend applies inside its fused recurrent
+# kernel or op (ONNX LSTM/GRU `activations`); gelu or softmax inside a gate has no such form.
+GateActivation = Literal["tanh", "sigmoid", "relu", "linear"]
+
+# `go_backwards` (Keras): the sequence is read last step first, and with `return_sequences`
+# the outputs come in that reading order (Keras does not flip them back).
+
+
+@register
+class LSTM(Op):
+    """LSTM over `[time, features]` (Keras's): `c_t = f*c_(t-1) + i*act(.)`, `h_t = o*act(c_t)`.
+
+    Gates i, f, o apply `recurrent_activation`; c's candidate and the output apply
+    `activation`."""
+
+    name = "lstm"
+    layout = ("kernel `[in, 4*units]`, recurrent_kernel `[units, 4*units]`, bias `[4*units]`; "
+              "gate order i, f, c, o (Keras)")
+    positional = ("units",)
+    unsupported = NO_RECURRENT_DROPOUT
+
+    class Attrs(OpAttrs):
+        units: int = Field(gt=0)
+        activation: GateActivation = "tanh"
+        recurrent_activation: GateActivation = "sigmoid"
+        return_sequences: bool = False
+        go_backwards: bool = False
+        use_bias: bool = True
+        unit_forget_bias: bool = True
+        kernel_init: Init = "glorot_uniform"
+        recurrent_init: Init = "orthogonal"
+        bias_init: Init = "zeros"
+
+    def infer(self, a, inputs):
+        return _infer_recurrent(self.name, a, inputs)
+
+    def macs(self, node, inputs):
+        steps = inputs[0].shape[0] or 1
+        return steps * (node.params["kernel"].size + node.params["recurrent_kernel"].size)
+
+    def params(self, a, inputs):
+        f, u = inputs[0].shape[1], a.units
+        p = {
+            "kernel": ParamSpec(shape=(f, 4 * u), init=a.kernel_init),
+            "recurrent_kernel": ParamSpec(shape=(u, 4 * u), init=a.recurrent_init),
+        }
+        if a.use_bias:
+            init = f"{UNIT_FORGET}{a.bias_init}" if a.unit_forget_bias else a.bias_init
+            p["bias"] = ParamSpec(shape=(4 * u,), init=init)
+        return p
+
+
+@register
+class GRU(Op):
+    """GRU over `[time, features]` (Keras's): `h_t = z*h_(t-1) + (1-z)*act(.)`, two gates z, r.
+
+    `reset_after=true` (Keras's and cuDNN's default) applies the reset gate after the
+    recurrent matmul and keeps two biases (input, recurrent)."""
+
+    name = "gru"
+    layout = ("kernel `[in, 3*units]`, recurrent_kernel `[units, 3*units]`, bias `[2, 3*units]` "
+              "(input, recurrent) with reset_after, else `[3*units]`; gate order z, r, h (Keras)")
+    positional = ("units",)
+    unsupported = NO_RECURRENT_DROPOUT
+
+    class Attrs(OpAttrs):
+        units: int = Field(gt=0)
+        activation: GateActivation = "tanh"
+        recurrent_activation: GateActivation = "sigmoid"
+        return_sequences: bool = False
+        go_backwards: bool = False
+        use_bias: bool = True
+        reset_after: bool = True
+        kernel_init: Init = "glorot_uniform"
+        recurrent_init: Init = "orthogonal"
+        bias_init: Init = "zeros"
+
+    def infer(self, a, inputs):
+        return _infer_recurrent(self.name, a, inputs)
+
+    def macs(self, node, inputs):
+        steps = inputs[0].shape[0] or 1
+        return steps * (node.params["kernel"].size + node.params["recurrent_kernel"].size)
+
+    def params(self, a, inputs):
+        f, u = inputs[0].shape[1], a.units
+        p = {
+            "kernel": ParamSpec(shape=(f, 3 * u), init=a.kernel_init),
+            "recurrent_kernel": ParamSpec(shape=(u, 3 * u), init=a.recurrent_init),
+        }
+        if a.use_bias:
+            shape = (2, 3 * u) if a.reset_after else (3 * u,)
+            p["bias"] = ParamSpec(shape=shape, init=a.bias_init)
         return p

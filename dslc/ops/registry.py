@@ -24,6 +24,9 @@ Init = Literal[
     "he_normal", "lecun_uniform", "lecun_normal", "normal", "uniform", "zeros", "ones",
     "orthogonal",
 ]
+# A ParamSpec init `unit_forget_bias+<init>`: an LSTM bias, `<init>` with the forget gate's
+# quarter set to ones (Keras's `unit_forget_bias=True`).
+UNIT_FORGET = "unit_forget_bias+"
 
 
 class ShapeError(Exception):
@@ -63,6 +66,8 @@ class Op:
     max_inputs: ClassVar[int | None] = 1
     category: ClassVar[str] = "layer"
     layout: ClassVar[str] = ""  # canonical parameter shapes, for the docs
+    # Keras attributes dslc refuses on purpose: name → why (the checker's hint)
+    unsupported: ClassVar[dict[str, str]] = {}
     # Whether the values the op outputs are its input's, only moved or (at inference) passed
     # through: "the activation that ends an output" looks through such ops.
     passes_values: ClassVar[bool] = False

@@ -378,6 +378,10 @@ class GraphBuilder:
             values[key], spans[key] = evaluate(arg, scope.lets), arg.span
         errors = Collector()
         for kw in call.kwargs:
+            if kw.name not in fields and kw.name in op.unsupported:
+                errors.error(f"`{op.name}` does not support `{kw.name}`", kw.span,
+                             op.unsupported[kw.name])
+                continue
             if kw.name not in fields:
                 hint = did_you_mean(kw.name, fields)
                 if not hint:

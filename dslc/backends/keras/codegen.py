@@ -236,9 +236,56 @@ def simple_rnn(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("activation", ctx.activation(node)),
         ("use_bias", repr(a.use_bias)),
         ("return_sequences", repr(a.return_sequences)),
+        *([("go_backwards", "True")] if a.go_backwards else []),
         ("kernel_initializer", _init(a.kernel_init)),
         ("recurrent_initializer", _init(a.recurrent_init)),
         ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"kernel": "kernel", "recurrent_kernel": "recurrent_kernel", "bias": "bias"},
+        uses=uses)
+
+
+def _gate_activation(ctx: Context, node: Node, name: str) -> str:
+    """`recurrent_activation=`'s value: the rule of that activation op, as for `activation=`."""
+    value = LOWERINGS.lower(ctx, activation_node(node, name), []).activation
+    if value is None:
+        raise ValueError(f"keras: the rule for `{name}` gives no `activation=` value")
+    return ctx.use(value) if isinstance(value, Function) else quote(value)
+
+
+@LOWERINGS("lstm")
+def lstm(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    uses: list[Function] = []
+    return Call("keras.layers.LSTM", [repr(a.units)], [
+        ("activation", ctx.activation(node)),
+        ("recurrent_activation", _gate_activation(ctx, node, a.recurrent_activation)),
+        ("use_bias", repr(a.use_bias)),
+        ("unit_forget_bias", repr(a.unit_forget_bias)),
+        ("return_sequences", repr(a.return_sequences)),
+        *([("go_backwards", "True")] if a.go_backwards else []),
+        ("kernel_initializer", _init(a.kernel_init)),
+        ("recurrent_initializer", _init(a.recurrent_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"kernel": "kernel", "recurrent_kernel": "recurrent_kernel", "bias": "bias"},
+        uses=uses)
+
+
+@LOWERINGS("gru")
+def gru(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    uses: list[Function] = []
+    # reset_after's bias is a [2, 3 * units] matrix: Keras's initialisers take it as one
+    bias = _init(a.bias_init) if a.reset_after else _bias_init(a.bias_init, uses)
+    return Call("keras.layers.GRU", [repr(a.units)], [
+        ("activation", ctx.activation(node)),
+        ("recurrent_activation", _gate_activation(ctx, node, a.recurrent_activation)),
+        ("use_bias", repr(a.use_bias)),
+        ("reset_after", repr(a.reset_after)),
+        ("return_sequences", repr(a.return_sequences)),
+        *([("go_backwards", "True")] if a.go_backwards else []),
+        ("kernel_initializer", _init(a.kernel_init)),
+        ("recurrent_initializer", _init(a.recurrent_init)),
+        ("bias_initializer", bias),
     ], weights={"kernel": "kernel", "recurrent_kernel": "recurrent_kernel", "bias": "bias"},
         uses=uses)
 

@@ -650,17 +650,100 @@ def simple_rnn(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
         b = ctx.param(node, "bias", lambda v: np.concatenate([v, np.zeros_like(v)])[None])
     else:
         b = ctx.const("bias", np.zeros((1, 2 * a.units), np.float32))
-    attrs = {"hidden_size": a.units, **act}
-    # onnxruntime runs RNN time-major only (layout=0).
+    return _recurrent(ctx, node, x, "RNN", [w, r, b], {"hidden_size": a.units, **act})
+
+
+def _recurrent(ctx: Lowering, node: Node, x: Value, op: str, weights: list[str],
+               attrs: dict[str, Any]) -> Value:
+    """One ONNX RNN/LSTM/GRU node, time-major inside (onnxruntime runs layout=0 only).
+    `go_backwards` runs it in reverse; ONNX then gives the outputs in time order, Keras in
+    reading order (last step first), so a returned sequence is flipped back."""
+    a = node.attrs
+    if a.go_backwards:
+        attrs = {**attrs, "direction": "reverse"}
     xt = ctx.value("Transpose", [x.name], 3, role="time_major", perm=[1, 0, 2])
     axes = ctx.const("axes", np.array([0], np.int64))
     if a.return_sequences:
-        y = ctx.emit("RNN", [xt.name, w, r, b], outputs=1, **attrs)[0]  # [T, 1, N, H]
+        y = ctx.emit(op, [xt.name, *weights], outputs=1, **attrs)[0]  # [T, 1, N, H]
+        if a.go_backwards:
+            y = ctx.emit("Slice", [y, ctx.const("last", np.array([-1], np.int64)),
+                                   ctx.const("before_first", np.array([np.iinfo(np.int64).min])),
+                                   axes, ctx.const("step", np.array([-1], np.int64))],
+                         role="reading_order")[0]
         ys = ctx.value("Transpose", [y], 4, role="batch_major", perm=[1, 2, 0, 3])  # [1, N, T, H]
         return ctx.value("Squeeze", [ys.name, axes], 3, role="squeeze")
-    y_h = ctx.emit("RNN", [xt.name, w, r, b], outputs=2, **attrs)[1]  # [1, N, H]
+    y_h = ctx.emit(op, [xt.name, *weights], outputs=2, **attrs)[1]  # [1, N, H]
     ctx.nodes[-1].output[0] = ""  # the full sequence is not needed
     return ctx.value("Squeeze", [y_h, axes], 2, role="squeeze")
+
+
+# The gate activations of lstm and gru (dslc/ops/recurrent.py's GateActivation) as ONNX RNN
+# functions: (name, alpha, beta); Affine(1, 0) is the identity.
+GATE_FUNCTIONS = {"tanh": ("Tanh", None, None), "sigmoid": ("Sigmoid", None, None),
+                  "relu": ("Relu", None, None), "linear": ("Affine", 1.0, 0.0)}
+
+
+def _gate_attrs(names: list[str]) -> dict[str, Any]:
+    """`activations` with their `activation_alpha/beta`, consumed in order by the functions
+    that take them."""
+    fns = [GATE_FUNCTIONS[n] for n in names]
+    out: dict[str, Any] = {"activations": [f for f, _, _ in fns]}
+    alphas = [al for _, al, _ in fns if al is not None]
+    betas = [be for _, _, be in fns if be is not None]
+    if alphas:
+        out["activation_alpha"] = alphas
+    if betas:
+        out["activation_beta"] = betas
+    return out
+
+
+def _reorder(a: np.ndarray, order: list[int], gates: int) -> np.ndarray:
+    """Gate blocks along the last axis, in `order` (indices of Keras's blocks)."""
+    blocks = np.split(a, gates, axis=-1)
+    return np.concatenate([blocks[i] for i in order], axis=-1)
+
+
+# Keras's LSTM gates i, f, c, o → ONNX's i, o, f, c
+LSTM_ONNX_ORDER = [0, 3, 1, 2]
+
+
+@LOWERINGS("lstm")
+def lstm(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    u = a.units
+
+    def gates(k: np.ndarray) -> np.ndarray:  # [in, 4u] → [1, 4u, in], ONNX's order
+        return _reorder(k, LSTM_ONNX_ORDER, 4).T[None]
+
+    w = ctx.param(node, "kernel", gates)
+    r = ctx.param(node, "recurrent_kernel", gates)
+    # ONNX keeps two biases (Wb, Rb); Keras's one is Wb and Rb is zero.
+    if a.use_bias:
+        b = ctx.param(node, "bias", lambda v: np.concatenate(
+            [_reorder(v, LSTM_ONNX_ORDER, 4), np.zeros_like(v)])[None])
+    else:
+        b = ctx.const("bias", np.zeros((1, 8 * u), np.float32))
+    act, ra = a.activation, a.recurrent_activation
+    attrs = {"hidden_size": u, **_gate_attrs([ra, act, act])}
+    return _recurrent(ctx, node, xs[0], "LSTM", [w, r, b], attrs)
+
+
+@LOWERINGS("gru")
+def gru(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    """ONNX's GRU has Keras's gate order (z, r, h); linear_before_reset=1 is reset_after."""
+    a = node.attrs
+    u = a.units
+    w = ctx.param(node, "kernel", lambda k: k.T[None])
+    r = ctx.param(node, "recurrent_kernel", lambda k: k.T[None])
+    if a.use_bias and a.reset_after:
+        b = ctx.param(node, "bias", lambda v: v.reshape(1, 6 * u))  # [input; recurrent]
+    elif a.use_bias:
+        b = ctx.param(node, "bias", lambda v: np.concatenate([v, np.zeros_like(v)])[None])
+    else:
+        b = ctx.const("bias", np.zeros((1, 6 * u), np.float32))
+    attrs = {"hidden_size": u, "linear_before_reset": int(a.reset_after),
+             **_gate_attrs([a.recurrent_activation, a.activation])}
+    return _recurrent(ctx, node, xs[0], "GRU", [w, r, b], attrs)
 
 
 def _scan_rnn(ctx: Lowering, node: Node, x: Value) -> Value:
@@ -697,6 +780,8 @@ def _scan_rnn(ctx: Lowering, node: Node, x: Value) -> Value:
     graph = helper.make_graph(body, f"{node.name}_step", [info(h_prev), info(x_t)],
                               [info(o) for o in step_outputs])
     seq_axes: dict[str, Any] = {"scan_output_axes": [1]} if a.return_sequences else {}
+    if a.go_backwards:  # the outputs stay in reading order, as Keras's
+        seq_axes["scan_input_directions"] = [1]
     outs = ctx.emit("Scan", [h0.name, xw.name], outputs=len(step_outputs), body=graph,
                     num_scan_inputs=1, scan_input_axes=[1], **seq_axes)
     return Value(outs[1], 3) if a.return_sequences else Value(outs[0], 2)

@@ -314,12 +314,80 @@ def simple_rnn(ctx: Context, node: Node, xs: list[Array]) -> Array:
     bias = ctx.bias(node)  # one bias (Keras's form, docs/weights.md)
     h = np.zeros((len(x), a.units))  # h_0 = 0
     steps = []
-    for t in range(x.shape[1]):
+    for t in _times(node, x):
         h = ctx.activation(node, x[:, t] @ kernel + h @ recurrent + bias)
         steps.append(h)
-    if a.return_sequences:
-        return np.stack(steps, axis=1) if steps else np.zeros((len(x), 0, a.units))
+    return _recurrent_output(node, x, h, steps)
+
+
+def _times(node: Node, x: Array) -> range:
+    """The steps in reading order: `go_backwards` reads the last one first."""
+    n = x.shape[1]
+    return range(n - 1, -1, -1) if node.attrs.go_backwards else range(n)
+
+
+def _recurrent_output(node: Node, x: Array, h: Array, steps: list[Array]) -> Array:
+    """The last state, or every state in reading order (Keras keeps `go_backwards`'s order)."""
+    if node.attrs.return_sequences:
+        return np.stack(steps, axis=1) if steps else np.zeros((len(x), 0, node.attrs.units))
     return h
+
+
+def _gate(ctx: Context, node: Node, name: str, v: Array) -> Array:
+    return LOWERINGS.lower(ctx, activation_node(node, name), [v])
+
+
+@LOWERINGS("lstm")
+def lstm(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    """Keras's LSTM, gate blocks i, f, c, o along the last axis of each weight."""
+    x = xs[0]
+    a = node.attrs
+    u = a.units
+    kernel, recurrent = ctx.param(node, "kernel"), ctx.param(node, "recurrent_kernel")
+    bias = ctx.bias(node)
+    act, gate = a.activation, a.recurrent_activation
+    h = np.zeros((len(x), u))
+    c = np.zeros((len(x), u))
+    steps = []
+    for t in _times(node, x):
+        z = x[:, t] @ kernel + h @ recurrent + bias
+        i = _gate(ctx, node, gate, z[:, :u])
+        f = _gate(ctx, node, gate, z[:, u:2 * u])
+        g = _gate(ctx, node, act, z[:, 2 * u:3 * u])
+        o = _gate(ctx, node, gate, z[:, 3 * u:])
+        c = f * c + i * g
+        h = o * _gate(ctx, node, act, c)
+        steps.append(h)
+    return _recurrent_output(node, x, h, steps)
+
+
+@LOWERINGS("gru")
+def gru(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    """Keras's GRU, gate blocks z, r, h. reset_after: the bias is [input, recurrent] and the
+    reset gate scales `h @ U_h + b_rh`; else one bias and the reset gate scales `h` first."""
+    x = xs[0]
+    a = node.attrs
+    u = a.units
+    kernel, recurrent = ctx.param(node, "kernel"), ctx.param(node, "recurrent_kernel")
+    if "bias" in node.params:
+        bias = ctx.param(node, "bias")
+        b_in, b_rec = (bias[0], bias[1]) if a.reset_after else (bias, np.zeros(3 * u))
+    else:
+        b_in = b_rec = np.zeros(3 * u)
+    act, gate = a.activation, a.recurrent_activation
+    h = np.zeros((len(x), u))
+    steps = []
+    for t in _times(node, x):
+        xw = x[:, t] @ kernel + b_in
+        z = _gate(ctx, node, gate, xw[:, :u] + h @ recurrent[:, :u] + b_rec[:u])
+        r = _gate(ctx, node, gate, xw[:, u:2 * u] + h @ recurrent[:, u:2 * u] + b_rec[u:2 * u])
+        if a.reset_after:
+            hh = _gate(ctx, node, act, xw[:, 2 * u:] + r * (h @ recurrent[:, 2 * u:] + b_rec[2 * u:]))
+        else:
+            hh = _gate(ctx, node, act, xw[:, 2 * u:] + (r * h) @ recurrent[:, 2 * u:])
+        h = z * h + (1 - z) * hh
+        steps.append(h)
+    return _recurrent_output(node, x, h, steps)
 
 
 # -- the walk --------------------------------------------------------------------------------

@@ -558,33 +558,184 @@ LOWERINGS.add("maximum", _folded("torch.maximum"))
 LOWERINGS.add("minimum", _folded("torch.minimum"))
 
 
-# The simple_rnn's two projections, named once for `__init__`, `forward` and the weights.
-RNN_INPUT = "input"
-RNN_RECURRENT = "recurrent"
+
+
+# lstm and gru hold their weights in torch's RNN layout and call the fused kernels
+# (`torch.lstm`, `torch.gru`: what nn.LSTM and nn.GRU call) with them. Not nn.LSTM itself: it
+# owns two biases where Keras's LSTM has one, and a frozen second bias would add parameters
+# that Keras's count lacks. The kernels take the recurrent bias as a separate tensor: zeros
+# for lstm, Keras's second bias row for gru (reset_after is torch's GRU).
+RNN_W_IH = "weight_ih"
+RNN_W_HH = "weight_hh"
+RNN_BIAS = "bias"
+FUSED_GATES = ("tanh", "sigmoid")  # (activation, recurrent_activation) the kernels apply
+
+
+def gru_gates(a: np.ndarray) -> np.ndarray:
+    """Keras's gate blocks z, r, h ↔ torch's r, z, n along the last axis (a swap: its own
+    inverse)."""
+    u = a.shape[-1] // 3
+    return a[..., [*range(u, 2 * u), *range(u), *range(2 * u, 3 * u)]]
+
+
+def gru_to_torch(a: np.ndarray) -> np.ndarray:
+    return gru_gates(a).T  # [in, 3 * units] (z, r, h) → [3 * units (r, z, n), in]
+
+
+def gru_from_torch(a: np.ndarray) -> np.ndarray:
+    return gru_gates(a.T)
+
+
+def _rnn_weights(em: Emitter, node: Node, gates: int, bias_shape: tuple[int, ...],
+                 kernel: tuple[Convert, Convert], bias: tuple[Convert, Convert]) -> str:
+    a = node.attrs
+    features = em.in_shape(node)[1]
+    rows = gates * a.units
+    entries = [f"    {quote(RNN_W_IH)}: nn.Parameter(torch.empty({rows}, {features})),",
+               f"    {quote(RNN_W_HH)}: nn.Parameter(torch.empty({rows}, {a.units})),"]
+    if a.use_bias:
+        dims = ", ".join(map(str, bias_shape))
+        entries.append(f"    {quote(RNN_BIAS)}: nn.Parameter(torch.empty({dims})),")
+    return em.add(node, "nn.ParameterDict({\n" + "\n".join(entries) + "\n})",
+                  params={"kernel": (RNN_W_IH, *kernel), "recurrent_kernel": (RNN_W_HH, *kernel),
+                          "bias": (RNN_BIAS, *bias)})
+
+
+def _gate(em: Emitter, node: Node, name: str, expr: str) -> str:
+    return LOWERINGS.lower(em, activation_node(node, name), [Value(expr)]).expr
+
+
+def _read_order(em: Emitter, node: Node, x: Value) -> str:
+    """The input in reading order: `go_backwards` reads the last step first (and Keras returns
+    the outputs in that order)."""
+    return f"{atom(x.expr)}.flip(1)" if node.attrs.go_backwards else x.expr
+
+
+@LOWERINGS("lstm")
+def lstm(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    u = a.units
+    p = _rnn_weights(em, node, 4, (4 * u,), (transpose, transpose), (same, same))
+    x = _read_order(em, node, xs[0])
+    if (a.activation, a.recurrent_activation) == FUSED_GATES:
+        return _fused(em, node, "lstm", p, x, xs[0],
+                      "the fused LSTM kernel, gates i, f, g, o as Keras's i, f, c, o")
+    # Gate activations the kernel lacks: a step loop
+    inputs, h, c, t = em.fresh("inputs"), em.fresh("h"), em.fresh("c"), em.fresh("t")
+    i, f, g, o = em.fresh("i"), em.fresh("f"), em.fresh("g"), em.fresh("o")
+    bias = f", {p}.{RNN_BIAS}" if a.use_bias else ""
+    steps = em.fresh("steps") if a.return_sequences else None
+    ra, act = a.recurrent_activation, a.activation
+    em.forward += [
+        f"# {comment(node.name)}: LSTM ({act}, gates {ra}), gates i, f, c, o; a step loop: "
+        "torch's fused kernel applies tanh and sigmoid only",
+        f"{inputs} = F.linear({x}, {p}.{RNN_W_IH}{bias})",
+        f"{h} = {inputs}.new_zeros({inputs}.shape[0], {u})",
+        f"{c} = {h}",
+        *([f"{steps} = []"] if steps else []),
+        f"for {t} in range({inputs}.shape[1]):",
+        f"    {i}, {f}, {g}, {o} = ({inputs}[:, {t}] + F.linear({h}, {p}.{RNN_W_HH}))"
+        ".chunk(4, dim=1)",
+        f"    {c} = {_gate(em, node, ra, f)} * {c} + {_gate(em, node, ra, i)} * "
+        f"{_gate(em, node, act, g)}",
+        f"    {h} = {_gate(em, node, ra, o)} * {_gate(em, node, act, c)}",
+        *([f"    {steps}.append({h})"] if steps else []),
+    ]
+    return Value(f"torch.stack({steps}, dim=1)", rank=2) if steps else Value(h)
+
+
+@LOWERINGS("gru")
+def gru(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    u = a.units
+    bias_shape = (2, 3 * u) if a.reset_after else (3 * u,)
+    p = _rnn_weights(em, node, 3, bias_shape, (gru_to_torch, gru_from_torch),
+                     (gru_gates, gru_gates))
+    x = _read_order(em, node, xs[0])
+    if a.reset_after and (a.activation, a.recurrent_activation) == FUSED_GATES:
+        return _fused(em, node, "gru", p, x, xs[0],
+                      "the fused GRU kernel (Keras's reset_after), gates r, z, n")
+    # reset_after=false (no torch kernel resets before the matmul) or other gate activations
+    inputs, h, t = em.fresh("inputs"), em.fresh("h"), em.fresh("t")
+    r, z, n, rec = em.fresh("r"), em.fresh("z"), em.fresh("n"), em.fresh("rec")
+    steps = em.fresh("steps") if a.return_sequences else None
+    ra, act = a.recurrent_activation, a.activation
+    in_bias = (f", {p}.{RNN_BIAS}[0]" if a.reset_after else f", {p}.{RNN_BIAS}") \
+        if a.use_bias else ""
+    lines = [
+        f"# {comment(node.name)}: GRU ({act}, gates {ra}, reset_after={a.reset_after}), "
+        "gates r, z, n; a step loop: torch's fused kernel is reset_after with tanh and sigmoid",
+        f"{inputs} = F.linear({x}, {p}.{RNN_W_IH}{in_bias})",
+        f"{h} = {inputs}.new_zeros({inputs}.shape[0], {u})",
+        *([f"{steps} = []"] if steps else []),
+        f"for {t} in range({inputs}.shape[1]):",
+        f"    {r}, {z}, {n} = {inputs}[:, {t}].chunk(3, dim=1)",
+    ]
+    if a.reset_after:
+        rec_bias = f", {p}.{RNN_BIAS}[1]" if a.use_bias else ""
+        lines += [
+            f"    {rec} = F.linear({h}, {p}.{RNN_W_HH}{rec_bias}).chunk(3, dim=1)",
+            f"    {r} = {_gate(em, node, ra, f'{r} + {rec}[0]')}",
+            f"    {z} = {_gate(em, node, ra, f'{z} + {rec}[1]')}",
+            f"    {n} = {_gate(em, node, act, f'{n} + {r} * {rec}[2]')}",
+        ]
+    else:
+        w_hh = f"{p}.{RNN_W_HH}"
+        lines += [
+            f"    {rec} = F.linear({h}, {w_hh}[:{2 * u}]).chunk(2, dim=1)",
+            f"    {r} = {_gate(em, node, ra, f'{r} + {rec}[0]')}",
+            f"    {z} = {_gate(em, node, ra, f'{z} + {rec}[1]')}",
+            f"    {n} = {_gate(em, node, act, f'{n} + F.linear({r} * {h}, {w_hh}[{2 * u}:])')}",
+        ]
+    lines += [f"    {h} = {z} * {h} + (1 - {z}) * {n}",
+              *([f"    {steps}.append({h})"] if steps else [])]
+    em.forward += lines
+    return Value(f"torch.stack({steps}, dim=1)", rank=2) if steps else Value(h)
+
+
+def _fused(em: Emitter, node: Node, kernel: str, p: str, x: str, batch: Value, what: str) -> Value:
+    """One call of torch's fused recurrent `kernel` (`torch.lstm` is what nn.LSTM calls), one
+    layer, batch first. The kernels add two biases: lstm and simple_rnn's recurrent one is zeros
+    (Keras has one), gru's is Keras's second bias row."""
+    a = node.attrs
+    weights, seq, h, h0 = em.fresh("weights"), em.fresh("seq"), em.fresh("h"), em.fresh("h0")
+    w = [f"{p}.{RNN_W_IH}", f"{p}.{RNN_W_HH}"]
+    if a.use_bias:
+        b = f"{p}.{RNN_BIAS}"
+        w += [f"{b}[0]", f"{b}[1]"] if kernel == "gru" else [b, f"torch.zeros_like({b})"]
+    state = f"({h0}, {h0})" if kernel == "lstm" else h0
+    outs = f"{seq}, {h}, _" if kernel == "lstm" else f"{seq}, {h}"
+    em.forward += [
+        f"# {comment(node.name)}: {what}",
+        f"{weights} = [{', '.join(w)}]" if len(w) == 2 else f"{weights} = [",
+        *([f"    {v}," for v in w] + ["]"] if len(w) > 2 else []),
+        f"{h0} = {p}.{RNN_W_HH}.new_zeros(1, {batch.expr}.shape[0], {a.units})",
+        f"{outs} = torch.{kernel}({x}, {state}, {weights}, has_biases={a.use_bias}, num_layers=1, "
+        "dropout=0.0, train=self.training, bidirectional=False, batch_first=True)",
+    ]
+    return Value(seq, rank=2) if a.return_sequences else Value(f"{h}[0]")
 
 
 @LOWERINGS("simple_rnn")
 def simple_rnn(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
-    features = em.in_shape(node)[1]
-    bias = "" if a.use_bias else ", bias=False"
-    # Keras's form, one bias: the input projection carries it, the recurrent one has none, so
-    # the parameter count is `dslc check`'s (see docs/weights.md).
-    rnn = em.add(node, "nn.ModuleDict({\n"
-                       f"    {quote(RNN_INPUT)}: nn.Linear({features}, {a.units}{bias}),\n"
-                       f"    {quote(RNN_RECURRENT)}: nn.Linear({a.units}, {a.units}, bias=False),\n"
-                       "})",
-                 params={"kernel": (f"{RNN_INPUT}.weight", transpose, transpose),
-                         "recurrent_kernel": (f"{RNN_RECURRENT}.weight", transpose, transpose),
-                         "bias": (f"{RNN_INPUT}.bias", same, same)})
+    u = a.units
+    # Keras's form, one bias: the kernel's recurrent bias is zeros (see lstm below)
+    p = _rnn_weights(em, node, 1, (u,), (transpose, transpose), (same, same))
+    x = _read_order(em, node, xs[0])
+    if a.activation in ("tanh", "relu"):
+        return _fused(em, node, f"rnn_{a.activation}", p, x, xs[0], "the fused RNN kernel, h_t = "
+                      f"{a.activation}(x_t @ kernel + bias + h_(t-1) @ recurrent_kernel)")
+    # activations torch's kernels lack: a step loop
     inputs, h, t = em.fresh("inputs"), em.fresh("h"), em.fresh("t")
     steps = em.fresh("steps") if a.return_sequences else None
-    step = _activate(em, node, Value(f"{inputs}[:, {t}] + {rnn}.{RNN_RECURRENT}({h})")).expr
+    bias = f", {p}.{RNN_BIAS}" if a.use_bias else ""
+    step = _activate(em, node, Value(f"{inputs}[:, {t}] + F.linear({h}, {p}.{RNN_W_HH})")).expr
     em.forward += [
         f"# {comment(node.name)}: h_t = {a.activation}(x_t @ kernel + bias + h_(t-1) @ "
-        "recurrent_kernel)",
-        f"{inputs} = {rnn}.{RNN_INPUT}({xs[0].expr})",
-        f"{h} = {inputs}.new_zeros({inputs}.shape[0], {a.units})",
+        "recurrent_kernel); a step loop: torch's kernels apply tanh and relu only",
+        f"{inputs} = F.linear({x}, {p}.{RNN_W_IH}{bias})",
+        f"{h} = {inputs}.new_zeros({inputs}.shape[0], {u})",
     ]
     if steps:
         em.forward.append(f"{steps} = []")
@@ -713,11 +864,15 @@ def generate(spec: Any, graph: Graph) -> str:
 def _reset_lines(em: Emitter) -> list[str]:
     """One `nn.init` call per parameter, with Keras's bounds computed from the canonical shape
     (torch's own fan rules differ for 1-D tensors)."""
+    from dslc.ops.registry import UNIT_FORGET
     from dslc.weights import init_rule
 
     lines = []
     for p in em.params:
         target = f"self.{p.target}"
+        if p.spec.init.startswith(UNIT_FORGET):
+            lines += _unit_forget_lines(target, p.spec.init[len(UNIT_FORGET):], p.spec.shape[0])
+            continue
         kind, scale = init_rule(p.spec.init, p.spec.shape)
         if kind == "uniform":
             call = f"nn.init.uniform_({target}, -{scale:.6g}, {scale:.6g})"
@@ -732,6 +887,27 @@ def _reset_lines(em: Emitter) -> list[str]:
         commented = f"{call}  # {p.spec.init}"
         fits = len(commented) + 8 <= LINE and kind in ("uniform", "normal")
         lines.append(commented if fits else call)
+    return lines
+
+
+def _unit_forget_lines(target: str, base: str, size: int) -> list[str]:
+    """Keras's unit_forget_bias: `base` for the i gate, ones for f, `base` for c and o (each
+    part initialised at its own size, as Keras does); torch's LSTM gate order is the same."""
+    from dslc.weights import init_rule
+
+    u = size // 4
+    lines = []
+    for part, n in ((f"{target}[:{u}]", u), (f"{target}[{2 * u}:]", 2 * u)):
+        kind, scale = init_rule(base, (n,))
+        if kind == "uniform":
+            lines.append(f"nn.init.uniform_({part}, -{scale:.6g}, {scale:.6g})  # {base}")
+        elif kind == "normal":
+            lines.append(f"nn.init.normal_({part}, 0.0, {scale:.6g})  # {base}")
+        elif kind == "orthogonal":
+            lines.append(f"nn.init.orthogonal_({part}.unsqueeze(0))")
+        else:
+            lines.append(f"nn.init.{kind}_({part})")
+    lines.append(f"nn.init.ones_({target}[{u}:{2 * u}])  # unit_forget_bias")
     return lines
 
 
