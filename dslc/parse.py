@@ -37,9 +37,16 @@ TOKEN_WORDS = {
 
 # Precomputed LALR tables (building them costs ~45 ms a run); regenerate with
 # `python -m dslc.parse` after changing the grammar. A stale file is ignored.
-TABLES = Path(__file__).with_name("_tables.json")
+TABLES = Path(__file__).with_name("_tables.json")  # {lexer: tables}
 
-LARK_OPTIONS = dict(parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False)
+LARK_OPTIONS = dict(parser="lalr", propagate_positions=True, maybe_placeholders=False)
+# Two lexers for one grammar. Lark's contextual lexer (the language's definition) lets a
+# keyword be a name where the keyword cannot stand (`train = dense(x, 3)` in a model), but
+# builds a scanner per parser state: 15 ms of `dslc check`. The basic lexer makes every keyword
+# a keyword. Where the basic one parses a file, both give the same tokens (a keyword token was
+# acceptable wherever it stood, so the contextual lexer would have made it a keyword too);
+# where it fails, the file is parsed again with the contextual lexer, which decides.
+LEXERS = ("basic", "contextual")
 
 
 def grammar_text() -> str:
@@ -58,7 +65,7 @@ def grammar_text() -> str:
 def grammar_digest(text: str) -> str:
     # Only tells whether the saved tables are this grammar's: crc32 (zlib is loaded anyway)
     # instead of sha256, whose OpenSSL load costs `dslc check` 3 ms.
-    key = f"{text}{LARK_OPTIONS}{lark.__version__}".encode()
+    key = f"{text}{LARK_OPTIONS}{LEXERS}{lark.__version__}".encode()
     return f"{len(key)}-{zlib.crc32(key):08x}"
 
 
@@ -118,14 +125,15 @@ STATEMENT_RULES = {"input_decl", "output_stmt", "let_stmt", "assign", "apply", "
 _BUDGET = _Budget()
 
 
-@lru_cache(maxsize=1)
-def _parser() -> Lark:
+@lru_cache(maxsize=2)
+def _parser(lexer: str = "basic") -> Lark:
     text = grammar_text()
     tables = load_tables()
     hooks = dict(transformer=_BUDGET, postlex=_BUDGET)
-    if tables is not None and tables["digest"] == grammar_digest(text):
-        return Lark._load_from_dict(tables["data"], tables["memo"], **hooks)
-    return Lark(text, **LARK_OPTIONS, **hooks)
+    if tables is not None and tables.get("digest") == grammar_digest(text):
+        saved = tables[lexer]
+        return Lark._load_from_dict(saved["data"], saved["memo"], **hooks)
+    return Lark(text, **LARK_OPTIONS, lexer=lexer, **hooks)
 
 
 def _int_keys(pairs: list) -> dict:
@@ -147,9 +155,10 @@ def write_tables(path: Path) -> None:
     from lark.lexer import TerminalDef
 
     text = grammar_text()
-    data, memo = Lark(text, **LARK_OPTIONS).memo_serialize([TerminalDef, Rule])
-    tables = {"generated_by": "python -m dslc.parse", "digest": grammar_digest(text),
-              "data": data, "memo": memo}
+    tables: dict = {"generated_by": "python -m dslc.parse", "digest": grammar_digest(text)}
+    for lexer in LEXERS:
+        data, memo = Lark(text, **LARK_OPTIONS, lexer=lexer).memo_serialize([TerminalDef, Rule])
+        tables[lexer] = {"data": data, "memo": memo}
     path.write_text(json.dumps(tables, separators=(",", ":")) + "\n", encoding="utf-8")
 
 
@@ -388,10 +397,13 @@ def parse(text: str, file: str = "<input>") -> ast.Program:
     """Parse one .dl file. Raises DslError with a located, readable message."""
     if text.startswith("\ufeff"):  # a UTF-8 byte order mark, as some editors write
         text = text[1:]
-    parser = _parser()
-    _BUDGET.reset()
     try:
-        tree = parser.parse(text)
+        try:
+            _BUDGET.reset()
+            tree = _parser("basic").parse(text)
+        except UnexpectedInput:
+            _BUDGET.reset()
+            tree = _parser("contextual").parse(text)
     except UnexpectedInput as err:
         raise DslError(_syntax_error(err, file, text)) from None
     except RecursionError:

@@ -201,3 +201,13 @@ def test_every_spec_and_example_checks(path):
     spec = compile_file(path)
     for graph in spec.models.values():
         assert all(n.type is not None for n in graph.nodes)
+
+
+def test_a_keyword_is_a_name_where_the_keyword_cannot_stand():
+    """The fast lexer makes every keyword a keyword; the parser then falls back to the
+    contextual one, which lets `train` or `model` name a layer inside a model."""
+    from dslc.compiler import compile_text
+
+    spec = compile_text("model m {\n    input x: f32[4]\n    train = dense(x, 3)\n"
+                        "    model = dense(train, 2)\n}\n", "<kw>")
+    assert [n.name for n in spec.model().nodes] == ["train", "model"]
