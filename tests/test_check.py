@@ -208,6 +208,7 @@ def test_a_keyword_is_a_name_where_the_keyword_cannot_stand():
     contextual one, which lets `train` or `model` name a layer inside a model."""
     from dslc.compiler import compile_text
 
-    spec = compile_text("model m {\n    input x: f32[4]\n    train = dense(x, 3)\n"
-                        "    model = dense(train, 2)\n}\n", "<kw>")
-    assert [n.name for n in spec.model().nodes] == ["train", "model"]
+    for kw in ("train", "model", "block", "use"):
+        spec = compile_text(f"model m {{\n    input x: f32[4]\n    {kw} = dense(x, 3)\n"
+                            f"    dense({kw}, 2)\n}}\n", "<kw>")
+        assert [n.name for n in spec.model().nodes][0] == kw
