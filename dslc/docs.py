@@ -39,6 +39,8 @@ def op_table() -> str:
             "|---|---|---|---|---|---|"]
     for name, op in all_ops().items():
         n_in = str(op.min_inputs) if op.max_inputs == op.min_inputs else f"{op.min_inputs}+"
+        if op.max_inputs is not None and op.max_inputs > op.min_inputs:
+            n_in = f"{op.min_inputs}-{op.max_inputs}"
         pos = ", ".join(op.positional) or "—"
         rows.append(f"| `{name}` | {n_in} | {pos} | {_attrs(op)} | {op.layout or '—'} | "
                     f"{op.summary()} |")

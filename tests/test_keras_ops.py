@@ -36,7 +36,8 @@ def _weights(graph, seed=3):
     weights = init_weights(graph, seed)
     for key in weights:  # non-zero biases, so a misplaced bias shows
         if key.endswith("bias"):
-            weights[key] = np.linspace(-0.5, 0.5, weights[key].size, dtype=np.float32)
+            weights[key] = np.linspace(-0.5, 0.5, weights[key].size,
+                                       dtype=np.float32).reshape(weights[key].shape)
     return weights
 
 

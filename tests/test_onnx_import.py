@@ -23,6 +23,7 @@ from dslc.backends.onnx.export import to_model  # noqa: E402
 from dslc.backends.onnx.importer import import_file, import_model  # noqa: E402
 from dslc.cli import main  # noqa: E402
 from dslc.compiler import compile_file, compile_text  # noqa: E402
+from dslc.diagnostics import DslError  # noqa: E402
 from dslc.weights import load_weights  # noqa: E402
 
 ATOL = 1e-5
@@ -347,7 +348,14 @@ def _own_round_trip(graph):
     return imported, weights
 
 
-@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+# Specs with ops `dslc import` does not read back yet: expected to fail until it does.
+IMPORT_PENDING = {"order_attention": "dslc import does not read multi_head_attention yet"}
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.xfail(reason=IMPORT_PENDING[p.stem], strict=True,
+                                            raises=DslError))
+    if p.stem in IMPORT_PENDING else p for p in SPECS], ids=[p.stem for p in SPECS])
 def test_dslc_exports_come_back_as_the_same_model(path):
     for graph in compile_file(path).models.values():
         imported, weights = _own_round_trip(graph)

@@ -78,6 +78,12 @@ VARIANTS = [
     ("batch_norm_input_image", "input x: f32[4, 5, 2]\nbatch_norm\nflatten"),
     ("batch_norm_after_conv", "input x: f32[5, 5, 2]\nconv2d(3, kernel=3)\n"
                               "batch_norm(center=false, scale=false)\nrelu\nflatten\ndense(2)"),
+    ("mha_causal_cross", "input x: f32[6, 4]\ninput y: f32[3, 2]\n"
+                         "multi_head_attention(x, y, heads=2, key_dim=3, causal=true)"),
+    ("mha_key_no_bias", "input x: f32[4, 3]\ninput y: f32[5, 2]\ninput z: f32[5, 4]\n"
+                        "multi_head_attention(x, y, z, 2, 3, value_dim=2, use_bias=false)"),
+    ("mha_block", "input x: f32[5, 4]\nh = multi_head_attention(x, x, heads=2, key_dim=2)\n"
+                  "layer_norm(add(x, h))\ndense(3)"),
     ("residual_block", "input x: f32[6, 6, 3]\nc = conv2d(x, 4, kernel=3, padding=same, "
                        "activation=relu)\nh = conv2d(c, 4, kernel=3, padding=same)\n"
                        "r = relu(add(c, h))\ng = global_avgpool2d(r)\n"
@@ -230,6 +236,49 @@ def test_lstm_and_gru_run_as_the_onnx_op_with_inferred_shapes_as_checked(body, o
         for t in (1, 7):
             x = np.random.default_rng(t).normal(size=(2, t, 3)).astype(np.float32)
             assert_matches_reference(graph, _weights(graph), [x])
+# -- attention: standard ops, shapes inferred as `dslc check` gives them ----------------------
+
+ATTENTION = [
+    ("self", "input x: f32[5, 4]\nmulti_head_attention(x, x, heads=2, key_dim=3)\ndense(2)"),
+    ("causal_cross", "input x: f32[6, 4]\ninput y: f32[3, 2]\n"
+                     "multi_head_attention(x, y, heads=2, key_dim=3, causal=true)\ndense(2)"),
+    ("dynamic_causal", "input x: f32[?, 4]\n"
+                       "multi_head_attention(x, x, heads=2, key_dim=3, causal=true)\ndense(2)"),
+    ("dynamic_cross", "input x: f32[?, 4]\ninput y: f32[?, 3]\ninput z: f32[?, 2]\n"
+                      "multi_head_attention(x, y, z, heads=1, key_dim=3, causal=true, "
+                      "output_dim=5)\ndense(2)"),
+]
+
+
+@pytest.mark.parametrize("name,body", ATTENTION, ids=[v[0] for v in ATTENTION])
+def test_attention_shapes_are_inferred_as_checked(name, body):
+    """Each layer's value, inferred by ONNX (strict), is `dslc check`'s shape; a `?` length is
+    the input's symbolic dimension. A dynamic causal mask is built from the scores' shape,
+    which ONNX follows with data propagation; a static one is a constant."""
+    graph = variant_spec(name, body).model()
+    model = to_model(graph, init_weights(graph, 0))
+    onnx.checker.check_model(model, full_check=True)
+    assert set(_ops(model)) <= {"MatMul", "Add", "Reshape", "Transpose", "Mul", "Softmax",
+                                "Where", "Shape", "ConstantOfShape", "Trilu"}
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    infos = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    for node in graph.nodes[:-1]:  # (the last is an output: its shape is declared, not inferred)
+        dims = [d.dim_param or d.dim_value for d in infos[node.name].type.tensor_type.shape.dim]
+        want = ["batch", *(f"{node.inputs[0]}_dim1" if d is None else d
+                           for d in node.type.shape)]
+        assert dims == want, node.name
+    weights = _weights(graph)
+    for t in (1, 3, 7):
+        xs = [np.random.default_rng(t).normal(size=(2, *(t if d is None else d
+                                                         for d in i.type.shape)))
+              .astype(np.float32) for i in graph.inputs]
+        assert_matches_reference(graph, weights, xs)
+
+
+def test_causal_mask_is_a_constant_for_known_lengths():
+    graph = variant_spec("c", ATTENTION[1][1]).model()
+    ops = _ops(to_model(graph, init_weights(graph, 0)))
+    assert "Where" in ops and not {"Shape", "Trilu", "ConstantOfShape"} & set(ops)
 
 
 # -- the decomposition path -------------------------------------------------------------------

@@ -28,6 +28,11 @@ SOURCES: dict[str, SourceInfo] = {
                         {**SPLIT, "n": 1000, "features": 2, "spread": 1.0}, classes=2),
     "sequences": SourceInfo("noisy sine sequences; target is the next value",
                             {**SPLIT, "n": 1000, "steps": 10, "noise": 0.05}, labels="float"),
+    "order": SourceInfo("token sequences holding markers A (id 1) and B (id 2) once each, "
+                        "label 1 when A comes first (needs the order: a bag of tokens is at "
+                        "chance); int64 ids, or float one-hot `[length, vocab]` with one_hot",
+                        {**SPLIT, "n": 2000, "length": 16, "vocab": 8, "one_hot": False},
+                        classes=2),
     "npz": SourceInfo("a .npz file with arrays `x` and `y` (or x_train/y_train/x_test/y_test)",
                       {**SPLIT, "path": None, "x": "x", "y": "y"}, positional=("path",),
                       labels="unknown"),

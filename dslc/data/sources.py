@@ -144,6 +144,28 @@ def sequences(args: dict, ctx: Context) -> Raw:
                series[:, steps:].astype(np.float32))
 
 
+@source("order")
+def order(args: dict, ctx: Context) -> Raw:
+    """Sequences of `length` token ids below `vocab`: marker A (id 1) and marker B (id 2) once
+    each at two random places, the rest fillers drawn from 3..vocab-1 (id 0, padding, is never
+    used). Label 1 when A comes before B. Both classes hold the same tokens, so only their order
+    tells them apart. Classes are balanced."""
+    n, length, vocab = (_count(args, k, ctx, m) for k, m in (("n", 2), ("length", 2), ("vocab", 4)))
+    if not isinstance(args["one_hot"], bool):
+        raise DslError(f"`one_hot` must be true or false, got {args['one_hot']!r}", ctx.span)
+    rng = ctx.rng()
+    y = rng.permutation(np.arange(n) % 2).astype(np.int64)
+    x = rng.integers(3, vocab, size=(n, length), dtype=np.int64)
+    places = np.sort(rng.random((n, length)).argsort(axis=1)[:, :2], axis=1)  # a uniform pair
+    first, second = places[:, 0], places[:, 1]
+    rows = np.arange(n)
+    x[rows, first] = np.where(y == 1, 1, 2)
+    x[rows, second] = np.where(y == 1, 2, 1)
+    if args["one_hot"]:
+        return Raw(np.eye(vocab, dtype=np.float32)[x], y)
+    return Raw(x, y)
+
+
 # --- files ------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,16 @@
 """Ops: one registry, one file per op family. Importing this package registers them all."""
 
-from dslc.ops import activation, conv, core, merge, norm, pool, recurrent, shape  # noqa: F401
+from dslc.ops import (  # noqa: F401
+    activation,
+    attention,
+    conv,
+    core,
+    merge,
+    norm,
+    pool,
+    recurrent,
+    shape,
+)
 from dslc.ops.registry import (
     OPS,
     Op,

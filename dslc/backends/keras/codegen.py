@@ -55,6 +55,10 @@ class Call:
     weights: dict[str, str] = field(default_factory=dict)
     uses: list[Function] = field(default_factory=list)
     activation: str | Function | None = None
+    # How the layer is applied: inputs as separate arguments rather than one list (layers
+    # such as MultiHeadAttention take `(query, value, key)`), and keyword arguments of the call.
+    spread: bool = False
+    call_kwargs: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -452,6 +456,32 @@ def maximum(ctx: Context, node: Node, xs: list[Call]) -> Call:
 @LOWERINGS("minimum")
 def minimum(ctx: Context, node: Node, xs: list[Call]) -> Call:
     return Call("keras.layers.Minimum")
+# multi_head_attention's canonical parameters ↔ MultiHeadAttention's variables (sublayers
+# `query`, `key`, `value`, `attention_output`), addressed by their path under the layer.
+_MHA_WEIGHTS = {f"{role}_{kind}": f"{sub}/{kind}"
+                for role, sub in (("query", "query"), ("key", "key"), ("value", "value"),
+                                  ("output", "attention_output"))
+                for kind in ("kernel", "bias")}
+
+
+@LOWERINGS("multi_head_attention")
+def multi_head_attention(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    uses: list[Function] = []
+    kwargs = [
+        ("num_heads", repr(a.heads)),
+        ("key_dim", repr(a.key_dim)),
+        ("value_dim", repr(a.value_dim or a.key_dim)),
+        ("dropout", repr(float(a.dropout))),
+        ("use_bias", repr(a.use_bias)),
+    ]
+    if a.output_dim is not None:
+        kwargs.append(("output_shape", repr((a.output_dim,))))
+    kwargs += [("kernel_initializer", _init(a.kernel_init)),
+               ("bias_initializer", _bias_init(a.bias_init, uses))]
+    return Call("keras.layers.MultiHeadAttention", [], kwargs, weights=dict(_MHA_WEIGHTS),
+                uses=uses, spread=True,
+                call_kwargs=[("use_causal_mask", "True")] if a.causal else [])
 
 
 # -- the graph -------------------------------------------------------------------------------
@@ -518,6 +548,9 @@ def _assign(target: str, value: Callable[[int], str]) -> str:
 def _render_call(target: str, call: Call, layer_name: str, inputs: list[str]) -> str:
     items = [*call.args, *(f"{k}={v}" for k, v in call.kwargs), f"name={quote(layer_name)}"]
     arg = inputs[0] if len(inputs) == 1 else f"[{', '.join(inputs)}]"
+    if call.spread or call.call_kwargs:
+        inputs = [*(inputs if call.spread else [arg]), *(f"{k}={v}" for k, v in call.call_kwargs)]
+        arg = ", ".join(inputs)
     line = f"{INDENT}{target} = {call.cls}({', '.join(items)})({arg})"
     if len(line) <= LINE:
         return line
@@ -528,6 +561,8 @@ def _render_call(target: str, call: Call, layer_name: str, inputs: list[str]) ->
             return f"{head}({arg})"
         if len(inputs) == 1:  # one long name: on a line of its own
             return f"{head}(\n{INDENT * (d + 1)}{arg}\n{INDENT * d})"
+        if call.spread or call.call_kwargs:  # one argument a line
+            return f"{head}(\n{_exploded(inputs, d + 1)}{INDENT * d})"
         return (f"{head}(\n{INDENT * (d + 1)}[\n{_exploded(inputs, d + 2)}"
                 f"{INDENT * (d + 1)}]\n{INDENT * d})")
 

@@ -21,7 +21,12 @@ def model_variables(model: Any, graph: Graph) -> dict[str, Any]:
     """Each canonical key with the Keras variable that holds it, in the graph's order."""
     found = {}
     for layer, params in weight_names(graph).items():
-        by_name = {v.name: v for v in model.get_layer(layer).weights}
+        keras_layer = model.get_layer(layer)
+        by_name = {v.name: v for v in keras_layer.weights}
+        # a sublayer's variables (MultiHeadAttention's `query/kernel`) by their path under it
+        prefix = f"{keras_layer.path}/"
+        by_name.update({v.path.removeprefix(prefix): v for v in keras_layer.weights
+                        if v.path.startswith(prefix) and v.path.count("/") > prefix.count("/")})
         for param, variable in params.items():
             var = by_name.get(variable)
             if var is None:

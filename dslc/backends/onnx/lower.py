@@ -785,3 +785,57 @@ def _scan_rnn(ctx: Lowering, node: Node, x: Value) -> Value:
     outs = ctx.emit("Scan", [h0.name, xw.name], outputs=len(step_outputs), body=graph,
                     num_scan_inputs=1, scan_input_axes=[1], **seq_axes)
     return Value(outs[1], 3) if a.return_sequences else Value(outs[0], 2)
+
+
+# -- attention --------------------------------------------------------------------------------
+
+@LOWERINGS("multi_head_attention")
+def multi_head_attention(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    """Keras's MultiHeadAttention with standard ops: per-head projections as one MatMul each
+    (the canonical `[d, heads, k]` kernel is a `[d, heads * k]` matrix), scores of the scaled
+    query, Keras's causal mask (masked scores -1e9), Softmax, the output projection."""
+    a = node.attrs
+    heads, kd = a.heads, a.key_dim
+    vd = a.value_dim or kd
+    query, value = xs[0], xs[1]
+    key = xs[2] if len(xs) == 3 else value
+
+    def project(role: str, x: Value, size: int, perm: list[int]) -> Value:
+        kernel = ctx.param(node, f"{role}_kernel", lambda k: k.reshape(k.shape[0], -1))
+        y = ctx.value("MatMul", [x.name, kernel], 3, role=role)
+        if a.use_bias:
+            bias = ctx.param(node, f"{role}_bias", lambda b: b.reshape(-1))
+            y = ctx.value("Add", [y.name, bias], 3, role=f"{role}_bias")
+        split = ctx.const(f"{role}_heads", np.array([0, 0, heads, size], np.int64))
+        y = ctx.value("Reshape", [y.name, split], 4, role=f"{role}_heads")
+        return ctx.value("Transpose", [y.name], 4, role=f"{role}_by_head", perm=perm)
+
+    q = project("query", query, kd, [0, 2, 1, 3])  # [N, heads, Tq, kd]
+    scale = ctx.const("scale", np.array(1 / np.sqrt(kd), np.float32))
+    q = ctx.value("Mul", [q.name, scale], 4, role="scaled_query")  # Keras scales the query
+    k = project("key", key, kd, [0, 2, 3, 1])  # [N, heads, kd, Tv]
+    v = project("value", value, vd, [0, 2, 1, 3])  # [N, heads, Tv, vd]
+    scores = ctx.value("MatMul", [q.name, k.name], 4, role="scores")
+    if a.causal:  # query i sees keys 0..i: the lower triangle of each [Tq, Tv] matrix
+        tq, tv = ctx.graph.type_of(node.inputs[0]).shape[0], ctx.graph.type_of(node.inputs[1]).shape[0]
+        if tq is not None and tv is not None:
+            allowed = ctx.const("causal", np.tril(np.ones((tq, tv), np.bool_)))
+        else:  # lengths known at run time: the triangle of a [Tq, Tv] block of trues
+            from onnx import numpy_helper
+
+            lengths = ctx.value("Shape", [scores.name], 1, role="lengths", start=2)
+            true = numpy_helper.from_array(np.ones(1, np.bool_), "true")
+            block = ctx.value("ConstantOfShape", [lengths.name], 2, role="all", value=true)
+            allowed = ctx.value("Trilu", [block.name], 2, role="causal", upper=0).name
+        masked = ctx.const("masked", np.array(-1e9, np.float32))  # Keras's masked softmax
+        scores = ctx.value("Where", [allowed, scores.name, masked], 4, role="masked")
+    weights = ctx.value("Softmax", [scores.name], 4, role="weights", axis=-1)
+    y = ctx.value("MatMul", [weights.name, v.name], 4, role="attend")  # [N, heads, Tq, vd]
+    y = ctx.value("Transpose", [y.name], 4, role="by_step", perm=[0, 2, 1, 3])
+    merge = ctx.const("merge_heads", np.array([0, 0, heads * vd], np.int64))
+    y = ctx.value("Reshape", [y.name, merge], 3, role="merge_heads")
+    kernel = ctx.param(node, "output_kernel", lambda k: k.reshape(-1, k.shape[-1]))
+    y = ctx.value("MatMul", [y.name, kernel], 3, role="output")
+    if a.use_bias:
+        y = ctx.value("Add", [y.name, ctx.param(node, "output_bias")], 3, role="output_bias")
+    return y

@@ -388,6 +388,28 @@ def gru(ctx: Context, node: Node, xs: list[Array]) -> Array:
         h = z * h + (1 - z) * hh
         steps.append(h)
     return _recurrent_output(node, x, h, steps)
+@LOWERINGS("multi_head_attention")
+def multi_head_attention(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    a = node.attrs
+    query, value = xs[0], xs[1]
+    key = xs[2] if len(xs) == 3 else value
+
+    def project(role: str, x: Array) -> Array:  # [N, T, d] @ [d, heads, k] -> [N, T, heads, k]
+        bias = ctx.param(node, f"{role}_bias") if a.use_bias else 0.0
+        return np.einsum("ntd,dhk->nthk", x, ctx.param(node, f"{role}_kernel")) + bias
+
+    q = project("query", query) / math.sqrt(a.key_dim)  # Keras scales the query
+    k, v = project("key", key), project("value", value)
+    scores = np.einsum("nshk,nthk->nhts", k, q)
+    if a.causal:  # query i sees keys 0..i (top-left aligned when the lengths differ)
+        t, s = scores.shape[2:]
+        allowed = np.arange(t)[:, None] >= np.arange(s)[None, :]
+        scores = np.where(allowed, scores, -1e9)  # Keras's masked softmax
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    weights = e / e.sum(axis=-1, keepdims=True)
+    heads = np.einsum("nhts,nshv->nthv", weights, v)  # dropout: the identity at inference
+    y = np.einsum("nthv,hvo->nto", heads, ctx.param(node, "output_kernel"))
+    return y + (ctx.param(node, "output_bias") if a.use_bias else 0.0)
 
 
 # -- the walk --------------------------------------------------------------------------------

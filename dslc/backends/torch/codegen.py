@@ -16,6 +16,7 @@ the dense weights behind it are identical to Keras's.
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from collections.abc import Callable
@@ -744,6 +745,83 @@ def simple_rnn(em: Emitter, node: Node, xs: list[Value]) -> Value:
         em.forward.append(f"    {steps}.append({h})")
         return Value(f"torch.stack({steps}, dim=1)", rank=2)
     return Value(h)
+
+
+# multi_head_attention's four projections (Keras's sublayer names), one nn.Linear each: the
+# canonical per-head kernels `[d, heads, k]` are `[d, heads * k]` matrices, heads outermost.
+MHA_PROJECTIONS = ("query", "key", "value", "output")
+
+
+def _heads_kernel(heads: int) -> tuple[Convert, Convert]:
+    """[d, heads, k] ↔ nn.Linear's [heads * k, d]."""
+    def to_torch(a: np.ndarray) -> np.ndarray:
+        return a.reshape(a.shape[0], -1).T
+
+    def from_torch(a: np.ndarray) -> np.ndarray:
+        return a.T.reshape(a.shape[1], heads, -1)
+
+    return to_torch, from_torch
+
+
+def _heads_bias(heads: int) -> tuple[Convert, Convert]:
+    """[heads, k] ↔ [heads * k]."""
+    def to_torch(a: np.ndarray) -> np.ndarray:
+        return a.reshape(-1)
+
+    def from_torch(a: np.ndarray) -> np.ndarray:
+        return a.reshape(heads, -1)
+
+    return to_torch, from_torch
+
+
+def _output_kernel(heads: int) -> tuple[Convert, Convert]:
+    """[heads, v, out] ↔ nn.Linear's [out, heads * v]."""
+    def to_torch(a: np.ndarray) -> np.ndarray:
+        return a.reshape(-1, a.shape[-1]).T
+
+    def from_torch(a: np.ndarray) -> np.ndarray:
+        return a.T.reshape(heads, -1, a.shape[0])
+
+    return to_torch, from_torch
+
+
+@LOWERINGS("multi_head_attention")
+def multi_head_attention(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    h, kd = a.heads, a.key_dim
+    vd = a.value_dim or kd
+    dims = {"query": em.in_shape(node, 0)[1], "value": em.in_shape(node, 1)[1],
+            "key": em.in_shape(node, len(xs) - 1)[1]}
+    out = em.out_shape(node)[1]
+    sizes = {"query": (dims["query"], h * kd), "key": (dims["key"], h * kd),
+             "value": (dims["value"], h * vd), "output": (h * vd, out)}
+    bias = "" if a.use_bias else ", bias=False"
+    params: Declared = {}
+    for role in MHA_PROJECTIONS:
+        kernel = _output_kernel(h) if role == "output" else _heads_kernel(h)
+        params[f"{role}_kernel"] = (f"{role}.weight", *kernel)
+        bias_convert = (same, same) if role == "output" else _heads_bias(h)
+        params[f"{role}_bias"] = (f"{role}.bias", *bias_convert)
+    mods = "".join(f"    {quote(role)}: nn.Linear({i}, {o}{bias}),\n"
+                   for role, (i, o) in sizes.items())
+    mha = em.add(node, f"nn.ModuleDict({{\n{mods}}})", params)
+    query, value = xs[0].expr, xs[1].expr
+    key = xs[2].expr if len(xs) == 3 else value
+    q, k, v, heads = (em.fresh(n) for n in ("q", "k", "v", "heads"))
+    args = [q, k, v]
+    if a.dropout:
+        args.append(f"dropout_p={float(a.dropout)!r} if self.training else 0.0")
+    if a.causal:
+        args.append("is_causal=True")  # query i sees keys 0..i, top-left aligned as Keras's
+    args.append(f"scale={1 / math.sqrt(kd)!r}")
+    em.forward += [
+        f"# {comment(node.name)}: {h} head(s); [N, T, d] → [N, heads, T, dim] per projection",
+        f"{q} = {mha}.query({query}).unflatten(-1, ({h}, {kd})).transpose(1, 2)",
+        f"{k} = {mha}.key({key}).unflatten(-1, ({h}, {kd})).transpose(1, 2)",
+        f"{v} = {mha}.value({value}).unflatten(-1, ({h}, {vd})).transpose(1, 2)",
+        f"{heads} = F.scaled_dot_product_attention({', '.join(args)})",
+    ]
+    return Value(f"{mha}.output({heads}.transpose(1, 2).flatten(2))", rank=2)
 
 
 # -- the module ---------------------------------------------------------------------------------
