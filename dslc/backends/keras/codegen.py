@@ -28,7 +28,7 @@ from dslc.ops.registry import pair
 
 LINE = 88  # ruff format's width: generated files pass `ruff format --check`
 INDENT = "    "
-DTYPES = {"f32": "float32"}
+DTYPES = {"f32": "float32", "i32": "int32", "i64": "int64", "bool": "bool"}
 
 
 @dataclass(frozen=True)
@@ -322,6 +322,79 @@ def concat(ctx: Context, node: Node, xs: list[Call]) -> Call:
     # The IR's axis excludes the batch; Keras's includes it.
     axis = node.attrs.axis + 1 if node.attrs.axis >= 0 else node.attrs.axis
     return Call("keras.layers.Concatenate", [], [("axis", repr(axis))])
+
+
+@LOWERINGS("embedding")
+def embedding(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    # TensorFlow's gather fails on an id out of range on a CPU and gives zeros on a GPU.
+    a = node.attrs
+    return Call("keras.layers.Embedding", [repr(a.vocab), repr(a.dim)], [
+        ("embeddings_initializer", _init(a.embeddings_init)),
+        ("mask_zero", repr(a.mask_zero)),
+    ], weights={"embeddings": "embeddings"})
+
+
+# keras-hub's PositionEmbedding returns the table for the user to add; dslc's op adds it, so
+# the layer is written here (keras-hub is not a dependency) and keeps the padding mask.
+_POSITION_EMBEDDING = Function("PositionEmbedding", (
+    "class PositionEmbedding(keras.layers.Layer):\n"
+    '    """`x + embeddings[:T]`: a learned vector per position of a `[T, features]`\n'
+    '    sequence, T at most `max_len` (keras-hub\'s PositionEmbedding, added)."""\n'
+    "\n"
+    "    def __init__(self, max_len, embeddings_initializer=\"glorot_uniform\", **kwargs):\n"
+    "        super().__init__(**kwargs)\n"
+    "        self.max_len = max_len\n"
+    "        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)\n"
+    "        self.supports_masking = True\n"
+    "\n"
+    "    def build(self, input_shape):\n"
+    "        self.embeddings = self.add_weight(\n"
+    "            shape=(self.max_len, input_shape[-1]),\n"
+    "            initializer=self.embeddings_initializer,\n"
+    "            name=\"embeddings\",\n"
+    "        )\n"
+    "\n"
+    "    def call(self, inputs):\n"
+    "        steps = keras.ops.shape(inputs)[1]\n"
+    "        return inputs + keras.ops.convert_to_tensor(self.embeddings)[:steps]\n"))
+
+
+@LOWERINGS("position_embedding")
+def position_embedding(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    return Call(_POSITION_EMBEDDING.name, [repr(a.max_len)], [
+        ("embeddings_initializer", _init(a.embeddings_init)),
+    ], weights={"embeddings": "embeddings"}, uses=[_POSITION_EMBEDDING])
+
+
+_SINUSOIDAL_POSITION = Function("SinusoidalPosition", (
+    "class SinusoidalPosition(keras.layers.Layer):\n"
+    '    """`x + table[:T]`, the sin/cos position table of Vaswani et al. as keras-hub\'s\n'
+    "    SinePositionEncoding computes it (added): sin(p * w_i) at even features i, cos at\n"
+    '    odd ones, w_i = (1 / max_wavelength) ** (2 * (i // 2) / features); float64 inside."""\n'
+    "\n"
+    "    def __init__(self, max_wavelength=10000.0, **kwargs):\n"
+    "        super().__init__(**kwargs)\n"
+    "        self.max_wavelength = max_wavelength\n"
+    "        self.supports_masking = True\n"
+    "\n"
+    "    def call(self, inputs):\n"
+    "        features = inputs.shape[-1]\n"
+    "        index = keras.ops.arange(features, dtype=\"float64\")\n"
+    "        rate = keras.ops.convert_to_tensor(1 / self.max_wavelength, dtype=\"float64\")\n"
+    "        rates = keras.ops.power(rate, 2 * (index // 2) / features)\n"
+    "        steps = keras.ops.shape(inputs)[1]\n"
+    "        positions = keras.ops.arange(steps, dtype=\"float64\")[:, None]\n"
+    "        angles = positions * rates\n"
+    "        even = keras.ops.equal(index % 2, 0)\n"
+    "        table = keras.ops.where(even, keras.ops.sin(angles), keras.ops.cos(angles))\n"
+    "        return inputs + keras.ops.cast(table, inputs.dtype)\n"))
+
+
+@LOWERINGS("sinusoidal_position")
+def sinusoidal_position(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call(_SINUSOIDAL_POSITION.name, [repr(float(node.attrs.max_wavelength))],
+                uses=[_SINUSOIDAL_POSITION])
 
 
 # -- the graph -------------------------------------------------------------------------------

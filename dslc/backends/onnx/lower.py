@@ -93,7 +93,9 @@ class Lowering:
         from onnx import numpy_helper
 
         name = self.unique(f"{owner or self.layer}.{role}")
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        a = np.asarray(array)  # a 0-d array stays a scalar (ascontiguousarray makes it 1-d)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(a) if a.ndim else a,
+                                                         name))
         return name
 
     def param(self, node: Node, key: str, convert: Convert | None = None) -> str:
@@ -259,7 +261,7 @@ class Lowering:
                                           tuple(inp.type.shape))
             if rank == 4:
                 self.layouts[inp.name] = NHWC
-            inputs.append(_tensor_info(inp.name, inp.type.shape))
+            inputs.append(_tensor_info(inp.name, inp.type.shape, inp.type.dtype))
         for node in g.nodes:
             self.layer = node.name
             before = len(self.nodes)
@@ -273,16 +275,21 @@ class Lowering:
             self.values[node.name] = out
         output_names = self.bind_outputs()
         for name in g.outputs:
-            outputs.append(_tensor_info(output_names[name], g.type_of(name).shape))
+            outputs.append(_tensor_info(output_names[name], g.type_of(name).shape,
+                                        g.type_of(name).dtype))
         graph = helper.make_graph(self.nodes, g.name, inputs, outputs, self.initializers)
         return Lowered(graph, dict(self.layouts), output_names)
 
 
-def _tensor_info(name: str, shape: Shape) -> ValueInfoProto:
+# the IR's dtypes as ONNX element types (TensorProto's names)
+ELEM_TYPES = {"f32": "FLOAT", "i32": "INT32", "i64": "INT64", "bool": "BOOL"}
+
+
+def _tensor_info(name: str, shape: Shape, dtype: str = "f32") -> ValueInfoProto:
     from onnx import TensorProto, helper
 
     dims = [BATCH] + [f"{name}_dim{i + 1}" if d is None else int(d) for i, d in enumerate(shape)]
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+    return helper.make_tensor_value_info(name, getattr(TensorProto, ELEM_TYPES[dtype]), dims)
 
 
 def lower_graph(graph: Graph, weights: dict[str, np.ndarray]) -> Lowered:
@@ -571,3 +578,55 @@ def _scan_rnn(ctx: Lowering, node: Node, x: Value) -> Value:
     outs = ctx.emit("Scan", [h0.name, xw.name], outputs=len(step_outputs), body=graph,
                     num_scan_inputs=1, scan_input_axes=[1], **seq_axes)
     return Value(outs[1], 3) if a.return_sequences else Value(outs[0], 2)
+
+
+# -- embeddings and positions -----------------------------------------------------------------
+
+@LOWERINGS("embedding")
+def embedding(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    # onnxruntime fails on an id past the table; Gather counts a negative id from the end,
+    # which the other backends refuse (the reference raises on both).
+    rank = xs[0].rank + 1
+    table = ctx.param(node, "embeddings")
+    return ctx.value("Gather", [table, xs[0].name], rank, NHWC if rank == 4 else None, axis=0)
+
+
+def _steps(ctx: Lowering, x: Value) -> str:
+    """A 1-D int64 tensor holding the sequence length (axis 1) of `x`."""
+    return ctx.value("Shape", [x.name], 1, role="steps", start=1, end=2).name
+
+
+@LOWERINGS("position_embedding")
+def position_embedding(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
+    table = ctx.param(node, "embeddings")
+    rows = ctx.value("Slice", [table, ctx.const("start", np.array([0], np.int64)),
+                               _steps(ctx, x), ctx.const("axes", np.array([0], np.int64))],
+                     2, role="positions")
+    return ctx.value("Add", [x.name, rows.name], 3)
+
+
+@LOWERINGS("sinusoidal_position")
+def sinusoidal_position(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    from onnx import TensorProto
+
+    x = xs[0]
+    features = ctx.graph.type_of(node.inputs[0]).shape[1]
+    assert features is not None
+    index = np.arange(features)
+    rates = (1.0 / float(node.attrs.max_wavelength)) ** (2 * (index // 2) / features)
+    steps = ctx.value("Squeeze", [_steps(ctx, x), ctx.const("axes", np.array([0], np.int64))], 0,
+                      role="length")
+    positions = ctx.value("Range", [ctx.const("zero", np.array(0, np.int64)), steps.name,
+                                    ctx.const("one", np.array(1, np.int64))], 1, role="range")
+    column = ctx.value("Unsqueeze", [positions.name, ctx.const("column", np.array([1], np.int64))],
+                       2, role="column")
+    exact = ctx.value("Cast", [column.name], 2, role="float64", to=TensorProto.DOUBLE)
+    angles = ctx.value("Mul", [exact.name, ctx.const("rates", rates.astype(np.float64))], 2,
+                       role="angles")
+    sin = ctx.value("Sin", [angles.name], 2, role="sin")
+    cos = ctx.value("Cos", [angles.name], 2, role="cos")
+    table = ctx.value("Where", [ctx.const("even", index % 2 == 0), sin.name, cos.name], 2,
+                      role="table")
+    single = ctx.value("Cast", [table.name], 2, role="float32", to=TensorProto.FLOAT)
+    return ctx.value("Add", [x.name, single.name], 3)

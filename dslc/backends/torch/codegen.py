@@ -453,6 +453,55 @@ def simple_rnn(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return Value(h)
 
 
+@LOWERINGS("embedding")
+def embedding(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    # Ids stay integers (int32 or int64, as declared); an id out of range raises IndexError
+    # (on CUDA, a device-side assert). No padding_idx: Keras trains id 0's vector too.
+    a = node.attrs
+    call = em.add(node, f"nn.Embedding({a.vocab}, {a.dim})",
+                  params={"embeddings": ("weight", same, same)})
+    return Value(f"{call}({xs[0].expr})", rank=len(em.out_shape(node)))
+
+
+def _bound(em: Emitter, node: Node, x: Value, role: str) -> str:
+    """`x` held by a variable of its own (a rule that reads it twice), channels-last."""
+    expr = x.channels_last()
+    if expr.isidentifier():
+        return expr
+    var = em.fresh(role)
+    em.forward.append(f"{var} = {expr}")
+    return var
+
+
+@LOWERINGS("position_embedding")
+def position_embedding(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    steps, features = em.in_shape(node)
+    call = em.add(node, f"nn.Embedding({node.attrs.max_len}, {features})",
+                  params={"embeddings": ("weight", same, same)})
+    if steps is not None:
+        return Value(f"{atom(xs[0].expr)} + {call}.weight[:{steps}]", rank=2)
+    # a sequence longer than max_len: the shapes do not broadcast and the add raises
+    x = _bound(em, node, xs[0], "x")
+    return Value(f"{x} + {call}.weight[:{x}.shape[1]]", rank=2)
+
+
+@LOWERINGS("sinusoidal_position")
+def sinusoidal_position(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    _, features = em.in_shape(node)
+    x = _bound(em, node, xs[0], "x")
+    angles, index = em.fresh("angles"), em.fresh("index")
+    wavelength = float(node.attrs.max_wavelength)
+    em.forward += [
+        f"# {comment(node.name)}: + sin/cos(position * (1 / {wavelength!r}) ** (2 * (i // 2) / "
+        f"{features})), sin at even features i (float64, then cast)",
+        f"{index} = torch.arange({features}, dtype=torch.float64, device={x}.device)",
+        f"{angles} = torch.arange({x}.shape[1], dtype=torch.float64, device={x}.device)[:, None] "
+        f"* (1 / {wavelength!r}) ** (2 * ({index} // 2) / {features})",
+    ]
+    table = f"torch.where({index} % 2 == 0, {angles}.sin(), {angles}.cos()).to({x}.dtype)"
+    return Value(f"{x} + {table}", rank=2)
+
+
 # -- the module ---------------------------------------------------------------------------------
 
 def _fuse_point(graph: Graph) -> str | None:
