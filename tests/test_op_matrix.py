@@ -156,6 +156,14 @@ CASES: list[Case] = [
     case("embedding_grid", "embedding(6, 2)\nconv2d(3, kernel=2)", [4, 3], dtypes=("i64",)),
     case("embedding_and_float_input", "e = embedding(x, 8, 3)\nf = dense(y, 3)\nadd(e, f)",
          [4], [4, 2], dtypes=("i64", "f32")),
+    # padding masks (mask_zero): the ops that keep a mask compute the same numbers
+    case("embedding_mask_zero_dense", "embedding(10, 4, mask_zero=true)\ndense(3)", [6],
+         dtypes=("i64",)),
+    case("masked_keep_chain", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                              "f = embedding(y, 7, 4, mask_zero=true)\n"
+                              "s = add(e, f)\nn = layer_norm(s)\nd = dropout(n, 0.2)\n"
+                              "p = position_embedding(d, 6)\nq = sinusoidal_position(p)\n"
+                              "c = concat(q, e)\nrelu(c)", [5], [5], dtypes=("i64", "i32")),
     # positions added to sequences: learned (x + embeddings[:T]) and sin/cos (Vaswani et al.)
     case("position_embedding", "position_embedding(6)", [6, 4]),
     case("position_embedding_shorter", "embedding(10, 4)\nposition_embedding(8)", [5],

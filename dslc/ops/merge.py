@@ -22,6 +22,9 @@ class Add(Op):
                 raise ShapeError(f"add needs equal shapes, got {fmt(first)} and {fmt(other.shape)}")
         return inputs[0]
 
+    def masking(self, a):
+        return "keep"  # the inputs' masks ANDed, as Keras's Add
+
 
 @register
 class Concat(Op):
@@ -50,3 +53,8 @@ class Concat(Op):
         shape = list(inputs[0].shape)
         shape[axis] = total
         return TensorType(shape=tuple(shape))
+
+    def masking(self, a):
+        # Along the features (written `axis=-1`) the masks AND, as Keras's Concatenate; along
+        # time they would be joined, which no backend's rule does yet.
+        return "keep" if a.axis == -1 else "none"

@@ -21,10 +21,11 @@ from typing import Any
 
 from dslc import __version__
 from dslc.backends.lowering import LoweringTable, activation_node
-from dslc.backends.pysource import Names, comment, docstring, identifier, quote
+from dslc.backends.pysource import Names, comment, docstring, identifier, public, quote
 from dslc.ir.graph import Graph, Input, Node
 from dslc.ops import get_op
 from dslc.ops.registry import pair
+from dslc.passes.masks import padding_masks
 
 LINE = 88  # ruff format's width: generated files pass `ruff format --check`
 INDENT = "    "
@@ -55,6 +56,8 @@ class Call:
     weights: dict[str, str] = field(default_factory=dict)
     uses: list[Function] = field(default_factory=list)
     activation: str | Function | None = None
+    # keyword arguments of the layer's call, after the inputs: `mask=<ctx.mask_of(...)>`
+    call_kwargs: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -63,6 +66,23 @@ class Context:
     layer's fused activation. Collects the functions the module must define."""
 
     functions: dict[str, Function] = field(default_factory=dict)
+    masks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dslc/passes/masks.py
+    mask_vars: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def mask_of(self, name: str) -> str | None:
+        """The padding mask of tensor `name` as a variable of the generated `build_<model>`
+        (bool `[N, T]`, True at real positions): `tokens_mask = keras.ops.not_equal(tokens,
+        0)`, written once after the inputs, for a rule to pass explicitly (`Call.call_kwargs`,
+        e.g. `("mask", ctx.mask_of(node.inputs[0]))`); None when `name` carries no mask.
+        Keras itself propagates the mask of `Embedding(mask_zero=True)` through every layer
+        that supports masking, and hands it to a layer whose `call` takes `mask`."""
+        ids = self.masks.get(name)
+        if not ids:
+            return None
+        if ids not in self.mask_vars:
+            self.mask_vars[ids] = identifier(public(f"{'_'.join(ids)}_mask"),
+                                             {"keras", *self.mask_vars.values()})
+        return self.mask_vars[ids]
 
     def use(self, fn: Function) -> str:
         known = self.functions.setdefault(fn.name, fn)
@@ -407,6 +427,7 @@ class Lowered:
     graph: Graph
     calls: dict[str, Call]
     functions: dict[str, Function]
+    mask_vars: dict[tuple[str, ...], str] = field(default_factory=dict)  # asked for by rules
 
 
 def input_call(i: Input) -> Call:
@@ -417,7 +438,7 @@ def input_call(i: Input) -> Call:
 
 def lower_graph(graph: Graph) -> Lowered:
     graph = LOWERINGS.prepare(graph)
-    ctx = Context()
+    ctx = Context(masks=padding_masks(graph))
     calls = {i.name: input_call(i) for i in graph.inputs}
     for node in graph.nodes:
         call = LOWERINGS.lower(ctx, node, [calls[t] for t in node.inputs])
@@ -428,7 +449,7 @@ def lower_graph(graph: Graph) -> Lowered:
         for fn in call.uses:
             ctx.use(fn)
         calls[node.name] = call
-    return Lowered(graph, calls, ctx.functions)
+    return Lowered(graph, calls, ctx.functions, ctx.mask_vars)
 
 
 def weight_names(graph: Graph) -> dict[str, dict[str, str]]:
@@ -461,6 +482,7 @@ def _assign(target: str, value: Callable[[int], str]) -> str:
 def _render_call(target: str, call: Call, layer_name: str, inputs: list[str]) -> str:
     items = [*call.args, *(f"{k}={v}" for k, v in call.kwargs), f"name={quote(layer_name)}"]
     arg = inputs[0] if len(inputs) == 1 else f"[{', '.join(inputs)}]"
+    arg += "".join(f", {k}={v}" for k, v in call.call_kwargs)
     line = f"{INDENT}{target} = {call.cls}({', '.join(items)})({arg})"
     if len(line) <= LINE:
         return line
@@ -469,10 +491,15 @@ def _render_call(target: str, call: Call, layer_name: str, inputs: list[str]) ->
         head = f"{call.cls}(\n{_exploded(items, d + 1)}{INDENT * d})"
         if len(f"{INDENT * d})({arg})") <= LINE:
             return f"{head}({arg})"
-        if len(inputs) == 1:  # one long name: on a line of its own
+        extra = [f"{k}={v}" for k, v in call.call_kwargs]
+        if len(inputs) == 1 and not extra:  # one long name: on a line of its own
             return f"{head}(\n{INDENT * (d + 1)}{arg}\n{INDENT * d})"
-        return (f"{head}(\n{INDENT * (d + 1)}[\n{_exploded(inputs, d + 2)}"
-                f"{INDENT * (d + 1)}]\n{INDENT * d})")
+        if len(inputs) == 1:  # the input and the call's keywords, one a line
+            return f"{head}(\n{_exploded([inputs[0], *extra], d + 1)}{INDENT * d})"
+        listed = f"{INDENT * (d + 1)}[\n{_exploded(inputs, d + 2)}{INDENT * (d + 1)}]"
+        if extra:
+            return f"{head}(\n{listed},\n{_exploded(extra, d + 1)}{INDENT * d})"
+        return f"{head}(\n{listed}\n{INDENT * d})"
 
     return _assign(target, value)
 
@@ -502,13 +529,19 @@ def generate(spec: Any, graph: Graph) -> str:
     """Standalone Keras 3 source defining `build_<model>() -> keras.Model`."""
     lowered = lower_graph(graph)
     fn = model_function(graph)
-    names = Names({"keras", fn, *lowered.functions})
+    names = Names({"keras", fn, *lowered.functions, *lowered.mask_vars.values()})
     var = {t: names.fresh(t) for t in
            [i.name for i in lowered.graph.inputs] + [n.name for n in lowered.graph.nodes]}
     body: list[str] = []
     for i in lowered.graph.inputs:
         call = lowered.calls[i.name]
         body.append(_render_kwargs(var[i.name], call.cls, call.kwargs))
+    for ids, mask in lowered.mask_vars.items():  # padding masks a rule passes explicitly
+        terms = [f"keras.ops.not_equal({var[i]}, 0)" for i in ids]
+        value = terms[0]
+        for term in terms[1:]:
+            value = f"keras.ops.logical_and({value}, {term})"
+        body.append(f"{INDENT}{mask} = {value}")
     for node in lowered.graph.nodes:
         body.append(_render_call(var[node.name], lowered.calls[node.name], node.name,
                                  [var[t] for t in node.inputs]))

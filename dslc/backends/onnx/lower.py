@@ -29,6 +29,7 @@ from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.ir.graph import Graph, Node, Shape
 from dslc.ops.conv import pads_2d
 from dslc.ops.registry import pair
+from dslc.passes.masks import padding_masks
 
 if TYPE_CHECKING:
     from onnx import GraphProto, NodeProto, TensorProto, ValueInfoProto
@@ -77,6 +78,35 @@ class Lowering:
         self._converted: dict[tuple[str, str], Value] = {}
         self._used: set[str] = set()
         self.layer: str = ""
+        self.masks = padding_masks(graph)
+        self._mask_values: dict[tuple[str, ...], str] = {}
+
+    def mask_of(self, name: str) -> str | None:
+        """The padding mask of tensor `name` as an ONNX value (bool `[N, T]`, True at real
+        positions: `Not(Equal(ids, 0))`, ANDed over the id tensors), made once; None when
+        `name` carries no mask."""
+        from onnx import helper
+
+        ids = self.masks.get(name)
+        if not ids:
+            return None
+        if ids not in self._mask_values:
+            parts = []
+            for i in ids:
+                zero = self.const("zero", np.zeros((), self.graph.type_of(i).numpy_dtype),
+                                  owner=f"{i}/mask")
+                pad = self.unique(f"{i}/padding")
+                real = self.unique(f"{i}/mask")
+                self.nodes.append(helper.make_node("Equal", [i, zero], [pad], name=pad))
+                self.nodes.append(helper.make_node("Not", [pad], [real], name=real))
+                parts.append(real)
+            mask = parts[0]
+            for other in parts[1:]:
+                both = self.unique(f"{mask}&{other}")
+                self.nodes.append(helper.make_node("And", [mask, other], [both], name=both))
+                mask = both
+            self._mask_values[ids] = mask
+        return self._mask_values[ids]
 
     # -- building blocks -------------------------------------------------------------------
 

@@ -17,14 +17,29 @@ from dslc.backends.base import Feed
 from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph, Input, Node
+from dslc.passes.masks import padding_masks
 
 Array = np.ndarray
 
 
 class Context:
-    def __init__(self, graph: Graph, weights: dict[str, np.ndarray]):
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray],
+                 env: dict[str, Array] | None = None):
         self.graph = graph
         self.weights = weights
+        self.env = env if env is not None else {}  # the values computed so far, by tensor
+        self.masks = padding_masks(graph)
+
+    def mask_of(self, name: str) -> Array | None:
+        """The padding mask of tensor `name`: bool `[N, T]`, True at real (non-padding)
+        positions — `ids != 0` of each id tensor that masks it, ANDed — or None."""
+        ids = self.masks.get(name)
+        if not ids:
+            return None
+        mask = self.env[ids[0]] != 0
+        for other in ids[1:]:
+            mask = mask & (self.env[other] != 0)
+        return mask
 
     def param(self, node: Node, key: str) -> Array:
         return np.asarray(self.weights[f"{node.name}.{key}"], dtype=np.float64)
@@ -304,7 +319,7 @@ class Interpreter:
         if len(xs) != len(g.inputs):
             raise DslError(f"model `{g.name}` takes {len(g.inputs)} input(s), got {len(xs)}")
         env = {i.name: _input(i, v) for i, v in zip(g.inputs, xs, strict=True)}
-        ctx = Context(g, self.weights)
+        ctx = Context(g, self.weights, env)
         for node in g.nodes:
             env[node.name] = y = LOWERINGS.lower(ctx, node, [env[n] for n in node.inputs])
             _check_shape(node, y)

@@ -30,6 +30,7 @@ from dslc.ir.graph import Graph, Node, ParamSpec, Shape
 from dslc.ops import ending_activation
 from dslc.ops.conv import pads_2d
 from dslc.ops.registry import pair
+from dslc.passes.masks import padding_masks
 
 if TYPE_CHECKING:
     import numpy as np
@@ -164,12 +165,31 @@ class Emitter:
     input_names: list[str] = field(default_factory=list)  # `forward`'s arguments
     fused: str | None = None  # the final activation `logits=True` leaves out, if any
     buffer_names: Names = field(init=False)
+    input_vars: dict[str, str] = field(default_factory=dict)  # graph input → `forward` argument
+    masks: dict[str, tuple[str, ...]] = field(init=False)  # dslc/passes/masks.py
+    mask_vars: dict[tuple[str, ...], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # attributes of the module: every layer's (spec name and attribute) and nn.Module's
         self.buffer_names = Names(MODULE_ATTRS | GLOBALS | set(self.attrs.values())
                                   | {n.name for n in self.graph.nodes}
                                   | {i.name for i in self.graph.inputs})
+        self.masks = padding_masks(self.graph)
+
+    def mask_of(self, name: str) -> str | None:
+        """The padding mask of tensor `name` as a variable of `forward` (bool `[N, T]`, True
+        at real positions): `tokens_mask = tokens != 0`, written once, before the line of the
+        rule that first asks; None when `name` carries no mask."""
+        ids = self.masks.get(name)
+        if not ids:
+            return None
+        if ids not in self.mask_vars:
+            var = self.fresh(f"{'_'.join(ids)}_mask")
+            terms = [f"({self.input_vars[i]} != 0)" if len(ids) > 1 else
+                     f"{self.input_vars[i]} != 0" for i in ids]
+            self.forward.append(f"{var} = {' & '.join(terms)}")
+            self.mask_vars[ids] = var
+        return self.mask_vars[ids]
 
     @property
     def cls(self) -> str:
@@ -538,6 +558,7 @@ def emit(graph: Graph) -> Emitter:
     names: dict[str, str] = {}
     for inp in graph.inputs:
         names[inp.name] = em.fresh(inp.name)
+    em.input_vars = {inp.name: names[inp.name] for inp in graph.inputs}
 
     def chains(idx: int, node: Node) -> bool:
         return node.name not in outputs and consumers.get(node.name) == [idx + 1] and \
