@@ -206,3 +206,30 @@ def test_an_embedding_model_trains_on_ids(tmp_path, backend, capsys):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert np.isfinite(metrics["test"]["loss"])
     capsys.readouterr()
+
+
+# -- ONNX: a valid graph, shapes as `dslc check` infers them -----------------------------------
+
+ONNX_BODIES = [
+    "embedding(10, 4)",
+    "embedding(10, 4, mask_zero=true)\nposition_embedding(8)\ndense(3)",
+    "embedding(10, 6)\nsinusoidal_position\nlayer_norm",
+]
+
+
+@pytest.mark.parametrize("body", ONNX_BODIES)
+@pytest.mark.parametrize("dtype", ["i32", "i64"])
+def test_onnx_graph_is_valid_and_inferred_shapes_match_check(body, dtype):
+    onnx = pytest.importorskip("onnx")
+    from dslc.backends.onnx.export import to_model
+
+    lines = "\n    ".join(body.splitlines())
+    graph = compile_text(f"model e {{\n    input tokens: {dtype}[5]\n    {lines}\n}}\n",
+                         "<e>").model()
+    model = to_model(graph, init_weights(graph, 0))
+    onnx.checker.check_model(model, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    infos = {v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    for node in graph.nodes:
+        dims = [d.dim_param or d.dim_value for d in infos[node.name].type.tensor_type.shape.dim]
+        assert dims == ["batch", *node.type.shape], node.name
