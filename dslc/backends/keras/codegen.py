@@ -391,7 +391,8 @@ _SINUSOIDAL_POSITION = Function("SinusoidalPosition", (
     "class SinusoidalPosition(keras.layers.Layer):\n"
     '    """`x + table[:T]`, the sin/cos position table of Vaswani et al. as keras-hub\'s\n'
     "    SinePositionEncoding computes it (added): sin(p * w_i) at even features i, cos at\n"
-    '    odd ones, w_i = (1 / max_wavelength) ** (2 * (i // 2) / features); float64 inside."""\n'
+    "    odd ones, w_i = (1 / max_wavelength) ** (2 * (i // 2) / features); float64\n"
+    '    inside."""\n'
     "\n"
     "    def __init__(self, max_wavelength=10000.0, **kwargs):\n"
     "        super().__init__(**kwargs)\n"
