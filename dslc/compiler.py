@@ -16,7 +16,7 @@ from dslc.ir.graph import Graph
 from dslc.ir.train import TrainConfig
 from dslc.ops import find_op
 from dslc.parse import parse
-from dslc.passes import shapes
+from dslc.passes import masks, shapes
 from dslc.passes.build import GraphBuilder
 from dslc.passes.train_check import build_train
 from dslc.passes.values import evaluate
@@ -260,6 +260,8 @@ def compile_text(text: str, path: str | Path = "<input>") -> Spec:
             graph = GraphBuilder(model, items.blocks, items.lets, errors).build()
             if len(errors.diagnostics) == before:
                 shapes.infer(graph, errors)
+            if len(errors.diagnostics) == before:
+                masks.check(graph, errors)
         except (RecursionError, OverflowError):  # a safety net: always located
             errors.error(f"model `{model.name}` is too large or nested too deeply to check",
                          model.span)

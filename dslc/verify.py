@@ -24,12 +24,40 @@ REFERENCE = "reference"
 DYNAMIC_DIM = 5  # the size given to axes the spec leaves open (`?`)
 
 
+IDS = 10  # ids drawn for an integer input that no op bounds (`Op.id_limit`)
+
+
 def seeded_batch(graph: Graph, batch: int = 8, seed: int = 0) -> list[np.ndarray]:
-    """One float32 array per input, standard normal, channels-last."""
+    """One array per input, channels-last: float32 standard normal; for an integer input,
+    ids in `[0, limit)` (the smallest `Op.id_limit` of the layers reading it, e.g. an
+    embedding's vocabulary) with padding — sample k ends in k % T zeros — so masks are
+    exercised; for a bool input, random flags."""
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((batch, *(DYNAMIC_DIM if d is None else d
-                                          for d in i.type.shape))).astype(np.float32)
-            for i in graph.inputs]
+    out: list[np.ndarray] = []
+    for i in graph.inputs:
+        shape = (batch, *(DYNAMIC_DIM if d is None else d for d in i.type.shape))
+        if i.type.is_float:
+            out.append(rng.standard_normal(shape).astype(np.float32))
+        elif i.type.dtype == "bool":
+            out.append(rng.random(shape) < 0.5)
+        else:
+            ids = rng.integers(0, id_limit(graph, i.name), shape).astype(i.type.numpy_dtype)
+            if ids.ndim > 1:
+                for k in range(batch):
+                    pad = k % ids.shape[1]
+                    if pad:
+                        ids[k, ids.shape[1] - pad:] = 0
+            out.append(ids)
+    return out
+
+
+def id_limit(graph: Graph, name: str) -> int:
+    """The bound on the ids the tensor `name` may hold: the least its readers take."""
+    from dslc.ops import get_op
+
+    limits = [get_op(n.op).id_limit(n.attrs) for n in graph.nodes if name in n.inputs]
+    known = [lim for lim in limits if lim is not None]
+    return min(known) if known else IDS
 
 
 @dataclass(frozen=True)

@@ -119,10 +119,12 @@ class Sig:
 
     shape: Shape
     run: tuple[int, ...]
+    dtype: str = "f32"  # integer ids feed only the ops that accept them (`Op.accepts`)
+    masked: bool = False  # carries a padding mask: only ops that keep or use one may read it
 
     @classmethod
-    def of(cls, shape: Shape) -> Sig:
-        return cls(shape, tuple(DYNAMIC_DIM if d is None else d for d in shape))
+    def of(cls, shape: Shape, dtype: str = "f32") -> Sig:
+        return cls(shape, tuple(DYNAMIC_DIM if d is None else d for d in shape), dtype)
 
 
 @dataclass(eq=False)
@@ -264,9 +266,16 @@ class Generator:
         return f"{prefix}{next(self.ids)}"
 
     # inputs
-    def input_shape(self) -> Shape:
+    def input_shape(self) -> Sig:
         s = self.src
-        kind = s.choice(["vector", "sequence", "image", "image"])
+        kind = s.choice(["vector", "sequence", "image", "image", "ids"])
+        if kind == "ids":  # token ids, for embedding
+            steps = None if s.chance(0.2) else s.integer(1, 6)
+            return Sig.of(() if s.chance(0.1) else (steps,), s.choice(["i64", "i32"]))
+        return Sig.of(self.float_shape(kind))
+
+    def float_shape(self, kind: str) -> Shape:
+        s = self.src
         if kind == "vector":
             return (s.integer(1, 8),)
         if kind == "sequence":
@@ -331,6 +340,8 @@ class Generator:
         """Random attributes for `op` on inputs of `sigs` and the output's, or None when the
         op's attribute model or shape rule refuses them."""
         s = self.src
+        if not all(op.accepts(sig.dtype) for sig in sigs):
+            return None
         shapes = [sig.shape for sig in sigs]
         fields = op.Attrs.model_fields
         order = [k for k in op.positional if k in fields]
@@ -345,11 +356,18 @@ class Generator:
             drawn.append((key, self.value(key, info, info.annotation, shapes)))
         try:
             validated = op.Attrs(**{k: _plain(v) for k, v in drawn})
-            out = op.infer(validated, [TensorType(shape=sh) for sh in shapes])
-            run = op.infer(validated, [TensorType(shape=sig.run) for sig in sigs])
+            out = op.infer(validated, [TensorType(shape=sh, dtype=sig.dtype)
+                                       for sh, sig in zip(shapes, sigs, strict=True)])
+            run = op.infer(validated, [TensorType(shape=sig.run, dtype=sig.dtype) for sig in sigs])
         except (ValidationError, ShapeError, ValueError):
             return None
-        return drawn, Sig(out.shape, tuple(DYNAMIC_DIM if d is None else d for d in run.shape))
+        masking = op.masking(validated)
+        if any(sig.masked for sig in sigs) and masking not in ("keep", "use", "use_keep"):
+            return None  # the checker refuses a mask this op cannot honour
+        masked = masking == "make" or (masking in ("keep", "use_keep")
+                                       and any(sig.masked for sig in sigs))
+        return drawn, Sig(out.shape, tuple(DYNAMIC_DIM if d is None else d for d in run.shape),
+                          out.dtype, masked)
 
     def spelled(self, drawn: list[tuple[str, Any]], scope: Scope) -> list[Attr]:
         return [Attr(k, v, self.spell(v, scope)) for k, v in drawn]
@@ -598,8 +616,8 @@ class Generator:
         inputs = []
         first = self.input_shape()
         for k in range(1 + s.chance(0.3) + s.chance(0.1)):
-            shape = first if k and s.chance(0.5) else self.input_shape()
-            t = Tensor(f"x{k}", Sig.of(shape))
+            sig = first if k and s.chance(0.5) else self.input_shape()
+            t = Tensor(f"x{k}", sig)
             inputs.append(t)
             scope.body.append(InputDecl(t, typed=True, dtype_alias=s.chance(0.1)))
             scope.pool.append(t)
@@ -640,7 +658,10 @@ class Generator:
             if isinstance(st, InputDecl):
                 t = st.tensor
                 dims = ", ".join("?" if d is None else str(d) for d in t.sig.shape)
-                typed = f": {'float32' if st.dtype_alias else 'f32'}[{dims}]"
+                dtype = t.sig.dtype
+                if st.dtype_alias:
+                    dtype = {"f32": "float32", "i32": "int32", "i64": "int64"}[dtype]
+                typed = f": {dtype}[{dims}]"
                 out.append(f"{indent}input {t.name}{typed if st.typed else ''}")
             elif isinstance(st, Call):
                 lhs = ""
@@ -779,7 +800,8 @@ def differential(text: str, seed: int = 0, batch: int = 3, shift: float = 0.0) -
     try:
         weights = init_weights(graph, seed)
         _vary_constants(weights, seed)
-        xs = [x + np.float32(shift) for x in verify.seeded_batch(graph, batch, seed)]
+        xs = [x + np.float32(shift) if x.dtype == np.float32 else x
+              for x in verify.seeded_batch(graph, batch, seed)]
         report = verify.run_backends(graph, weights, xs)
     except Exception:
         return Result("crashed", "run", traceback.format_exc(), ops, skipped)

@@ -373,7 +373,7 @@ def test_completion_on_half_typed_text():
     a = analyse("train m {\n    data = ", "half.dl")
     assert "digits" in {i.label for i in features.completion(a, len(a.text))}
     a = analyse("model m {\n    input x: ", "half.dl")
-    assert {i.label for i in features.completion(a, len(a.text))} == {"f32", "float32"}
+    assert {i.label for i in features.completion(a, len(a.text))} == {"f32", "float32", "i32", "int32", "i64", "int64", "bool"}
     a = analyse("# dense(\n", "half.dl")
     assert features.completion(a, 8) == []
 

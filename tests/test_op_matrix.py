@@ -33,11 +33,16 @@ class Case:
     id: str
     body: str  # one op call applied to `x`, or a tiny model body (inputs `x`, `y`, `z`)
     inputs: tuple[Shape, ...]  # one shape per input, batch excluded; None is `?`
-    shift: float = 0.0  # added to the batch (e.g. all-negative values for max pooling)
+    shift: float = 0.0  # added to the float inputs (e.g. all-negative values for max pooling)
+    dtypes: tuple[str, ...] = ()  # one dtype per input (default f32): `i64` for ids
+
+    def dtype(self, k: int) -> str:
+        return self.dtypes[k] if k < len(self.dtypes) else "f32"
 
 
-def case(id: str, body: str, *inputs: list[int | None], shift: float = 0.0) -> Case:
-    return Case(id, body, tuple(tuple(s) for s in inputs), shift)
+def case(id: str, body: str, *inputs: list[int | None], shift: float = 0.0,
+         dtypes: tuple[str, ...] = ()) -> Case:
+    return Case(id, body, tuple(tuple(s) for s in inputs), shift, dtypes)
 
 
 ACTS = activation_names()
@@ -264,6 +269,31 @@ CASES: list[Case] = [
     case("mha_encoder_block", "h = multi_head_attention(x, x, heads=2, key_dim=3)\n"
                               "n = layer_norm(add(x, h))\nf = dense(n, 6, activation=relu)\n"
                               "dense(f, 4)\nflatten\ndense(2, activation=softmax)", [5, 4]),
+    # embedding: integer ids (i32 or i64) → vectors; seeded ids stay below vocab, with padding
+    case("embedding_sequence", "embedding(10, 4)", [6], dtypes=("i64",)),
+    case("embedding_i32_dense", "embedding(7, 3)\ndense(2)", [5], dtypes=("i32",)),
+    case("embedding_scalar_id", "embedding(5, 3)", [], dtypes=("i64",)),
+    case("embedding_dynamic_time_rnn", "embedding(9, 3)\nsimple_rnn(4)", [None], dtypes=("i64",)),
+    case("embedding_grid", "embedding(6, 2)\nconv2d(3, kernel=2)", [4, 3], dtypes=("i64",)),
+    case("embedding_and_float_input", "e = embedding(x, 8, 3)\nf = dense(y, 3)\nadd(e, f)",
+         [4], [4, 2], dtypes=("i64", "f32")),
+    # padding masks (mask_zero): the ops that keep a mask compute the same numbers
+    case("embedding_mask_zero_dense", "embedding(10, 4, mask_zero=true)\ndense(3)", [6],
+         dtypes=("i64",)),
+    case("masked_keep_chain", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                              "f = embedding(y, 7, 4, mask_zero=true)\n"
+                              "s = add(e, f)\nn = layer_norm(s)\nd = dropout(n, 0.2)\n"
+                              "p = position_embedding(d, 6)\nq = sinusoidal_position(p)\n"
+                              "c = concat(q, e)\nrelu(c)", [5], [5], dtypes=("i64", "i32")),
+    # positions added to sequences: learned (x + embeddings[:T]) and sin/cos (Vaswani et al.)
+    case("position_embedding", "position_embedding(6)", [6, 4]),
+    case("position_embedding_shorter", "embedding(10, 4)\nposition_embedding(8)", [5],
+         dtypes=("i64",)),
+    case("position_embedding_dynamic_time", "position_embedding(7)", [None, 3]),
+    case("sinusoidal_position", "sinusoidal_position", [7, 6]),
+    case("sinusoidal_position_odd_features", "sinusoidal_position(max_wavelength=100.0)",
+         [5, 5]),
+    case("sinusoidal_position_dynamic_time", "dense(4)\nsinusoidal_position", [None, 3]),
     # graphs with branches, several inputs and outputs
     case("residual_block", "c = conv2d(x, 4, kernel=3, padding=same, activation=relu)\n"
                            "h = conv2d(c, 4, kernel=3, padding=same)\nr = relu(add(c, h))\n"
@@ -292,8 +322,8 @@ TRAINERS = backend_names(trains=True)
 
 
 def _source(c: Case) -> str:
-    lines = [f"input {name}: f32[{', '.join('?' if d is None else str(d) for d in shape)}]"
-             for name, shape in zip(INPUT_NAMES, c.inputs, strict=False)]
+    lines = [f"input {name}: {c.dtype(k)}[{', '.join('?' if d is None else str(d) for d in shape)}]"
+             for k, (name, shape) in enumerate(zip(INPUT_NAMES, c.inputs, strict=False))]
     body = "\n    ".join([*lines, *c.body.splitlines()])
     return f"model {c.id} {{\n    {body}\n}}\n"
 
@@ -320,7 +350,8 @@ def _weights(c: Case) -> dict[str, np.ndarray]:
 
 @functools.cache
 def _batch(c: Case) -> tuple[np.ndarray, ...]:
-    return tuple(x + np.float32(c.shift) for x in seeded_batch(graph_of(c), BATCH, seed=0))
+    return tuple(x + np.float32(c.shift) if x.dtype == np.float32 else x
+                 for x in seeded_batch(graph_of(c), BATCH, seed=0))
 
 
 def _feed(xs: tuple[np.ndarray, ...]) -> np.ndarray | list[np.ndarray]:
@@ -449,7 +480,8 @@ def _gradient_shapes(c: Case) -> dict[str, tuple[int, ...]]:
     graph = graph_of(c)
     shapes = {k: p.shape for k, p in graph.param_specs().items()}
     for i, x in zip(graph.inputs, _batch(c), strict=True):
-        shapes[f"input:{i.name}"] = x.shape
+        if i.type.is_float:  # no gradient w.r.t. ids; the parameters behind them are checked
+            shapes[f"input:{i.name}"] = x.shape
     return shapes
 
 
@@ -469,7 +501,7 @@ def test_gradients_match_the_reference(name, c):
     shapes = _gradient_shapes(c)
     assert {k: v.shape for k, v in grads.items()} == shapes
     weights = {k: v.astype(np.float64) for k, v in _weights(c).items()}
-    xs = [x.astype(np.float64) for x in _batch(c)]
+    xs = [x.astype(np.float64) if x.dtype == np.float32 else x for x in _batch(c)]
     names = [i.name for i in graph_of(c).inputs]
     rng = np.random.default_rng(3)
     for key, shape in shapes.items():
@@ -548,6 +580,8 @@ def test_onnx_is_valid_and_infers_the_checked_shapes(c):
         assert all(w is None or d == w for d, w in zip(dims, want, strict=True)), \
             f"{node.name}: ONNX infers {dims}, dslc check says {want}"
     assert checked >= 1 and all(o in infos for o in graph.outputs)
+
+
 @pytest.mark.parametrize("op", ["simple_rnn", "lstm", "gru"])
 @pytest.mark.parametrize("attr", ["recurrent_dropout", "dropout"])
 def test_recurrent_dropout_is_refused_with_the_reason(op, attr):

@@ -15,6 +15,7 @@ from dslc.data.catalog import SOURCES
 from dslc.data.preprocess import apply_feature_step, apply_preprocessing, fit_feature_step, one_hot
 from dslc.data.sources import SOURCE_FNS, Context
 from dslc.diagnostics import DslError, Span
+from dslc.ir.graph import NUMPY_DTYPES
 from dslc.ir.train import TrainConfig
 
 __all__ = ["Dataset", "apply_preprocessing", "augment", "load_dataset"]
@@ -38,10 +39,12 @@ class Dataset:
 
 
 def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir: Path,
-                 seed: int) -> Dataset:
+                 seed: int, input_dtype: str = "f32") -> Dataset:
     """The data of `cfg` shaped for a model whose per-sample input shape is `input_shape`.
 
-    Features are float32 `[N, *input_shape]`. Labels: int64 `[N]` class indices (binary: 0/1),
+    Features are float32 `[N, *input_shape]`, or for an input of ids (`input_dtype` i32, i64,
+    bool) whole numbers of that dtype, never scaled: a float array feeding it must hold whole
+    numbers. Labels: int64 `[N]` class indices (binary: 0/1),
     float32 `[N, C]` after `one_hot`, float32 `[N, k]` regression targets."""
     span = cfg.data.span
     info = SOURCES.get(cfg.data.kind)
@@ -56,11 +59,16 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
                        cfg.loss.span, "use sparse_categorical_crossentropy (or "
                        "binary_crossentropy for two classes)")
 
-    x, y = _features(raw.x, span), _labels(raw.y, info.labels, loss, span)
+    ids = input_dtype != "f32"
+
+    def features(a: np.ndarray) -> np.ndarray:
+        return _id_features(a, input_dtype, span) if ids else _features(a, span)
+
+    x, y = features(raw.x), _labels(raw.y, info.labels, loss, span)
     _same_length(x, y, "", span)
     split_rng = np.random.default_rng([seed % 2**63, 1])
     if raw.test is not None:
-        x_test, y_test = _features(raw.test[0], span), _labels(raw.test[1], info.labels, loss, span)
+        x_test, y_test = features(raw.test[0]), _labels(raw.test[1], info.labels, loss, span)
         _same_length(x_test, y_test, "test ", span)
         order = split_rng.permutation(len(x))
         x_train, y_train = x[order], y[order]
@@ -99,15 +107,20 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
             num_classes = classes
             label_steps.append({"name": "one_hot", "classes": int(classes)})
             continue
+        if ids:
+            raise DslError(f"`{step.name}` would change the model's input ids (the input is "
+                           f"{input_dtype})", step.span,
+                           "ids are fed as they are: remove this step")
         params = fit_feature_step(step, x_train)
         x_train = apply_feature_step(x_train, params, step.span)
         x_test = apply_feature_step(x_test, params, step.span)
         x_val = None if x_val is None else apply_feature_step(x_val, params, step.span)
         feature_steps.append(params)
 
-    return Dataset(x_train=_f32(x_train), y_train=y_train,
-                   x_val=None if x_val is None else _f32(x_val), y_val=y_val,
-                   x_test=_f32(x_test), y_test=y_test, num_classes=num_classes,
+    cast = _f32 if not ids else (lambda a: np.ascontiguousarray(a, NUMPY_DTYPES[input_dtype]))
+    return Dataset(x_train=cast(x_train), y_train=y_train,
+                   x_val=None if x_val is None else cast(x_val), y_val=y_val,
+                   x_test=cast(x_test), y_test=y_test, num_classes=num_classes,
                    preprocessing={"steps": feature_steps, "labels": label_steps},
                    classes=raw.classes, classes_from=raw.classes_from)
 
@@ -128,6 +141,34 @@ def _features(x: np.ndarray, span: Span | None) -> np.ndarray:
     if not np.isfinite(x).all():
         raise DslError("features contain NaN or infinite values", span)
     return x
+
+
+def _id_features(x: np.ndarray, dtype: str, span: Span | None) -> np.ndarray:
+    """Features for an input of ids: whole numbers, cast to int64 (bool: 0/1) losing nothing."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise DslError(f"features must be numbers, got an array of {x.dtype}", span)
+    if x.ndim < 1 or len(x) == 0:
+        raise DslError(f"no samples: features have shape {list(x.shape)}", span)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(x) | (x != np.round(x))
+        if bad.any():
+            at = [int(i) for i in np.argwhere(bad)[0]]
+            raise DslError(f"the model's input is {dtype} (ids), but the features hold "
+                           f"{float(x[tuple(at)])!r} (sample {at[0]})", span,
+                           "ids are whole numbers; declare the input `f32[...]` for real values")
+    if dtype == "bool":
+        if x.size and not np.isin(x, (0, 1)).all():
+            raise DslError("the model's input is bool, but the features hold values other "
+                           "than 0 and 1", span)
+        return x.astype(np.bool_)
+    if x.size and (float(x.min()) < -2**31 or float(x.max()) >= 2**31):
+        raise DslError(f"the features hold ids out of the {dtype} range "
+                       f"({float(x.min()):g}..{float(x.max()):g})", span)
+    return x.astype(np.int64)
 
 
 def _labels(y: np.ndarray, kind: str, loss: str, span: Span | None) -> np.ndarray:

@@ -16,6 +16,11 @@ from dslc.diagnostics import Span
 
 Shape = tuple[int | None, ...]
 
+# The dtypes a tensor may have, by their spec name, as numpy names them. Only inputs are
+# declared with one; every op outputs f32 (ops that take ids, such as `embedding`, say so).
+NUMPY_DTYPES = {"f32": "float32", "i32": "int32", "i64": "int64", "bool": "bool"}
+FLOAT_DTYPES = frozenset({"f32"})
+
 
 class ParamSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -36,6 +41,15 @@ class TensorType(BaseModel):
     def __str__(self) -> str:
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)
         return f"[{dims}]"
+
+    @property
+    def numpy_dtype(self) -> str:
+        """The numpy dtype of a batch of this tensor (`float32`, `int64`, ...)."""
+        return NUMPY_DTYPES[self.dtype]
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
 
 
 class Input(BaseModel):

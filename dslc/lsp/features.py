@@ -26,6 +26,7 @@ from dslc.lsp import help
 from dslc.lsp.outline import Def, Item, Outline, Token, outline, used_files
 from dslc.ops import all_ops, find_op
 from dslc.parse import KEYWORDS
+from dslc.passes import build
 
 
 class Positions:
@@ -456,7 +457,7 @@ def _binding_text(a: Analysis, t: Target, d: Def) -> str:
 K = types.CompletionItemKind
 BODY_KEYWORDS = ("input", "output", "let", "repeat")
 TOP_KEYWORDS = ("model", "block", "train", "let", "use")
-DTYPES = ("f32", "float32")
+DTYPES = tuple(build.DTYPES)  # the spec names an input may be declared with
 
 
 def _item(label: str, kind: K, detail: str | None = None, doc: str | None = None,

@@ -14,6 +14,7 @@ from typing import Any
 
 from dslc.ops import all_ops
 from dslc.parse import KEYWORDS
+from dslc.passes.build import DTYPES
 
 GRAMMAR = Path(__file__).resolve().parents[2] / "editors" / "vscode" / "syntaxes" / "dl.tmLanguage.json"
 
@@ -81,7 +82,8 @@ def grammar() -> dict[str, Any]:
                 ],
             },
             "keyword": {"name": "keyword.control.dl", "match": _words(KEYWORDS)},
-            "dtype": {"name": "storage.type.dtype.dl", "match": r"\b(f32|float32)\b(?=\s*\[)"},
+            "dtype": {"name": "storage.type.dtype.dl",
+                      "match": rf"\b({'|'.join(sorted(DTYPES, key=lambda d: (-len(d), d)))})\b(?=\s*\[)"},
             "op": {"name": "support.function.op.dl", "match": ops},
             "call": {"match": rf"\b({NAME})\s*(?=\()",
                      "captures": {"1": {"name": "entity.name.function.call.dl"}}},

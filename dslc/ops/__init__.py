@@ -5,6 +5,7 @@ from dslc.ops import (  # noqa: F401
     attention,
     conv,
     core,
+    embedding,
     merge,
     norm,
     pool,

@@ -17,6 +17,9 @@ class Elementwise(Op):
     def infer(self, a, inputs):
         return inputs[0]
 
+    def masking(self, a):
+        return "keep"  # per position (softmax too: over the last axis)
+
 
 def _simple(op_name: str, doc: str, passes_values: bool = False) -> type[Op]:
     cls = type(op_name.title().replace("_", ""), (Elementwise,),

@@ -42,6 +42,9 @@ class Dense(Op):
     def macs(self, node, inputs):
         return math.prod(d or 1 for d in node.type.shape[:-1]) * node.params["kernel"].size
 
+    def masking(self, a):
+        return "keep"  # the last axis, position by position
+
     def params(self, a, inputs):
         p = {"kernel": ParamSpec(shape=(inputs[0].shape[-1], a.units), init=a.kernel_init)}
         if a.use_bias:
@@ -111,6 +114,9 @@ class Dropout(Op):
     def infer(self, a, inputs):
         return inputs[0]
 
+    def masking(self, a):
+        return "keep"
+
 
 @register
 class LayerNorm(Op):
@@ -132,6 +138,9 @@ class LayerNorm(Op):
         if shape[-1] is None:
             raise ShapeError(f"layer_norm needs a known last axis, got {fmt(shape)}")
         return inputs[0]
+
+    def masking(self, a):
+        return "keep"
 
     def params(self, a, inputs):
         features = inputs[0].shape[-1]

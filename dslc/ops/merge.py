@@ -24,6 +24,9 @@ class Add(Op):
                 raise ShapeError(f"add needs equal shapes, got {fmt(first)} and {fmt(other.shape)}")
         return inputs[0]
 
+    def masking(self, a):
+        return "keep"  # the inputs' masks ANDed, as Keras's Add
+
 
 @register
 class Concat(Op):
@@ -53,6 +56,10 @@ class Concat(Op):
         shape[axis] = total
         return TensorType(shape=tuple(shape))
 
+    def masking(self, a):
+        # Along the features (written `axis=-1`) the masks AND, as Keras's Concatenate; along
+        # time they would be joined, which no backend's rule does yet.
+        return "keep" if a.axis == -1 else "none"
 
 class _SameShape(Op):
     """An element-wise merge of tensors of one shape (as `add`)."""

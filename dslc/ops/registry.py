@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from dslc.ir.graph import ParamSpec, Shape, TensorType
+from dslc.ir.graph import FLOAT_DTYPES, ParamSpec, Shape, TensorType
 
 if TYPE_CHECKING:
     from dslc.ir.graph import Graph, Node
 
 Padding = Literal["valid", "same"]
+# How an op treats a padding mask on its input (Keras's mask propagation), see `Op.masking`.
+Masking = Literal["none", "keep", "use", "use_keep", "make"]
 Init = Literal[
     "glorot_uniform", "glorot_normal", "xavier_uniform", "xavier_normal", "he_uniform",
     "he_normal", "lecun_uniform", "lecun_normal", "normal", "uniform", "zeros", "ones",
@@ -73,6 +75,31 @@ class Op:
     passes_values: ClassVar[bool] = False
     # The ops `decompose` writes this op with (empty: it has no decomposition).
     decomposes_into: ClassVar[tuple[str, ...]] = ()
+    # The dtypes (dslc.ir.graph.NUMPY_DTYPES keys) the op takes on its inputs: floats unless
+    # it says otherwise (`embedding` takes integer ids). The checker refuses the others.
+    input_dtypes: ClassVar[frozenset[str]] = FLOAT_DTYPES
+
+    def accepts(self, dtype: str) -> bool:
+        """Whether the op takes an input of `dtype`."""
+        return dtype in self.input_dtypes
+
+    def id_limit(self, attrs: Any) -> int | None:
+        """For an op taking integer ids: ids must be below this (an embedding's `vocab`);
+        `dslc.verify.seeded_batch` draws within it. None: no bound."""
+        return None
+
+    def masking(self, attrs: Any) -> Masking:
+        """What the op does with a padding mask on its inputs (Keras's `mask_zero`):
+
+        - `none`: it cannot honour one; the checker refuses a masked input (the default).
+        - `keep`: it works position by position; its output carries its inputs' mask
+          (ANDed when several inputs carry one, as Keras's merge layers do).
+        - `use`: it consumes the mask (`ctx.mask_of`); its output is unmasked.
+        - `use_keep`: it consumes the mask and its output carries it on.
+        - `make`: it makes one from its integer input (`embedding(mask_zero=true)`).
+
+        See dslc/passes/masks.py."""
+        return "none"
 
     def infer(self, attrs: Any, inputs: list[TensorType]) -> TensorType:  # pragma: no cover
         raise NotImplementedError

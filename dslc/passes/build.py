@@ -19,7 +19,10 @@ from dslc.ops.names import known_as, op_hint
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
 from dslc.stdlib import at_user_call
 
-DTYPES = {"f32": "f32", "float32": "f32"}
+# Spec dtype names (aliases included) → the IR's. Integer and boolean inputs hold ids and
+# flags: only ops that declare them (`Op.input_dtypes`, e.g. `embedding`) take them.
+DTYPES = {"f32": "f32", "float32": "f32", "i32": "i32", "int32": "i32", "i64": "i64",
+          "int64": "i64", "bool": "bool"}
 # Limits that keep checking fast and the backends sane.
 MAX_LAYERS = 100_000  # layers of one model, after blocks and `repeat` are expanded
 MAX_STEPS = 1_000_000  # statements run while expanding one model

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from dslc.diagnostics import Collector
-from dslc.ir.graph import Graph, Node, ParamSpec, TensorType
-from dslc.ops import ShapeError, get_op
+from dslc.ir.graph import FLOAT_DTYPES, Graph, Node, ParamSpec, TensorType
+from dslc.ops import Op, ShapeError, get_op
 from dslc.stdlib import at_user_call
 
 
@@ -21,6 +21,10 @@ def infer(graph: Graph, errors: Collector) -> None:
         if len(in_types) < len(node.inputs):
             continue  # an input already failed and was reported
         op = get_op(node.op)
+        refused = _refused_dtype(op, node.inputs, in_types)
+        if refused:
+            errors.error(refused[0], node.span, refused[1])
+            continue
         try:
             out = op.infer(node.attrs, in_types)
             params = op.params(node.attrs, in_types)
@@ -53,6 +57,23 @@ def _at_user_call(errors: Collector, found: int, node: Node | None) -> None:
     if node is not None and node.blocks:
         errors.diagnostics[found:] = [at_user_call(d, node.blocks)
                                       for d in errors.diagnostics[found:]]
+
+
+def _refused_dtype(op: Op, names: list[str], types: list[TensorType]) -> tuple[str, str] | None:
+    """(message, hint) for the first input whose dtype `op` does not take, else None."""
+    for name, t in zip(names, types, strict=True):
+        if op.accepts(t.dtype):
+            continue
+        takes = "float values" if op.input_dtypes == FLOAT_DTYPES else \
+            " or ".join(sorted(op.input_dtypes)) + " values"
+        if t.is_float:
+            hint = f"declare `{name}` as integer ids, e.g. `i64[...]`"
+        elif op.input_dtypes == FLOAT_DTYPES and t.dtype != "bool":
+            hint = "map token ids to vectors with `embedding(vocab, dim)` first"
+        else:
+            hint = f"`{op.name}` takes {takes} only"
+        return f"{op.name} takes {takes}, `{name}` is {t.dtype}", hint
+    return None
 
 
 # One tensor's elements (per sample for outputs): more than int32 indexing and ONNX allow,

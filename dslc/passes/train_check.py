@@ -14,6 +14,7 @@ from dslc.ir import ast
 from dslc.ir.graph import Graph
 from dslc.ir.train import DataSource, EarlyStopping, Loss, Optimizer, Schedule, Step, TrainConfig
 from dslc.ops import ending_activation
+from dslc.passes.masks import mask_makers
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
 
 LOSS_ALIASES = {
@@ -296,6 +297,16 @@ def check_against_model(cfg: TrainConfig, graph: Graph, errors: Collector) -> No
         out = graph.type_of(graph.outputs[0])
     except (KeyError, AssertionError):
         return  # the model already failed its own checks
+    makers = mask_makers(graph).get(graph.outputs[0])
+    if makers:
+        # Keras leaves padded positions out of a masked output's loss (and Keras only): the
+        # trainers would disagree until a masked loss and masked metrics exist on every one.
+        who = ", ".join(f"`{m}`" for m in makers)
+        errors.error(f"the output `{graph.outputs[0]}` carries the padding mask of {who} "
+                     "(mask_zero=true): training on a masked output is not supported yet",
+                     cfg.span, "reduce the sequence to one value a sample first, or set "
+                     "`mask_zero=false`")
+        return
     act = output_activation(graph)
     loss = cfg.loss
     span = loss.span

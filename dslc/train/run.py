@@ -58,7 +58,8 @@ def run_digest(graph, cfg) -> str:
 def _dataset(spec, graph, cfg, seed: int):
     from dslc.data.loaders import load_dataset
 
-    data = load_dataset(cfg, tuple(graph.inputs[0].type.shape), spec.path.parent, seed)
+    data = load_dataset(cfg, tuple(graph.inputs[0].type.shape), spec.path.parent, seed,
+                        graph.inputs[0].type.dtype)
     if len(data.x_test) == 0:
         raise DslError(f"the test split is empty ({len(data.x_train)} training samples)",
                        cfg.data.span, "dslc reports its figures on the test split: give `test` "

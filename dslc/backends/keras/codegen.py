@@ -21,14 +21,15 @@ from typing import Any
 
 from dslc import __version__
 from dslc.backends.lowering import LoweringTable, activation_node
-from dslc.backends.pysource import Names, comment, docstring, identifier, quote
+from dslc.backends.pysource import Names, comment, docstring, identifier, public, quote
 from dslc.ir.graph import Graph, Input, Node
 from dslc.ops import get_op
 from dslc.ops.registry import pair
+from dslc.passes.masks import padding_masks
 
 LINE = 88  # ruff format's width: generated files pass `ruff format --check`
 INDENT = "    "
-DTYPES = {"f32": "float32"}
+DTYPES = {"f32": "float32", "i32": "int32", "i64": "int64", "bool": "bool"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class Call:
     uses: list[Function] = field(default_factory=list)
     activation: str | Function | None = None
     # How the layer is applied: inputs as separate arguments rather than one list (layers
-    # such as MultiHeadAttention take `(query, value, key)`), and keyword arguments of the call.
+    # such as MultiHeadAttention take `(query, value, key)`), and keyword arguments of the call
+    # (`mask=<ctx.mask_of(...)>`, `use_causal_mask=True`).
     spread: bool = False
     call_kwargs: list[tuple[str, str]] = field(default_factory=list)
 
@@ -67,6 +69,23 @@ class Context:
     layer's fused activation. Collects the functions the module must define."""
 
     functions: dict[str, Function] = field(default_factory=dict)
+    masks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # dslc/passes/masks.py
+    mask_vars: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def mask_of(self, name: str) -> str | None:
+        """The padding mask of tensor `name` as a variable of the generated `build_<model>`
+        (bool `[N, T]`, True at real positions): `tokens_mask = keras.ops.not_equal(tokens,
+        0)`, written once after the inputs, for a rule to pass explicitly (`Call.call_kwargs`,
+        e.g. `("mask", ctx.mask_of(node.inputs[0]))`); None when `name` carries no mask.
+        Keras itself propagates the mask of `Embedding(mask_zero=True)` through every layer
+        that supports masking, and hands it to a layer whose `call` takes `mask`."""
+        ids = self.masks.get(name)
+        if not ids:
+            return None
+        if ids not in self.mask_vars:
+            self.mask_vars[ids] = identifier(public(f"{'_'.join(ids)}_mask"),
+                                             {"keras", *self.mask_vars.values()})
+        return self.mask_vars[ids]
 
     def use(self, fn: Function) -> str:
         known = self.functions.setdefault(fn.name, fn)
@@ -484,6 +503,80 @@ def multi_head_attention(ctx: Context, node: Node, xs: list[Call]) -> Call:
                 call_kwargs=[("use_causal_mask", "True")] if a.causal else [])
 
 
+@LOWERINGS("embedding")
+def embedding(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    # TensorFlow's gather fails on an id out of range on a CPU and gives zeros on a GPU.
+    a = node.attrs
+    return Call("keras.layers.Embedding", [repr(a.vocab), repr(a.dim)], [
+        ("embeddings_initializer", _init(a.embeddings_init)),
+        ("mask_zero", repr(a.mask_zero)),
+    ], weights={"embeddings": "embeddings"})
+
+
+# keras-hub's PositionEmbedding returns the table for the user to add; dslc's op adds it, so
+# the layer is written here (keras-hub is not a dependency) and keeps the padding mask.
+_POSITION_EMBEDDING = Function("PositionEmbedding", (
+    "class PositionEmbedding(keras.layers.Layer):\n"
+    '    """`x + embeddings[:T]`: a learned vector per position of a `[T, features]`\n'
+    '    sequence, T at most `max_len` (keras-hub\'s PositionEmbedding, added)."""\n'
+    "\n"
+    "    def __init__(self, max_len, embeddings_initializer=\"glorot_uniform\", **kwargs):\n"
+    "        super().__init__(**kwargs)\n"
+    "        self.max_len = max_len\n"
+    "        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)\n"
+    "        self.supports_masking = True\n"
+    "\n"
+    "    def build(self, input_shape):\n"
+    "        self.embeddings = self.add_weight(\n"
+    "            shape=(self.max_len, input_shape[-1]),\n"
+    "            initializer=self.embeddings_initializer,\n"
+    "            name=\"embeddings\",\n"
+    "        )\n"
+    "\n"
+    "    def call(self, inputs):\n"
+    "        steps = keras.ops.shape(inputs)[1]\n"
+    "        return inputs + keras.ops.convert_to_tensor(self.embeddings)[:steps]\n"))
+
+
+@LOWERINGS("position_embedding")
+def position_embedding(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    return Call(_POSITION_EMBEDDING.name, [repr(a.max_len)], [
+        ("embeddings_initializer", _init(a.embeddings_init)),
+    ], weights={"embeddings": "embeddings"}, uses=[_POSITION_EMBEDDING])
+
+
+_SINUSOIDAL_POSITION = Function("SinusoidalPosition", (
+    "class SinusoidalPosition(keras.layers.Layer):\n"
+    '    """`x + table[:T]`, the sin/cos position table of Vaswani et al. as keras-hub\'s\n'
+    "    SinePositionEncoding computes it (added): sin(p * w_i) at even features i, cos at\n"
+    "    odd ones, w_i = (1 / max_wavelength) ** (2 * (i // 2) / features); float64\n"
+    '    inside."""\n'
+    "\n"
+    "    def __init__(self, max_wavelength=10000.0, **kwargs):\n"
+    "        super().__init__(**kwargs)\n"
+    "        self.max_wavelength = max_wavelength\n"
+    "        self.supports_masking = True\n"
+    "\n"
+    "    def call(self, inputs):\n"
+    "        features = inputs.shape[-1]\n"
+    "        index = keras.ops.arange(features, dtype=\"float64\")\n"
+    "        rate = keras.ops.convert_to_tensor(1 / self.max_wavelength, dtype=\"float64\")\n"
+    "        rates = keras.ops.power(rate, 2 * (index // 2) / features)\n"
+    "        steps = keras.ops.shape(inputs)[1]\n"
+    "        positions = keras.ops.arange(steps, dtype=\"float64\")[:, None]\n"
+    "        angles = positions * rates\n"
+    "        even = keras.ops.equal(index % 2, 0)\n"
+    "        table = keras.ops.where(even, keras.ops.sin(angles), keras.ops.cos(angles))\n"
+    "        return inputs + keras.ops.cast(table, inputs.dtype)\n"))
+
+
+@LOWERINGS("sinusoidal_position")
+def sinusoidal_position(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call(_SINUSOIDAL_POSITION.name, [repr(float(node.attrs.max_wavelength))],
+                uses=[_SINUSOIDAL_POSITION])
+
+
 # -- the graph -------------------------------------------------------------------------------
 
 @dataclass
@@ -494,6 +587,7 @@ class Lowered:
     graph: Graph
     calls: dict[str, Call]
     functions: dict[str, Function]
+    mask_vars: dict[tuple[str, ...], str] = field(default_factory=dict)  # asked for by rules
 
 
 def input_call(i: Input) -> Call:
@@ -504,7 +598,7 @@ def input_call(i: Input) -> Call:
 
 def lower_graph(graph: Graph) -> Lowered:
     graph = LOWERINGS.prepare(graph)
-    ctx = Context()
+    ctx = Context(masks=padding_masks(graph))
     calls = {i.name: input_call(i) for i in graph.inputs}
     for node in graph.nodes:
         call = LOWERINGS.lower(ctx, node, [calls[t] for t in node.inputs])
@@ -515,7 +609,7 @@ def lower_graph(graph: Graph) -> Lowered:
         for fn in call.uses:
             ctx.use(fn)
         calls[node.name] = call
-    return Lowered(graph, calls, ctx.functions)
+    return Lowered(graph, calls, ctx.functions, ctx.mask_vars)
 
 
 def weight_names(graph: Graph) -> dict[str, dict[str, str]]:
@@ -594,13 +688,19 @@ def generate(spec: Any, graph: Graph) -> str:
     """Standalone Keras 3 source defining `build_<model>() -> keras.Model`."""
     lowered = lower_graph(graph)
     fn = model_function(graph)
-    names = Names({"keras", fn, *lowered.functions})
+    names = Names({"keras", fn, *lowered.functions, *lowered.mask_vars.values()})
     var = {t: names.fresh(t) for t in
            [i.name for i in lowered.graph.inputs] + [n.name for n in lowered.graph.nodes]}
     body: list[str] = []
     for i in lowered.graph.inputs:
         call = lowered.calls[i.name]
         body.append(_render_kwargs(var[i.name], call.cls, call.kwargs))
+    for ids, mask in lowered.mask_vars.items():  # padding masks a rule passes explicitly
+        terms = [f"keras.ops.not_equal({var[i]}, 0)" for i in ids]
+        value = terms[0]
+        for term in terms[1:]:
+            value = f"keras.ops.logical_and({value}, {term})"
+        body.append(f"{INDENT}{mask} = {value}")
     for node in lowered.graph.nodes:
         body.append(_render_call(var[node.name], lowered.calls[node.name], node.name,
                                  [var[t] for t in node.inputs]))

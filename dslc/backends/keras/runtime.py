@@ -72,7 +72,8 @@ def build_model(graph: Graph, tf_device: str) -> Any:
 
 
 def feed(graph: Graph, x: Feed) -> list[np.ndarray]:
-    """The inputs in the spec's order, float32 (see `dslc.backends.base.Feed`)."""
+    """The inputs in the spec's order, each of its declared dtype: float32, or int32/int64/
+    bool for ids and flags (see `dslc.backends.base.Feed`)."""
     if isinstance(x, dict):
         missing = [i.name for i in graph.inputs if i.name not in x]
         if missing:
@@ -82,14 +83,15 @@ def feed(graph: Graph, x: Feed) -> list[np.ndarray]:
         xs = list(x) if isinstance(x, list | tuple) else [x]
     if len(xs) != len(graph.inputs):
         raise DslError(f"model `{graph.name}` takes {len(graph.inputs)} input(s), got {len(xs)}")
-    return [np.asarray(a, dtype=np.float32) for a in xs]
+    return [np.asarray(a, dtype=i.type.numpy_dtype) for i, a in zip(graph.inputs, xs, strict=True)]
 
 
 def inference_fn(model: Any, graph: Graph, all_outputs: bool = False) -> Callable[..., Any]:
     """A traced inference call taking one batch of every input (batch size free); it gives
     the first output, or with `all_outputs` a tuple of every output."""
     tf = tensorflow()
-    signature = [tf.TensorSpec((None, *i.type.shape), tf.float32) for i in graph.inputs]
+    signature = [tf.TensorSpec((None, *i.type.shape), tf.as_dtype(i.type.numpy_dtype))
+                 for i in graph.inputs]
 
     def infer(*xs: Any) -> Any:
         out = model(xs[0] if len(xs) == 1 else list(xs), training=False)
@@ -154,9 +156,11 @@ class KerasRuntime:
                            f"got {len(cotangents)} cotangent(s)")
         with tf.device(self._tf_device):
             inputs = [tf.constant(a) for a in feed(self.graph, xs)]
+            # no gradient w.r.t. ids: only float inputs are watched and reported
+            floats = [k for k, i in enumerate(self.graph.inputs) if i.type.is_float]
             keys = list(self.variables)
             with tf.GradientTape() as tape:
-                tape.watch(inputs)
+                tape.watch([inputs[k] for k in floats])
                 # the tape watches trainable variables only: batch_norm's moving statistics
                 # are inputs of the inference function too
                 for k in keys:
@@ -166,11 +170,12 @@ class KerasRuntime:
                 outs = list(out) if isinstance(out, list | tuple) else [out]
                 total = tf.add_n([tf.reduce_sum(y * tf.constant(np.asarray(c, np.float32)))
                                   for y, c in zip(outs, cotangents, strict=True)])
-            targets = [self.variables[k] for k in keys] + inputs
+            targets = [self.variables[k] for k in keys] + [inputs[k] for k in floats]
             grads = tape.gradient(total, targets,
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        names = keys + [f"input:{i.name}" for i in self.graph.inputs]
-        return {name: np.asarray(g.numpy(), dtype=np.float32)
+        names = keys + [f"input:{self.graph.inputs[k].name}" for k in floats]
+        # an embedding's gradient comes as IndexedSlices (the rows looked up): made dense
+        return {name: np.asarray(tf.convert_to_tensor(g).numpy(), dtype=np.float32)
                 for name, g in zip(names, grads, strict=True)}
 
 

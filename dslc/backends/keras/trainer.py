@@ -149,7 +149,8 @@ class KerasTrainer(Trainer):
         tf, model, loss_fn, opt, l2 = self.tf, self.model, self.loss_fn, self.optimizer, self._l2
         variables, decay, cfg = model.trainable_variables, self._decay, self.config
         weighted = cfg.class_weight is not None
-        x_spec = [tf.TensorSpec((None, *i.type.shape), tf.float32) for i in self.graph.inputs]
+        x_spec = [tf.TensorSpec((None, *i.type.shape), tf.as_dtype(i.type.numpy_dtype))
+                  for i in self.graph.inputs]
         y_spec = tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype))
         w_spec = [tf.TensorSpec((None,), tf.float32)] if weighted else []
 

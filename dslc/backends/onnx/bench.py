@@ -75,7 +75,7 @@ def torch_call(module, xs: list[np.ndarray]) -> Callable[[], object]:
     """The module's forward in inference mode on tensors made once (eager: no compile)."""
     import torch
 
-    tensors = [torch.from_numpy(np.ascontiguousarray(x, np.float32)) for x in xs]
+    tensors = [torch.from_numpy(np.ascontiguousarray(x, _dtype(x))) for x in xs]
 
     def call():
         with torch.inference_mode():
@@ -85,7 +85,12 @@ def torch_call(module, xs: list[np.ndarray]) -> Callable[[], object]:
 
 def resize(x: np.ndarray, n: int) -> np.ndarray:
     """`n` samples: `x`'s repeated (or cut)."""
-    return np.ascontiguousarray(np.resize(x, (n, *x.shape[1:])), dtype=np.float32)
+    return np.ascontiguousarray(np.resize(x, (n, *x.shape[1:])), dtype=_dtype(x))
+
+
+def _dtype(x: np.ndarray) -> type:
+    """float32, or the integer/bool dtype of an input of ids (which stays as it is)."""
+    return x.dtype.type if x.dtype.kind in "biu" else np.float32
 
 
 def micros(seconds: float) -> str:

@@ -18,7 +18,8 @@ from .ranges import InputRange
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SUFFIXES = (".npy", ".npz", ".csv", *IMAGE_SUFFIXES)
 ONNX_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64",
-              "tensor(int64)": "int64", "tensor(int32)": "int32"}
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
+INTEGER_PORTS = ("int32", "int64", "bool")
 
 
 @dataclass
@@ -60,7 +61,8 @@ def _error(path: Path, message: str, sig: Signature, hint: str | None = None) ->
 
 def read_input(path: Path, sig: Signature, image_range: InputRange | None = None,
                allow_nan: bool = False) -> dict[str, np.ndarray]:
-    """The feed for `sig`: every input float32 with a batch axis, its shape checked. An image
+    """The feed for `sig`: every input with a batch axis, its shape checked, float32 (or the
+    integer dtype of an input of ids, whole numbers checked, see `_ids`). An image
     is mapped onto `image_range` (else fed as 0..255). NaN or infinity is an error naming
     where it is, or with `allow_nan` a warning."""
     if not path.is_file():
@@ -249,5 +251,30 @@ def _conform(path: Path, port: Port, x: np.ndarray, sig: Signature, flat_rows: b
                 and math.prod(given[1:]) == math.prod(sample):
             hint = f"reshape the samples to {list(sample)} (channels last)"
         raise _error(path, f"input `{port.name}` has shape {list(given)} ({x.dtype})", sig, hint)
+    if port.dtype in INTEGER_PORTS:
+        return _ids(path, port, x, sig)
     with np.errstate(over="ignore"):  # too large for float32: refused above, or allowed
         return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _ids(path: Path, port: Port, x: np.ndarray, sig: Signature) -> np.ndarray:
+    """`x` for an integer (or boolean) input: ids are cast only when no value changes — a
+    float array (a CSV's cells) of whole numbers in range; anything else is an error."""
+    if x.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(x) | (x != np.round(x))
+        if bad.any():
+            at = [int(i) for i in np.argwhere(bad)[0]]
+            raise _error(path, f"input `{port.name}` takes whole numbers ({port.dtype} ids), "
+                               f"got {float(x[tuple(at)])!r} at index {at}", sig)
+    target = np.dtype(port.dtype)
+    if port.dtype == "bool":
+        if x.size and not np.isin(x, (0, 1)).all():
+            raise _error(path, f"input `{port.name}` is bool, got values other than 0 and 1", sig)
+    elif x.size:
+        info = np.iinfo(target)
+        low, high = float(x.min()), float(x.max())
+        if low < info.min or high > info.max:
+            raise _error(path, f"input `{port.name}` is {port.dtype}, got values in "
+                               f"{low:g}..{high:g}", sig)
+    return np.ascontiguousarray(x.astype(target))

@@ -29,6 +29,7 @@ from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.ir.graph import Graph, Node, Shape
 from dslc.ops.conv import pads_2d
 from dslc.ops.registry import pair
+from dslc.passes.masks import padding_masks
 
 if TYPE_CHECKING:
     from onnx import GraphProto, NodeProto, TensorProto, ValueInfoProto
@@ -77,6 +78,35 @@ class Lowering:
         self._converted: dict[tuple[str, str], Value] = {}
         self._used: set[str] = set()
         self.layer: str = ""
+        self.masks = padding_masks(graph)
+        self._mask_values: dict[tuple[str, ...], str] = {}
+
+    def mask_of(self, name: str) -> str | None:
+        """The padding mask of tensor `name` as an ONNX value (bool `[N, T]`, True at real
+        positions: `Not(Equal(ids, 0))`, ANDed over the id tensors), made once; None when
+        `name` carries no mask."""
+        from onnx import helper
+
+        ids = self.masks.get(name)
+        if not ids:
+            return None
+        if ids not in self._mask_values:
+            parts = []
+            for i in ids:
+                zero = self.const("zero", np.zeros((), self.graph.type_of(i).numpy_dtype),
+                                  owner=f"{i}/mask")
+                pad = self.unique(f"{i}/padding")
+                real = self.unique(f"{i}/mask")
+                self.nodes.append(helper.make_node("Equal", [i, zero], [pad], name=pad))
+                self.nodes.append(helper.make_node("Not", [pad], [real], name=real))
+                parts.append(real)
+            mask = parts[0]
+            for other in parts[1:]:
+                both = self.unique(f"{mask}&{other}")
+                self.nodes.append(helper.make_node("And", [mask, other], [both], name=both))
+                mask = both
+            self._mask_values[ids] = mask
+        return self._mask_values[ids]
 
     # -- building blocks -------------------------------------------------------------------
 
@@ -93,7 +123,9 @@ class Lowering:
         from onnx import numpy_helper
 
         name = self.unique(f"{owner or self.layer}.{role}")
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        a = np.asarray(array)  # a 0-d array stays a scalar (ascontiguousarray makes it 1-d)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(a) if a.ndim else a,
+                                                         name))
         return name
 
     def param(self, node: Node, key: str, convert: Convert | None = None) -> str:
@@ -259,7 +291,7 @@ class Lowering:
                                           tuple(inp.type.shape))
             if rank == 4:
                 self.layouts[inp.name] = NHWC
-            inputs.append(_tensor_info(inp.name, inp.type.shape))
+            inputs.append(_tensor_info(inp.name, inp.type.shape, inp.type.dtype))
         for node in g.nodes:
             self.layer = node.name
             before = len(self.nodes)
@@ -273,16 +305,21 @@ class Lowering:
             self.values[node.name] = out
         output_names = self.bind_outputs()
         for name in g.outputs:
-            outputs.append(_tensor_info(output_names[name], g.type_of(name).shape))
+            outputs.append(_tensor_info(output_names[name], g.type_of(name).shape,
+                                        g.type_of(name).dtype))
         graph = helper.make_graph(self.nodes, g.name, inputs, outputs, self.initializers)
         return Lowered(graph, dict(self.layouts), output_names)
 
 
-def _tensor_info(name: str, shape: Shape) -> ValueInfoProto:
+# the IR's dtypes as ONNX element types (TensorProto's names)
+ELEM_TYPES = {"f32": "FLOAT", "i32": "INT32", "i64": "INT64", "bool": "BOOL"}
+
+
+def _tensor_info(name: str, shape: Shape, dtype: str = "f32") -> ValueInfoProto:
     from onnx import TensorProto, helper
 
     dims = [BATCH] + [f"{name}_dim{i + 1}" if d is None else int(d) for i, d in enumerate(shape)]
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+    return helper.make_tensor_value_info(name, getattr(TensorProto, ELEM_TYPES[dtype]), dims)
 
 
 def lower_graph(graph: Graph, weights: dict[str, np.ndarray]) -> Lowered:
@@ -839,3 +876,53 @@ def multi_head_attention(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     if a.use_bias:
         y = ctx.value("Add", [y.name, ctx.param(node, "output_bias")], 3, role="output_bias")
     return y
+# -- embeddings and positions -----------------------------------------------------------------
+
+@LOWERINGS("embedding")
+def embedding(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    # onnxruntime fails on an id past the table; Gather counts a negative id from the end,
+    # which the other backends refuse (the reference raises on both).
+    rank = xs[0].rank + 1
+    table = ctx.param(node, "embeddings")
+    return ctx.value("Gather", [table, xs[0].name], rank, NHWC if rank == 4 else None, axis=0)
+
+
+def _steps(ctx: Lowering, x: Value) -> str:
+    """A 1-D int64 tensor holding the sequence length (axis 1) of `x`."""
+    return ctx.value("Shape", [x.name], 1, role="steps", start=1, end=2).name
+
+
+@LOWERINGS("position_embedding")
+def position_embedding(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    x = xs[0]
+    table = ctx.param(node, "embeddings")
+    rows = ctx.value("Slice", [table, ctx.const("start", np.array([0], np.int64)),
+                               _steps(ctx, x), ctx.const("axes", np.array([0], np.int64))],
+                     2, role="positions")
+    return ctx.value("Add", [x.name, rows.name], 3)
+
+
+@LOWERINGS("sinusoidal_position")
+def sinusoidal_position(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    from onnx import TensorProto
+
+    x = xs[0]
+    features = ctx.graph.type_of(node.inputs[0]).shape[1]
+    assert features is not None
+    index = np.arange(features)
+    rates = (1.0 / float(node.attrs.max_wavelength)) ** (2 * (index // 2) / features)
+    steps = ctx.value("Squeeze", [_steps(ctx, x), ctx.const("axes", np.array([0], np.int64))], 0,
+                      role="length")
+    positions = ctx.value("Range", [ctx.const("zero", np.array(0, np.int64)), steps.name,
+                                    ctx.const("one", np.array(1, np.int64))], 1, role="range")
+    column = ctx.value("Unsqueeze", [positions.name, ctx.const("column", np.array([1], np.int64))],
+                       2, role="column")
+    exact = ctx.value("Cast", [column.name], 2, role="float64", to=TensorProto.DOUBLE)
+    angles = ctx.value("Mul", [exact.name, ctx.const("rates", rates.astype(np.float64))], 2,
+                       role="angles")
+    sin = ctx.value("Sin", [angles.name], 2, role="sin")
+    cos = ctx.value("Cos", [angles.name], 2, role="cos")
+    table = ctx.value("Where", [ctx.const("even", index % 2 == 0), sin.name, cos.name], 2,
+                      role="table")
+    single = ctx.value("Cast", [table.name], 2, role="float32", to=TensorProto.FLOAT)
+    return ctx.value("Add", [x.name, single.name], 3)

@@ -25,6 +25,9 @@ META_TASKS = "dslc.tasks"  # JSON: output name → classifier | binary | regress
 META_PREPROCESSING = "dslc.preprocessing"
 META_PIXEL_MAX = "dslc.pixel_max"
 META_CLASSES = "dslc.classes"  # JSON: output name → class names, by index (as trained)
+# JSON: input name → the spec's dtype (f32, i32, i64, bool); the graph inputs' element types
+# say the same to onnxruntime, this says it in the spec's words (`dslc run`'s messages).
+META_INPUT_DTYPES = "dslc.input_dtypes"
 
 # Raw value range of image-like data sources, so an 8-bit image file (0..255) can be mapped
 # to what the model was trained on before its preprocessing (digits pixels are 0..16).
@@ -54,6 +57,8 @@ def model_metadata(spec: Any, graph: Graph, preprocessing: dict | None = None,
     tasks = {name: task_of(graph, name) for name in graph.outputs}
     meta = {META_MODEL: graph.name, META_VERSION: __version__,
             META_TASKS: json.dumps(tasks, sort_keys=True)}
+    if any(not i.type.is_float for i in graph.inputs):
+        meta[META_INPUT_DTYPES] = json.dumps({i.name: i.type.dtype for i in graph.inputs})
     if spec is not None:
         meta[META_SPEC] = Path(spec.path).name
         meta[META_HASH] = spec.digest
@@ -102,6 +107,8 @@ def training_input_range(spec: Any, graph: Graph, seed: int) -> tuple[InputRange
         return None, "the spec has no train block for it"
     if len(graph.inputs) != 1:
         return None, "the model has several inputs"
+    if not graph.inputs[0].type.is_float:
+        return None, f"the input holds {graph.inputs[0].type.dtype} ids"
     known = InputRange.known(cfg.data.kind)
     if known is not None:
         return known, ""
@@ -109,7 +116,8 @@ def training_input_range(spec: Any, graph: Graph, seed: int) -> tuple[InputRange
 
     try:
         raw = cfg.model_copy(update={"preprocess": [], "augment": []})
-        data = load_dataset(raw, tuple(graph.inputs[0].type.shape), Path(spec.path).parent, seed)
+        data = load_dataset(raw, tuple(graph.inputs[0].type.shape), Path(spec.path).parent, seed,
+                            graph.inputs[0].type.dtype)
     except (DslError, OSError, ValueError, MemoryError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return None, f"cannot read the training data ({first})"

@@ -80,7 +80,8 @@ def deploy_data(spec: Any, graph: Graph, seed: int, calibrate: int, record: dict
                        "--precision work with one-input models (the spec's data feeds one)")
     labels_only = [s for s in cfg.preprocess if s.name == "one_hot"]
     data = load_dataset(cfg.model_copy(update={"preprocess": labels_only, "augment": []}),
-                        tuple(graph.inputs[0].type.shape), Path(spec.path).parent, seed)
+                        tuple(graph.inputs[0].type.shape), Path(spec.path).parent, seed,
+                        graph.inputs[0].type.dtype)
     x_cal, x_test = data.x_train[:calibrate], data.x_test
     if record is not None:
         x_cal = apply_preprocessing(x_cal, record)
@@ -108,7 +109,8 @@ class _Reader:
     """onnxruntime's CalibrationDataReader protocol over batches of samples."""
 
     def __init__(self, name: str, x: np.ndarray, batch: int = 32):
-        self.batches = iter([{name: np.ascontiguousarray(x[i:i + batch], np.float32)}
+        dtype = x.dtype if x.dtype.kind in "biu" else np.float32  # ids stay ids
+        self.batches = iter([{name: np.ascontiguousarray(x[i:i + batch], dtype)}
                              for i in range(0, len(x), batch)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -41,12 +41,19 @@ def make_session(model: bytes | str, device: str | None = "cpu",
     return ort.InferenceSession(model, session_options(threads), providers=providers(device))
 
 
+_NUMPY = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+          "tensor(bool)": np.bool_}
+
+
 class OnnxRuntime:
     """An onnxruntime session; `predict(x)` takes channels-last float32 `[N, ...]`."""
 
     def __init__(self, model_bytes: bytes, device: str = "cpu"):
         self.session = make_session(model_bytes, device)
         self.input_names = [i.name for i in self.session.get_inputs()]
+        # float32, or int32/int64/bool for inputs of ids and flags
+        self.input_dtypes = {i.name: _NUMPY.get(i.type, np.float32)
+                             for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def predict(self, x: Feed) -> np.ndarray:
@@ -59,10 +66,12 @@ class OnnxRuntime:
 
     def _run(self, x: Feed, names: list[str]) -> list[np.ndarray]:
         if isinstance(x, dict):
-            feed = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in x.items()}
+            arrays = dict(x)
         elif isinstance(x, list | tuple):  # one array per input, in the spec's order
-            feed = {k: np.ascontiguousarray(v, dtype=np.float32)
-                    for k, v in zip(self.input_names, x, strict=True)}
+            arrays = dict(zip(self.input_names, x, strict=True))
         else:
-            feed = {self.input_names[0]: np.ascontiguousarray(x, dtype=np.float32)}
+            arrays = {self.input_names[0]: x}
+        feed: dict[str, np.ndarray] = {
+            k: np.ascontiguousarray(v, dtype=self.input_dtypes.get(k, np.float32))
+            for k, v in arrays.items()}
         return [np.asarray(y) for y in self.session.run(names, feed)]

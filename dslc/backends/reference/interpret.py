@@ -16,15 +16,30 @@ import numpy as np
 from dslc.backends.base import Feed
 from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.diagnostics import DslError
-from dslc.ir.graph import Graph, Node
+from dslc.ir.graph import Graph, Input, Node
+from dslc.passes.masks import padding_masks
 
 Array = np.ndarray
 
 
 class Context:
-    def __init__(self, graph: Graph, weights: dict[str, np.ndarray]):
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray],
+                 env: dict[str, Array] | None = None):
         self.graph = graph
         self.weights = weights
+        self.env = env if env is not None else {}  # the values computed so far, by tensor
+        self.masks = padding_masks(graph)
+
+    def mask_of(self, name: str) -> Array | None:
+        """The padding mask of tensor `name`: bool `[N, T]`, True at real (non-padding)
+        positions — `ids != 0` of each id tensor that masks it, ANDed — or None."""
+        ids = self.masks.get(name)
+        if not ids:
+            return None
+        mask = self.env[ids[0]] != 0
+        for other in ids[1:]:
+            mask = mask & (self.env[other] != 0)
+        return mask
 
     def param(self, node: Node, key: str) -> Array:
         return np.asarray(self.weights[f"{node.name}.{key}"], dtype=np.float64)
@@ -388,6 +403,8 @@ def gru(ctx: Context, node: Node, xs: list[Array]) -> Array:
         h = z * h + (1 - z) * hh
         steps.append(h)
     return _recurrent_output(node, x, h, steps)
+
+
 @LOWERINGS("multi_head_attention")
 def multi_head_attention(ctx: Context, node: Node, xs: list[Array]) -> Array:
     a = node.attrs
@@ -412,6 +429,39 @@ def multi_head_attention(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return y + (ctx.param(node, "output_bias") if a.use_bias else 0.0)
 
 
+@LOWERINGS("embedding")
+def embedding(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    ids = xs[0]
+    vocab = node.attrs.vocab
+    bad = (ids < 0) | (ids >= vocab)
+    if bad.any():  # the frameworks fail too, or (TF on a GPU) give zeros: never a number
+        raise DslError(f"layer `{node.name}` (embedding): id {int(ids[bad].flat[0])} is out of "
+                       f"range for vocab {vocab} (ids are 0..{vocab - 1})", node.span)
+    return ctx.param(node, "embeddings")[ids]
+
+
+@LOWERINGS("position_embedding")
+def position_embedding(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    table = ctx.param(node, "embeddings")  # [max_len, features]
+    if x.shape[1] > len(table):
+        raise DslError(f"layer `{node.name}` (position_embedding): a sequence of {x.shape[1]} "
+                       f"steps, but max_len is {len(table)}", node.span)
+    return x + table[:x.shape[1]]
+
+
+@LOWERINGS("sinusoidal_position")
+def sinusoidal_position(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    steps, features = x.shape[1], x.shape[2]
+    table = np.zeros((steps, features))
+    for p in range(steps):
+        for i in range(features):
+            rate = (1.0 / node.attrs.max_wavelength) ** (2 * (i // 2) / features)
+            table[p, i] = math.sin(p * rate) if i % 2 == 0 else math.cos(p * rate)
+    return x + table
+
+
 # -- the walk --------------------------------------------------------------------------------
 
 def _check_shape(node: Node, y: Array) -> None:
@@ -423,6 +473,20 @@ def _check_shape(node: Node, y: Array) -> None:
             w is not None and w != g for w, g in zip(want, got, strict=True)):
         raise RuntimeError(f"reference: layer `{node.name}` ({node.op}) computed a "
                            f"{list(got)} value per sample, its shape rule says {want}")
+
+
+def _input(i: Input, v: object) -> Array:
+    """A float input as float64; an integer or boolean one (ids, flags) as int64 / bool, its
+    values checked integral: a float array of ids is cast only when that loses nothing."""
+    a = np.asarray(v)
+    if i.type.is_float:
+        return a.astype(np.float64)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            raise DslError(f"input `{i.name}` is {i.type.dtype}, got non-integral values")
+    elif a.dtype.kind not in "biu":
+        raise DslError(f"input `{i.name}` is {i.type.dtype}, got an array of {a.dtype}")
+    return a.astype(np.bool_ if i.type.dtype == "bool" else np.int64)
 
 
 class Interpreter:
@@ -446,8 +510,8 @@ class Interpreter:
             xs = list(x) if isinstance(x, list | tuple) else [x]
         if len(xs) != len(g.inputs):
             raise DslError(f"model `{g.name}` takes {len(g.inputs)} input(s), got {len(xs)}")
-        env = {i.name: np.asarray(v, dtype=np.float64) for i, v in zip(g.inputs, xs, strict=True)}
-        ctx = Context(g, self.weights)
+        env = {i.name: _input(i, v) for i, v in zip(g.inputs, xs, strict=True)}
+        ctx = Context(g, self.weights, env)
         for node in g.nodes:
             env[node.name] = y = LOWERINGS.lower(ctx, node, [env[n] for n in node.inputs])
             _check_shape(node, y)

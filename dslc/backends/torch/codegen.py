@@ -31,6 +31,7 @@ from dslc.ir.graph import Graph, Node, ParamSpec, Shape
 from dslc.ops import ending_activation
 from dslc.ops.conv import pads_2d
 from dslc.ops.registry import pair
+from dslc.passes.masks import padding_masks
 
 if TYPE_CHECKING:
     import numpy as np
@@ -166,12 +167,31 @@ class Emitter:
     fused: str | None = None  # the final activation `logits=True` leaves out, if any
     helpers: dict[str, str] = field(default_factory=dict)  # module-level classes, by name
     buffer_names: Names = field(init=False)
+    input_vars: dict[str, str] = field(default_factory=dict)  # graph input → `forward` argument
+    masks: dict[str, tuple[str, ...]] = field(init=False)  # dslc/passes/masks.py
+    mask_vars: dict[tuple[str, ...], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # attributes of the module: every layer's (spec name and attribute) and nn.Module's
         self.buffer_names = Names(MODULE_ATTRS | GLOBALS | set(self.attrs.values())
                                   | {n.name for n in self.graph.nodes}
                                   | {i.name for i in self.graph.inputs})
+        self.masks = padding_masks(self.graph)
+
+    def mask_of(self, name: str) -> str | None:
+        """The padding mask of tensor `name` as a variable of `forward` (bool `[N, T]`, True
+        at real positions): `tokens_mask = tokens != 0`, written once, before the line of the
+        rule that first asks; None when `name` carries no mask."""
+        ids = self.masks.get(name)
+        if not ids:
+            return None
+        if ids not in self.mask_vars:
+            var = self.fresh(f"{'_'.join(ids)}_mask")
+            terms = [f"({self.input_vars[i]} != 0)" if len(ids) > 1 else
+                     f"{self.input_vars[i]} != 0" for i in ids]
+            self.forward.append(f"{var} = {' & '.join(terms)}")
+            self.mask_vars[ids] = var
+        return self.mask_vars[ids]
 
     @property
     def cls(self) -> str:
@@ -824,6 +844,55 @@ def multi_head_attention(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return Value(f"{mha}.output({heads}.transpose(1, 2).flatten(2))", rank=2)
 
 
+@LOWERINGS("embedding")
+def embedding(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    # Ids stay integers (int32 or int64, as declared); an id out of range raises IndexError
+    # (on CUDA, a device-side assert). No padding_idx: Keras trains id 0's vector too.
+    a = node.attrs
+    call = em.add(node, f"nn.Embedding({a.vocab}, {a.dim})",
+                  params={"embeddings": ("weight", same, same)})
+    return Value(f"{call}({xs[0].expr})", rank=len(em.out_shape(node)))
+
+
+def _bound(em: Emitter, node: Node, x: Value, role: str) -> str:
+    """`x` held by a variable of its own (a rule that reads it twice), channels-last."""
+    expr = x.channels_last()
+    if expr.isidentifier():
+        return expr
+    var = em.fresh(role)
+    em.forward.append(f"{var} = {expr}")
+    return var
+
+
+@LOWERINGS("position_embedding")
+def position_embedding(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    steps, features = em.in_shape(node)
+    call = em.add(node, f"nn.Embedding({node.attrs.max_len}, {features})",
+                  params={"embeddings": ("weight", same, same)})
+    if steps is not None:
+        return Value(f"{atom(xs[0].expr)} + {call}.weight[:{steps}]", rank=2)
+    # a sequence longer than max_len: the shapes do not broadcast and the add raises
+    x = _bound(em, node, xs[0], "x")
+    return Value(f"{x} + {call}.weight[:{x}.shape[1]]", rank=2)
+
+
+@LOWERINGS("sinusoidal_position")
+def sinusoidal_position(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    _, features = em.in_shape(node)
+    x = _bound(em, node, xs[0], "x")
+    angles, index = em.fresh("angles"), em.fresh("index")
+    wavelength = float(node.attrs.max_wavelength)
+    em.forward += [
+        f"# {comment(node.name)}: + sin/cos(position * (1 / {wavelength!r}) ** (2 * (i // 2) / "
+        f"{features})), sin at even features i (float64, then cast)",
+        f"{index} = torch.arange({features}, dtype=torch.float64, device={x}.device)",
+        f"{angles} = torch.arange({x}.shape[1], dtype=torch.float64, device={x}.device)[:, None] "
+        f"* (1 / {wavelength!r}) ** (2 * ({index} // 2) / {features})",
+    ]
+    table = f"torch.where({index} % 2 == 0, {angles}.sin(), {angles}.cos()).to({x}.dtype)"
+    return Value(f"{x} + {table}", rank=2)
+
+
 # -- the module ---------------------------------------------------------------------------------
 
 def _fuse_point(graph: Graph) -> str | None:
@@ -860,6 +929,7 @@ def emit(graph: Graph) -> Emitter:
     names: dict[str, str] = {}
     for inp in graph.inputs:
         names[inp.name] = em.fresh(inp.name)
+    em.input_vars = {inp.name: names[inp.name] for inp in graph.inputs}
 
     def chains(idx: int, node: Node) -> bool:
         return node.name not in outputs and consumers.get(node.name) == [idx + 1] and \

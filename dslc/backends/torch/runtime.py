@@ -110,7 +110,8 @@ class Runtime:
 
     def predict_all(self, x: Feed, batch_size: int = 1024) -> list[np.ndarray]:
         """Every output for `x`, in the spec's order (see `predict` for `x`)."""
-        xs = [np.ascontiguousarray(a, dtype=np.float32) for a in _feed(self.graph, x)]
+        xs = [np.ascontiguousarray(a, dtype=i.type.numpy_dtype)
+              for i, a in zip(self.graph.inputs, _feed(self.graph, x), strict=True)]
         outs: list[list[np.ndarray]] = []
         with torch.inference_mode():
             for start in range(0, max(len(xs[0]), 1), batch_size):
@@ -133,8 +134,8 @@ def build(graph: Graph, weights: Mapping[str, np.ndarray], device: str = "cpu") 
 def gradients(graph: Graph, weights: Mapping[str, np.ndarray], xs: list[np.ndarray],
               cotangents: list[np.ndarray]) -> dict[str, np.ndarray]:
     """The gradient of `sum(output_k * cotangent_k)`, in eval mode and float64 (the module
-    cast with `.double()`), by canonical key (non-trainable ones too) in the canonical layout and by `input:<name>`
-    (channels-last, as the inputs)."""
+    cast with `.double()`), by canonical key (non-trainable ones too) in the canonical layout
+    and by `input:<name>` (channels-last, as the inputs); integer inputs (ids) have none."""
     model = Model(graph)
     module = model.module.double().eval()
     state = {k: torch.from_numpy(v) for k, v in model.weights.to_torch(weights, np.float64).items()}
@@ -144,8 +145,10 @@ def gradients(graph: Graph, weights: Mapping[str, np.ndarray], xs: list[np.ndarr
     named = {**dict(module.named_buffers()), **dict(module.named_parameters())}
     for p in model.weights.params:
         named[p.target].requires_grad_(True)
-    inputs = [torch.tensor(np.asarray(x, np.float64), requires_grad=True)
-              for x in _feed(graph, xs)]
+    inputs = [torch.tensor(np.asarray(x, np.float64), requires_grad=True) if i.type.is_float
+              else torch.from_numpy(np.asarray(x, i.type.numpy_dtype))
+              for i, x in zip(graph.inputs, _feed(graph, xs), strict=True)]
+    differentiable = [t for t in inputs if t.requires_grad]
     y: Any = module(*inputs)
     ys = list(y) if isinstance(y, tuple | list) else [y]
     if len(ys) != len(cotangents):
@@ -153,11 +156,12 @@ def gradients(graph: Graph, weights: Mapping[str, np.ndarray], xs: list[np.ndarr
                        "cotangents")
     total = sum(((out * torch.from_numpy(np.asarray(c, np.float64))).sum()
                  for out, c in zip(ys, cotangents, strict=True)), torch.zeros((), dtype=torch.float64))
-    wrt = [named[p.target] for p in model.weights.params] + inputs
+    wrt = [named[p.target] for p in model.weights.params] + differentiable
     grads = torch.autograd.grad(total, wrt, allow_unused=True)
     arrays = [np.zeros(tuple(t.shape)) if g is None else g.detach().numpy()
               for t, g in zip(wrt, grads, strict=True)]
     n = len(model.weights.params)
     out = model.weights.from_torch({p.target: a for p, a in zip(model.weights.params, arrays)})
-    out.update({f"input:{i.name}": a for i, a in zip(graph.inputs, arrays[n:], strict=True)})
+    floats = [i for i in graph.inputs if i.type.is_float]
+    out.update({f"input:{i.name}": a for i, a in zip(floats, arrays[n:], strict=True)})
     return out

@@ -196,7 +196,7 @@ class TorchTrainer(Trainer):
         if not self._threads_set:
             choose_threads(self.graph, batch_size, n, self.device)
             self._threads_set = True
-        xt = self._tensor(np.asarray(x, dtype=np.float32))
+        xt = self._tensor(np.asarray(x, dtype=self.graph.inputs[0].type.numpy_dtype))
         yt = self._tensor(shape_targets(y, self.config.loss, self.out_shape))
         cw = class_weights(self.config, y, output_classes(self.config.loss, self.out_shape))
         sw = sample_weights(y, cw)
@@ -227,7 +227,8 @@ class TorchTrainer(Trainer):
         outs = []
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
-                xb = self._tensor(np.asarray(x[start:start + batch_size], dtype=np.float32))
+                xb = self._tensor(np.asarray(x[start:start + batch_size],
+                                             dtype=self.graph.inputs[0].type.numpy_dtype))
                 outs.append(self.module(xb).float().cpu().numpy())
         if not outs:
             return np.zeros((0, *(d or 0 for d in self.out_shape)), np.float32)
