@@ -473,7 +473,9 @@ class GraphBuilder:
         if len(inputs) != len(block_inputs):
             raise DslError(f"block `{block.name}` takes {len(block_inputs)} input(s), got {len(inputs)}",
                            call.func_span)
-        lets = dict(self.root.lets)
+        # The model's constants, not the variables of its loops running now: a block sees
+        # what it is given.
+        lets = {k: v for k, v in self.root.lets.items() if k not in self.root.loops}
         params = {p.name: p for p in block.params}
         if len(attr_args) > len(block.params):
             raise DslError(f"block `{block.name}` takes {len(block.params)} argument(s)",
