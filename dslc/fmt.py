@@ -5,7 +5,7 @@ arguments), after commas and around `+` and `-` (none around `*` and `/`: `scale
 aligned `=` in a `train` block, one blank line between top-level items (`use` and `let` lines
 may stay together) and at most one where the author left some between statements, a call or
 list wider than WIDTH columns wrapped one element a line with a trailing comma, and
-`repeat N { stmt }` on one line when its body is one short statement.
+`repeat N { stmt }` and `for x in xs { stmt }` on one line when the body is one short statement.
 
 How: the parser's concrete tree (every token kept) becomes a small Wadler/Prettier document —
 groups that are laid out flat when they fit and broken otherwise — which is then printed.
@@ -536,11 +536,21 @@ class _Layout:
             return self.let(t)
         if t.data == "repeat":
             return self.repeat(t)
+        if t.data == "for_stmt":
+            return self.for_loop(t)
         raise AssertionError(f"unknown statement {t.data}")
 
     def repeat(self, t: Tree) -> Doc:
         kw, count, open_, *stmts, close = _kids(t)
-        head = cat(self.tok(kw), " ", self.expr(count), " ")
+        return self.loop(cat(self.tok(kw), " ", self.expr(count), " "), open_, stmts, close)
+
+    def for_loop(self, t: Tree) -> Doc:
+        kw, var, in_, items, open_, *stmts, close = _kids(t)
+        head = cat(self.tok(kw), " ", self.tok(var), " ", self.tok(in_), " ", self.expr(items), " ")
+        return self.loop(head, open_, stmts, close)
+
+    def loop(self, head: Doc, open_: Token, stmts: list, close: Token) -> Doc:
+        """A `repeat` or `for` body after its `head`."""
         real = [s for s in stmts if s.data != "empty"]
         if (len(real) == 1
                 and not any(self.commented(_first_token(s)) for s in stmts if s.data == "empty")

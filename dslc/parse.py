@@ -24,7 +24,7 @@ from lark.exceptions import (
 from dslc.diagnostics import Diagnostic, DslError, Span
 from dslc.ir import ast
 
-KEYWORDS = {"model", "block", "train", "input", "output", "let", "use", "repeat"}
+KEYWORDS = {"model", "block", "train", "input", "output", "let", "use", "repeat", "for", "in"}
 
 # What a user means by each terminal, for "expected ..." messages.
 TOKEN_WORDS = {
@@ -120,8 +120,8 @@ class _Budget:
         raise AttributeError(rule)
 
 
-STATEMENT_RULES = {"input_decl", "output_stmt", "let_stmt", "assign", "apply", "repeat", "empty",
-                   "use_stmt", "model", "block", "train", "setting", "param"}
+STATEMENT_RULES = {"input_decl", "output_stmt", "let_stmt", "assign", "apply", "repeat", "for_stmt",
+                   "empty", "use_stmt", "model", "block", "train", "setting", "param"}
 _BUDGET = _Budget()
 
 
@@ -178,6 +178,10 @@ def _describe(tok: Token) -> str:
     return f"`{tok.value}`" if tok.value else _token_word(tok.type)
 
 
+def _keyword_list() -> str:
+    return ", ".join(f"`{k}`" for k in sorted(KEYWORDS))
+
+
 def _expected(expected) -> str:
     words = sorted({_token_word(t) for t in expected if not t.startswith("__")})
     if len(words) > 6:
@@ -204,6 +208,11 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
                           "a `{`, `(` or `[` is not closed")
     assert isinstance(err, UnexpectedToken)
     tok = err.token
+    if tok.type == tok.value.upper() and tok.value in KEYWORDS and "NAME" in err.expected:
+        # The lexer makes every keyword a keyword, wherever it stands (`in = dense(2)`).
+        return Diagnostic(f"`{tok.value}` is a keyword, it cannot be used as a name",
+                          Span(file, line, col, tok.end_line, tok.end_column),
+                          f"choose another name; the keywords are {_keyword_list()}")
     message = f"unexpected {_describe(tok)}, expected {_expected(err.expected)}"
     hint = None
     if tok.type == "EQUAL":
@@ -367,6 +376,16 @@ class _ToAst(Transformer):
 
     def repeat(self, meta, count, *body):
         return ast.Repeat(span=self._span(meta), count=count, body=[s for s in body if s])
+
+    def for_stmt(self, meta, var, items, *body):
+        stmts = [s for s in body if s]
+        if not stmts:
+            keyword = Span(self.file, meta.line, meta.column, meta.line, meta.column + 3)
+            self.problems.append(Diagnostic(
+                "this `for` loop has an empty body", keyword,
+                f"put the layers to make for each `{var}` between the braces"))
+        return ast.For(span=self._span(meta), var=str(var), var_span=self._tok_span(var),
+                       items=items, body=stmts)
 
     # items
     def param(self, meta, name, type_, default=None):

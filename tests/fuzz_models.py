@@ -7,7 +7,8 @@ constants and several outputs. The ops come from the registry (`dslc.ops.all_ops
 attributes are drawn from its pydantic attribute model (Literal choices, bounded numbers,
 ints or pairs) and kept when the op's own shape rule accepts them, so a new op is fuzzed
 without a line here. Explicit knowledge is kept to what shapes demand: an `axis` lies within
-the rank, a `shape` is a factorisation of the input's size, window sizes stay small.
+the rank, a `shape` is a factorisation of the input's size, window sizes stay small. Some
+`repeat`s are written as `for` loops over as many elements.
 
 The randomness comes from a `Source`: `DrawSource` wraps hypothesis (the suite's strategy
 `model_specs()`, which shrinks), `RandomSource` a seeded `random.Random` (bench/fuzz.py).
@@ -166,6 +167,7 @@ class Call:
 class Repeat:
     count: str
     body: list[Stmt]
+    loop: bool = False  # written `for k in [1, ..., count] { ... }`
 
 
 @dataclass(eq=False)
@@ -582,7 +584,9 @@ class Generator:
         if s.chance(0.1):
             text = self.fresh("c")
             self.lets.append((text, count))
-        scope.body.append(Repeat(text, inner.body))
+        # Every other one is a `for` loop over `count` elements: decided without a draw, so
+        # that a seed makes the same model it made before `for` existed.
+        scope.body.append(Repeat(text, inner.body, loop=text.isdigit() and len(scope.body) % 2 == 1))
         scope.pool.append(final)
         scope.locals.append(final)
         scope.prev = final
@@ -668,6 +672,11 @@ class Generator:
                 if len(st.outs) > 1 or st.bind or any(t.by_name for t in st.outs):
                     lhs = ", ".join(t.name for t in st.outs) + " = "
                 out.append(f"{indent}{lhs}{self.call_text(st)}")
+            elif isinstance(st, Repeat) and st.loop:
+                elements = ", ".join(str(k + 1) for k in range(int(st.count)))
+                out.append(f"{indent}for k in [{elements}] {{")  # tensors are named with digits
+                out += self.lines(st.body, indent + "    ")
+                out.append(f"{indent}}}")
             elif isinstance(st, Repeat):
                 out.append(f"{indent}repeat {st.count} {{")
                 out += self.lines(st.body, indent + "    ")

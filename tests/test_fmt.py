@@ -164,6 +164,20 @@ def test_repeat_of_one_short_statement_stays_on_one_line():
                                  "}\n")
 
 
+def test_for_loops_are_laid_out_as_repeat():
+    text = ("model m {\n input x: f32[2]\n for   u in[8,4]{dense(u)}\n"
+            " for a in [relu,  tanh] { dense(2, activation=a) dense(3) }\n}")
+    assert format_text(text) == ("model m {\n"
+                                 "    input x: f32[2]\n"
+                                 "    for u in [8, 4] { dense(u) }\n"
+                                 "    for a in [relu, tanh] {\n"
+                                 "        dense(2, activation=a)\n"
+                                 "        dense(3)\n"
+                                 "    }\n"
+                                 "}\n")
+    assert_same_meaning(text, format_text(text))
+
+
 def test_a_semicolon_is_kept_where_the_next_statement_would_continue_the_last():
     # Whitespace means nothing: `a = b` then `-c` on the next line reads `a = b - c`.
     text = "model m {\n input x: f32[2]\n a = x; -a\n b = a; (b)\n dense(2);;\n}"
@@ -315,6 +329,8 @@ def test_comments_in_odd_places_are_kept():
         'use # why\n "a.dl"\n',
         "block b(  # params\n f: int) { input x }\n",
         "model m { repeat 2  # count\n { dense(2) } }\n",
+        "model m { for  # loop\n u  # var\n in  # in\n [1]  # list\n { dense(u) } }\n",
+        "model m { for u in [1,  # one\n 2] {  # body\n dense(u) } }\n",
         "model m { output a,  # a\n b }\n",
         "let x = --1 # neg neg\n",
     ]
@@ -409,7 +425,7 @@ def statements(draw, depth=0) -> list[str]:
     out: list[str] = []
     for _ in range(draw(st.integers(0, 5))):
         kind = draw(st.sampled_from(["apply", "assign", "input", "output", "let", "semi"]
-                                    + ["repeat"] * (depth < 2)))
+                                    + ["repeat", "for"] * (depth < 2)))
         if kind == "apply":
             out += draw(expr())
         elif kind == "assign":
@@ -428,6 +444,8 @@ def statements(draw, depth=0) -> list[str]:
             out += ["let", draw(NAMES), "=", *draw(expr())]
         elif kind == "semi":
             out.append(";")
+        elif kind == "for":
+            out += ["for", draw(NAMES), "in", *draw(expr(3)), "{", *draw(statements(depth + 1)), "}"]
         else:
             out += ["repeat", *draw(expr(3)), "{", *draw(statements(depth + 1)), "}"]
     return out
@@ -486,6 +504,7 @@ def test_generated_specs(text):
 
 FUZZ_TOKENS = ["{", "}", "(", ")", "[", "]", ",", "=", ":", "-", "*", "/", "?", ";", '"x"', "0",
                "1e-3", "model", "repeat", "input", "output", "let", "dense", "x", "\n", " ",
+               "for", "in", "for u in [1, 2] {", "for u in [4] { dense(u) }",
                "# c\n", "\n# own\n", "\n\n", "\t"]
 
 

@@ -12,6 +12,7 @@ from dslc.diagnostics import DslError
 TEXTS = [p.read_text() for p in SPECS]
 TOKENS = ["{", "}", "(", ")", "[", "]", ",", "=", ":", "-", "*", "/", "?", '"x"', "0", "-1",
           "1e-3", "1e999", "model", "block", "train", "input", "output", "let", "use", "repeat",
+          "for", "in", "for u in [2, 3] {", "for u in [4] { dense(u) }", "in=",
           "dense", "conv2d", "flatten", "simple_rnn", "relu", "same", "x", "true", "loss", "data",
           "units=", "kernel=", "\n", " ", "#", "'", "\\", "é", "\x00"]
 

@@ -411,6 +411,24 @@ def test_definitions_in_process():
     assert op.uri.endswith("dslc/ops/pool.py")
 
 
+def test_a_loop_variable_is_known_in_its_body_only():
+    text = ("let widths = [8, 4]\n\nmodel m {\n    input x: f32[5]\n    for w in widths {\n"
+            "        h = dense(w, activation=relu)\n    }\n    dense(w)\n}\n")
+    a = analyse(text, "loop.dl")
+    inside = text.index("dense(w,") + 6
+    (location,) = features.definition(a, inside)
+    p = Positions(text).position(text.index("for w") + 4)
+    assert (location.range.start.line, location.range.start.character) == (p.line, p.character)
+    hover = features.hover(a, inside)
+    assert hover is not None and "for w in widths" in hover.contents.value
+    assert features.definition(a, text.index("dense(w)") + 6) == []  # after the loop
+    labels = {i.label for i in features.completion(a, inside)}
+    assert {"w", "widths"} <= labels
+    assert "w" not in {i.label for i in features.completion(a, text.index("dense(w)") + 6)}
+    assert features.hover(a, text.index("for w")) is None  # a keyword
+    assert "for" in {i.label for i in features.completion(a, text.index("    dense(w)") + 4)}
+
+
 def test_formatting_without_fmt_gives_no_edits(monkeypatch):
     monkeypatch.setitem(sys.modules, "dslc.fmt", None)
     a = analyse("model m{input x:f32[4]\n dense(3)}\n", "ugly.dl")

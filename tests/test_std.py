@@ -25,8 +25,8 @@ MODELS = {
     "mlp": """use "std/mlp.dl"
 model m {
     input x: f32[5]
-    mlp(8)
-    mlp(4, layers=1, activation=tanh)
+    mlp([8, 6])
+    mlp([4], activation=tanh)
     dense(3)
 }
 """,
@@ -115,7 +115,23 @@ def test_block_shapes_and_parameters(tmp_path):
     assert [n.type.shape for n in graph.nodes if n.op == "maxpool2d"] == [(4, 4, 4), (2, 2, 6)]
     graph = compile_text(MODELS["mlp"], tmp_path / "m.dl").model()
     assert [(n.attrs.units, n.attrs.activation) for n in graph.nodes] == [
-        (8, "relu"), (8, "relu"), (4, "tanh"), (3, "linear")]
+        (8, "relu"), (6, "relu"), (4, "tanh"), (3, "linear")]
+    assert [n.name for n in graph.nodes] == ["mlp_1_dense_1", "mlp_1_dense_2", "mlp_2_dense_1",
+                                             "dense_1"]
+
+
+def test_mlp_takes_a_list_of_widths(tmp_path):
+    call = 'use "std/mlp.dl"\nmodel m {{\n    input x: f32[4]\n    {}\n    dense(1)\n}}\n'
+    graph = compile_text(call.format("mlp([16, 8, 4, 2])"), tmp_path / "m.dl").model()
+    assert [n.attrs.units for n in graph.nodes] == [16, 8, 4, 2, 1]
+    err = _error(call.format("mlp(8)"), tmp_path)
+    assert "4:9: error: `units` of block `mlp` is list, got `8`" in err
+    assert "write a list, e.g. `[8]`" in err
+    err = _error(call.format("mlp([])"), tmp_path)
+    assert "4:5: error: `for` over an empty list would make no layers (in block `mlp`, " \
+           "std/mlp.dl line " in err
+    err = _error(call.format('mlp([8, "wide"])'), tmp_path)
+    assert "4:5: error: `units` of `dense`" in err and "(in block `mlp`" in err
 
 
 def test_transformer_encoder_is_post_norm(tmp_path):
@@ -153,7 +169,7 @@ def _error(text: str, tmp_path, name="m.dl") -> str:
     return proc.stderr
 
 
-BODY = "model m {\n    input x: f32[4]\n    mlp(3)\n}\n"
+BODY = "model m {\n    input x: f32[4]\n    mlp([3, 3])\n}\n"
 
 
 def test_an_unknown_module_lists_the_library(tmp_path):
@@ -172,7 +188,7 @@ def test_a_module_named_without_its_suffix(tmp_path):
 
 def test_the_packaged_library_wins_over_a_local_std_folder(tmp_path):
     (tmp_path / "std").mkdir()
-    (tmp_path / "std" / "mlp.dl").write_text("block mlp(units: int) {\n    input x\n"
+    (tmp_path / "std" / "mlp.dl").write_text("block mlp(units: list) {\n    input x\n"
                                              "    dense(99)\n}\n")
     spec = compile_text('use "std/mlp.dl"\n' + BODY, tmp_path / "m.dl")
     assert [n.attrs.units for n in spec.model().nodes] == [3, 3]

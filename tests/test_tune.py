@@ -107,6 +107,15 @@ def test_a_space_inside_a_model_is_refused():
         compile_text(text)
 
 
+def test_a_space_in_a_for_loop_is_refused():
+    text = MODEL.replace("flatten", "flatten\n    for w in [choice(8, 16)] { dense(w) }")
+    with pytest.raises(DslError, match="goes in a top-level `let` or a train setting"):
+        compile_text(text)
+    text = MODEL.replace("flatten", "flatten\n    for w in [8] { let k = choice(8, 16) }")
+    with pytest.raises(DslError, match="goes in a top-level `let` or a train setting"):
+        compile_text(text)
+
+
 def test_fill_gives_a_plain_spec():
     spec = compile_text(SPEC)
     text = fill(SPEC, spec.space, {"width": "64", "lr": "0.003", "batch": "64"})

@@ -175,6 +175,16 @@ class Repeat(Node):
     body: list[Any]
 
 
+@node
+class For(Node):
+    """`for var in items { body }`: the body once per element of the list `items`."""
+
+    var: str
+    var_span: Span
+    items: Any
+    body: list[Any]
+
+
 # top-level items
 @node
 class Param(Node):

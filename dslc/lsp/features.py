@@ -208,7 +208,7 @@ class Target:
     path: Path
     outline: Outline
     tok: Token
-    kind: str  # input, binding, let, param, block, model
+    kind: str  # input, binding, let, param, loop, block, model
     definition: Def | Item
 
 
@@ -216,7 +216,8 @@ def _item_defs(item: Item | None, offset: int) -> list[Def]:
     """The names a body sees at `offset`: block parameters, then its defs made before."""
     if item is None:
         return []
-    return [*item.params, *(d for d in item.defs if d.visible <= offset)]
+    return [*item.params, *(d for d in item.defs
+                            if d.visible <= offset and (d.until is None or offset <= d.until))]
 
 
 def _top_lets(out: Outline, offset: int, in_body: bool) -> list[Item]:
@@ -410,6 +411,10 @@ def _definition_text(a: Analysis, t: Target) -> str:
         return f"```dl\nlet {t.tok.text} = {shown[:200]}\n```" + where
     if t.kind == "param":
         return f"`{_param_text(t.outline, t.tok)}`\n\nparameter of this block"
+    if t.kind == "loop" and isinstance(d, Def):
+        shown = t.outline.text[d.value[0]:d.value[1]] if d.value else "…"
+        return (f"```dl\nfor {t.tok.text} in {shown[:200]}\n```\n\n"
+                "loop variable: each element of the list in turn, in the loop's body")
     if t.kind == "input":
         return _input_text(a, t)
     if t.kind == "binding" and isinstance(d, Def):
@@ -455,7 +460,7 @@ def _binding_text(a: Analysis, t: Target, d: Def) -> str:
 # --- completion ----------------------------------------------------------------------------
 
 K = types.CompletionItemKind
-BODY_KEYWORDS = ("input", "output", "let", "repeat")
+BODY_KEYWORDS = ("input", "output", "let", "repeat", "for")
 TOP_KEYWORDS = ("model", "block", "train", "let", "use")
 DTYPES = tuple(build.DTYPES)  # the spec names an input may be declared with
 
@@ -498,11 +503,11 @@ def completion(a: Analysis, offset: int) -> list[types.CompletionItem]:
             return _attr_values(a, func, before[-2].text, start)
         return (_attributes(a, func, given) + _bindings(a, item, start) + _lets(a, start, True)
                 + _ops() + _blocks(a))
-    if prev is not None and prev.text == "input":
-        return []
+    if prev is not None and prev.text in ("input", "for"):
+        return []  # a new name
     if prev is not None and prev.text == ":" and len(before) > 2 and before[-3].text == "input":
         return [_item(t, K.TypeParameter, "dtype") for t in DTYPES]
-    if prev is not None and prev.text == "repeat":
+    if prev is not None and prev.text in ("repeat", "in"):
         return _lets(a, start, True)
     keywords = [] if prev is not None and prev.text == "=" else \
         [_item(k, K.Keyword, rank=4) for k in BODY_KEYWORDS]
@@ -579,7 +584,7 @@ def _lets(a: Analysis, offset: int, in_body: bool) -> list[types.CompletionItem]
         found[let.name] = "let"
     item = a.outline.item_at(offset)
     for d in _item_defs(item, offset) if in_body else []:
-        if d.kind in ("let", "param"):
+        if d.kind in ("let", "param", "loop"):
             found[d.name] = d.kind
     return [_item(name, K.Constant, detail, rank=2) for name, detail in found.items()]
 

@@ -60,13 +60,14 @@ def tokenize(text: str) -> list[Token]:
 
 @dataclass(frozen=True)
 class Def:
-    """A name a file defines: `kind` is input, binding, let, param, block or model."""
+    """A name a file defines: `kind` is input, binding, let, param, loop, block or model."""
 
     name: str
     kind: str
     tok: Token
     visible: int  # references from this offset on see it
     value: tuple[int, int] | None = None  # offsets of the defining expression, if any
+    until: int | None = None  # references up to this offset see it (a loop variable: its body)
 
 
 @dataclass
@@ -222,7 +223,7 @@ def _params(tokens: list[Token], j: int, item: Item) -> int:
 
 
 def _body_defs(tokens: list[Token], start: int, stop: int) -> list[Def]:
-    """Inputs, bindings and lets of a model or block body (tokens[start:stop])."""
+    """Inputs, bindings, lets and loop variables of a model or block body (tokens[start:stop])."""
     defs: list[Def] = []
     depth = 0
     k = start
@@ -241,6 +242,14 @@ def _body_defs(tokens: list[Token], start: int, stop: int) -> list[Def]:
             defs.append(Def(name.text, "let", name, end, value))
             k = max(j, k + 2)
             continue
+        elif depth == 0 and t.text == "for" and k + 2 < stop and tokens[k + 1].is_name \
+                and tokens[k + 2].text == "in":
+            name = tokens[k + 1]
+            j, end = expression_end(tokens, k + 3, stop)
+            value = (tokens[k + 3].start, end) if j > k + 3 else None
+            defs.append(Def(name.text, "loop", name, name.end, value, _body_end(tokens, j, stop)))
+            k = max(j, k + 3)
+            continue
         elif depth == 0 and t.text == "=" and k > start and tokens[k - 1].is_name:
             targets = [tokens[k - 1]]
             m = k - 2
@@ -257,6 +266,21 @@ def _body_defs(tokens: list[Token], start: int, stop: int) -> list[Def]:
             continue
         k += 1
     return defs
+
+
+def _body_end(tokens: list[Token], k: int, stop: int) -> int:
+    """The offset of the `}` that closes the `{` at tokens[k] (where an unclosed one stops)."""
+    if k >= stop or tokens[k].text != "{":
+        return tokens[k].start if k < len(tokens) else sys.maxsize
+    depth = 0
+    for j in range(k, stop):
+        if tokens[j].text == "{":
+            depth += 1
+        elif tokens[j].text == "}":
+            depth -= 1
+            if depth == 0:
+                return tokens[j].start
+    return tokens[stop].start if stop < len(tokens) else sys.maxsize
 
 
 def expression_end(tokens: list[Token], k: int, stop: int | None = None) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Syntax tree → graph: resolves names, expands blocks and `repeat`, turns sequential
+"""Syntax tree → graph: resolves names, expands blocks, `repeat` and `for`, turns sequential
 statements into graph edges, validates each op's attributes. Errors are collected."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dslc.stdlib import at_user_call
 DTYPES = {"f32": "f32", "float32": "f32", "i32": "i32", "int32": "i32", "i64": "i64",
           "int64": "i64", "bool": "bool"}
 # Limits that keep checking fast and the backends sane.
-MAX_LAYERS = 100_000  # layers of one model, after blocks and `repeat` are expanded
+MAX_LAYERS = 100_000  # layers of one model, after blocks, `repeat` and `for` are expanded
 MAX_STEPS = 1_000_000  # statements run while expanding one model
 MAX_BLOCK_DEPTH = 32
 MAX_NAME = 100  # characters of a model, input or layer name (they become file names, keys)
@@ -32,7 +32,7 @@ MAX_DIM = 2**31 - 1  # elements of one dimension or one tensor
 MAX_RANK = 8  # dimensions of one sample (numpy, and so every backend, stops at 32 or 64)
 MAX_ELEMENTS = 2**31 - 1  # values of one sample of an input, as of any tensor (shapes.py)
 PARAM_TYPES: dict[str, type | tuple[type, ...]] = {
-    "int": int, "float": (int, float), "str": str, "bool": bool, "any": object,
+    "int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "any": object,
 }
 
 
@@ -65,6 +65,7 @@ class Scope:
     prefix: str = ""
     prev: Tensor | None = None
     blocks: tuple[BlockCall, ...] = ()  # the block calls being expanded, outermost first
+    loops: dict[str, Span] = field(default_factory=dict)  # variables of the `for`s running here
     uid: int = field(default_factory=lambda: next(_SCOPE_IDS))
 
 
@@ -87,7 +88,7 @@ class GraphBuilder:
         # Who made each layer name: (scope id, binding) for a user's binding, None otherwise.
         self.owner: dict[str, tuple[int, str] | None] = {}
         self.owner_span: dict[str, Span] = {}
-        self.expanding: list[tuple[str, Span]] = []  # active `repeat`s and block calls
+        self.expanding: list[tuple[str, Span]] = []  # active `repeat`s, `for`s, block calls
 
     def too_long(self, name: str, span: Span, what: str = "name") -> None:
         if len(name) > MAX_NAME:
@@ -195,7 +196,8 @@ class GraphBuilder:
                 # Later statements that depend on this one stay quiet: one mistake, one message.
                 if isinstance(stmt, ast.Assign):
                     for t in stmt.targets:
-                        scope.tensors[t] = None
+                        if t not in scope.loops:  # a loop variable stays a constant
+                            scope.tensors[t] = None
                 elif isinstance(stmt, ast.InputDecl):
                     scope.tensors[stmt.name] = None
                     self.failed_input = True
@@ -207,11 +209,14 @@ class GraphBuilder:
                 raise DslError("inputs of a block are declared without a type: `input x`", stmt.span)
             self.declare_input(stmt, scope)
         elif isinstance(stmt, ast.Let):
+            self.not_loop_var(stmt.name, scope, stmt.span)
             scope.lets[stmt.name] = evaluate(stmt.value, scope.lets)
         elif isinstance(stmt, ast.Apply):
             outs = self.tensor_expr(stmt.value, scope, allow_multi=True, binding=None)
             scope.prev = outs[-1]
         elif isinstance(stmt, ast.Assign):
+            for target in stmt.targets:
+                self.not_loop_var(target, scope, stmt.span)
             binding = stmt.targets[0] if len(stmt.targets) == 1 else None
             self.binding_span = stmt.span
             outs = self.tensor_expr(stmt.value, scope, allow_multi=True, binding=binding)
@@ -246,8 +251,62 @@ class GraphBuilder:
                         break  # each repetition would report the same errors again
             finally:
                 self.expanding.pop()
+        elif isinstance(stmt, ast.For):
+            self.for_loop(stmt, scope, is_block, block_outputs)
         else:  # pragma: no cover - the grammar admits nothing else
             raise DslError("unexpected statement", stmt.span)
+
+    def for_loop(self, stmt: ast.For, scope: Scope, is_block: bool, block_outputs) -> None:
+        """The body once per element, the variable bound to it as a constant (as `let` would):
+        the same expansion, names and caps as `repeat`."""
+        items = evaluate(stmt.items, scope.lets)
+        if not isinstance(items, list):
+            hint = "write a list, e.g. `for u in [64, 32] { dense(u) }`"
+            if isinstance(items, int) and not isinstance(items, bool) and items > 0:
+                hint = f"to repeat a body {items} times, write `repeat {items} {{ ... }}`"
+            raise DslError(f"`for` loops over a list, got {describe(items)}", stmt.items.span, hint)
+        if not items:
+            raise DslError("`for` over an empty list would make no layers", stmt.items.span,
+                           "give it at least one element")
+        self.check_loop_var(stmt, scope)
+        scope.loops[stmt.var] = stmt.var_span
+        self.expanding.append(("`for` loop", stmt.span))
+        try:
+            for item in items:
+                self.steps += 1
+                if self.steps > MAX_STEPS:
+                    raise self.limit(f"{MAX_STEPS:,} statements", stmt.span)
+                scope.lets[stmt.var] = item
+                before = len(self.errors.diagnostics)
+                self.run_body(stmt.body, scope, is_block, block_outputs)
+                if len(self.errors.diagnostics) > before:
+                    break  # each element would report the same errors again
+        finally:
+            self.expanding.pop()
+            del scope.loops[stmt.var]
+            scope.lets.pop(stmt.var, None)
+
+    def check_loop_var(self, stmt: ast.For, scope: Scope) -> None:
+        """A loop variable names something new: hiding a name for the body's length would
+        make the same word mean two things a few lines apart."""
+        name, span = stmt.var, stmt.var_span
+        hint = "choose another name for the loop variable"
+        if name in scope.loops:
+            raise DslError(f"`{name}` is already the variable of an enclosing `for` "
+                           f"(line {scope.loops[name].line})", span, hint)
+        what = ("a constant (a `let` or a block parameter)" if name in scope.lets
+                else "a tensor" if name in scope.tensors
+                else "a built-in op" if find_op(name) is not None
+                else "a block" if name in self.blocks
+                else "a boolean" if name in ("true", "false") else None)
+        if what is not None:
+            raise DslError(f"the loop variable `{name}` would hide {what} of that name", span, hint)
+
+    def not_loop_var(self, name: str, scope: Scope, span: Span) -> None:
+        if name in scope.loops:
+            raise DslError(f"`{name}` is the variable of the `for` loop at line "
+                           f"{scope.loops[name].line}; it cannot be assigned", span,
+                           "choose another name")
 
     def declare_input(self, stmt: ast.InputDecl, scope: Scope) -> None:
         if stmt.dtype is None:
@@ -422,7 +481,9 @@ class GraphBuilder:
         if len(inputs) != len(block_inputs):
             raise DslError(f"block `{block.name}` takes {len(block_inputs)} input(s), got {len(inputs)}",
                            call.func_span)
-        lets = dict(self.root.lets)
+        # The model's constants, not the variables of its loops running now: a block sees
+        # what it is given.
+        lets = {k: v for k, v in self.root.lets.items() if k not in self.root.loops}
         params = {p.name: p for p in block.params}
         if len(attr_args) > len(block.params):
             raise DslError(f"block `{block.name}` takes {len(block.params)} argument(s)",
@@ -447,7 +508,11 @@ class GraphBuilder:
                 raise DslError(f"unknown parameter type `{p.type}`", p.span,
                                did_you_mean(p.type, PARAM_TYPES) or f"use one of {one_of(PARAM_TYPES)}")
             if (isinstance(value, bool) and p.type in ("int", "float")) or not isinstance(value, expected):
-                raise DslError(f"`{p.name}` of block `{block.name}` is {p.type}, got {describe(value)}", span)
+                hint = (f"write a list, e.g. `[{value}]` for one element"
+                        if p.type == "list" and isinstance(value, int | float)
+                        and not isinstance(value, bool) else None)
+                raise DslError(f"`{p.name}` of block `{block.name}` is {p.type}, got {describe(value)}",
+                               span, hint)
             lets[p.name] = value
         if binding:
             instance = self.bind(scope, binding, self.binding_span)

@@ -244,8 +244,12 @@ def search_space(program: ast.Program, text: str,
 
 def _misplaced(body: list, errors: Collector) -> None:
     for stmt in body:
-        if isinstance(stmt, ast.Repeat):
+        if isinstance(stmt, ast.Repeat | ast.For):
             _misplaced(stmt.body, errors)
+        if isinstance(stmt, ast.For) and (call := _first_space(stmt.items)) is not None:
+            errors.error(f"a search space (`{call.func}`) goes in a top-level `let` or a train "
+                         "setting", call.func_span,
+                         "move it into a `let` above the model, and loop over that")
         elif isinstance(stmt, ast.Let) and (call := _first_space(stmt.value)) is not None:
             errors.error(f"a search space (`{call.func}`) goes in a top-level `let` or a train "
                          "setting", call.func_span,
