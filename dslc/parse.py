@@ -91,15 +91,16 @@ class _Budget:
     def __init__(self) -> None:
         self.tokens = self.statements = 0
         self.last: Token | None = None
+        self.before: Token | None = None  # the token before `last`, for error messages
 
     def reset(self) -> None:
         self.tokens = self.statements = 0
-        self.last = None
+        self.last = self.before = None
 
     def process(self, stream):
         for tok in stream:
             self.tokens += 1
-            self.last = tok
+            self.before, self.last = self.last, tok
             if self.tokens > MAX_TOKENS:
                 raise _Exceeded("tokens", MAX_TOKENS, tok)
             yield tok
@@ -212,6 +213,15 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
         # The lexer makes every keyword a keyword, wherever it stands (`in = dense(2)`).
         return Diagnostic(f"`{tok.value}` is a keyword, it cannot be used as a name",
                           Span(file, line, col, tok.end_line, tok.end_column),
+                          f"choose another name; the keywords are {_keyword_list()}")
+    # the token before `=`: the last one the parser took, unless `=` itself got that far
+    before = _BUDGET.before if _BUDGET.last is not None and \
+        _BUDGET.last.start_pos == tok.start_pos else _BUDGET.last
+    if (tok.type == "EQUAL" and before is not None and before.value in KEYWORDS
+            and before.type == before.value.upper()):  # `for = dense(x, 2)`
+        return Diagnostic(f"`{before.value}` is a keyword, it cannot be used as a name",
+                          Span(file, before.line, before.column, before.end_line,
+                               before.end_column),
                           f"choose another name; the keywords are {_keyword_list()}")
     message = f"unexpected {_describe(tok)}, expected {_expected(err.expected)}"
     hint = None
