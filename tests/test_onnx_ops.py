@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 
 from dslc.backends import get_backend  # noqa: E402
 from dslc.backends.onnx.export import to_model  # noqa: E402
-from dslc.backends.onnx.lower import LOWERINGS, OPSET  # noqa: E402
+from dslc.backends.onnx.lower import LOWERINGS, OPSET, lower_graph  # noqa: E402
 from dslc.compiler import compile_text  # noqa: E402
 from dslc.ops import activation_names  # noqa: E402
 from dslc.weights import init_weights  # noqa: E402
@@ -62,6 +62,11 @@ VARIANTS = [
                       "b = conv2d(x, 3, kernel=1)\nconcat(a, b, axis=0)\nflatten"),
     ("concat_width_mixed_layout", "input x: f32[4, 4, 3]\na = conv2d(x, 3, kernel=1)\n"
                                   "concat(x, a, axis=1)"),
+    ("conv1d_causal_stack", "input x: f32[7, 2]\nc = conv1d(x, 3, kernel=2, padding=causal)\n"
+                            "m = maxpool1d(c, 2, padding=same)\na = avgpool1d(c, 3, strides=1, "
+                            "padding=same)\nconcat(global_maxpool1d(m), global_avgpool1d(a))"),
+    ("conv1d_shared_input", "input x: f32[6, 2]\na = conv1d(x, 3, kernel=3)\n"
+                            "b = conv1d(x, 3, kernel=3, activation=softmax)\nadd(a, b)"),
     ("residual_block", "input x: f32[6, 6, 3]\nc = conv2d(x, 4, kernel=3, padding=same, "
                        "activation=relu)\nh = conv2d(c, 4, kernel=3, padding=same)\n"
                        "r = relu(add(c, h))\ng = global_avgpool2d(r)\n"
@@ -258,3 +263,32 @@ def test_window_ops_match_the_reference_for_any_geometry(p):
     except DslError:
         assume(False)  # the window does not fit: `dslc check` says so, nothing to lower
     assert_matches_reference(graph, init_weights(graph, 0), _batch(graph, n=2))
+
+
+# -- ONNX shape inference agrees with `dslc check` ---------------------------------------------
+
+# The variants of the op families added together (conv1d, the 1-D pools, ...): every layer's
+# value, as ONNX's strict shape inference sees it, has the checked shape.
+SHAPED = [v for v in VARIANTS if v[0].startswith(("conv1d",))] + [
+    ("conv1d_dynamic_time", "input x: f32[?, 2]\nc = conv1d(x, 3, kernel=2, padding=same)\n"
+                            "m = maxpool1d(c, 2, strides=1)\nglobal_maxpool1d(m)"),
+]
+
+
+@pytest.mark.parametrize("name,body", SHAPED, ids=[v[0] for v in SHAPED])
+def test_onnx_shape_inference_equals_the_checked_shapes(name, body):
+    graph = variant_spec(name, body).model()
+    weights = init_weights(graph, 0)
+    lowered = lower_graph(graph, weights)
+    model = to_model(graph, weights)
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None
+                     for d in v.type.tensor_type.shape.dim]
+            for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    for node in graph.nodes:
+        if node.name not in dims:  # an identity at inference: no value of its own
+            continue
+        want = list(graph.type_of(node.name).shape)
+        if lowered.layouts.get(node.name) == "nchw":
+            want = [want[2], want[0], want[1]]
+        assert dims[node.name][1:] == want, node.name

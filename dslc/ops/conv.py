@@ -1,8 +1,9 @@
-"""2-D convolution, channels-last."""
+"""Convolutions, channels-last: 1-D over `[time, channels]`, 2-D over `[H, W, C]`."""
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import Field
 
@@ -108,6 +109,91 @@ class Conv2D(Op):
         kh, kw = pair(a.kernel)
         cin = inputs[0].shape[2]
         p = {"kernel": ParamSpec(shape=(kh, kw, cin, a.filters), init=a.kernel_init)}
+        if a.use_bias:
+            p["bias"] = ParamSpec(shape=(a.filters,), init=a.bias_init)
+        return p
+
+
+# -- 1-D: `[time, channels]` -------------------------------------------------------------------
+
+Padding1D = Literal["valid", "same", "causal"]
+
+
+def pads_1d(attrs, size: int | None) -> tuple[int, int]:
+    """(before, after) padding of a 1-D window op over `size` steps: TF's `same` (the odd
+    step after), `causal` (all before, as Keras). The checker makes sure `size` is known
+    whenever the padding depends on it (`same` with strides > 1)."""
+    k, s, d = attrs.kernel, attrs.strides, getattr(attrs, "dilation", 1)
+    if attrs.padding == "causal":
+        return d * (k - 1), 0
+    if attrs.padding == "valid":
+        return 0, 0
+    if s == 1:  # the total does not depend on the length
+        total = d * (k - 1)
+        return total // 2, total - total // 2
+    assert size is not None
+    return same_pads(size, k, s, d)
+
+
+def check_sequence(op: str, shape) -> None:
+    if len(shape) != 2:
+        hint = None
+        if len(shape) == 1:
+            hint = "declare the input as `[time, channels]`, e.g. `f32[100, 1]`"
+        raise ShapeError(f"{op} expects `[time, channels]`, got {fmt(shape)}", hint)
+    if shape[1] is None:
+        raise ShapeError(f"{op} needs a known channel axis, got {fmt(shape)}")
+
+
+def window_1d(op: str, attrs, shape) -> int | None:
+    """The output length of a 1-D window op (None for an unknown input length)."""
+    k, s, d = attrs.kernel, attrs.strides, getattr(attrs, "dilation", 1)
+    if min(k, s, d) <= 0:
+        raise ShapeError(f"{op} kernel, strides and dilation must be positive")
+    if shape[0] is None:
+        if attrs.padding == "same" and s > 1:
+            raise ShapeError(f"{op} with `padding=same` and strides > 1 needs a known length, "
+                             f"got {fmt(shape)}", hint="use `padding=valid` or `strides=1`")
+        return None
+    out = window_out(shape[0], k, s, d, "same" if attrs.padding == "causal" else attrs.padding)
+    if out <= 0:
+        raise ShapeError(f"{op} window {k} does not fit the input {fmt(shape)}",
+                         hint="use `padding=same` or a smaller kernel")
+    return out
+
+
+@register
+class Conv1D(Op):
+    """1-D convolution over `[time, channels]`; `same` pads as TensorFlow, `causal` all before."""
+
+    name = "conv1d"
+    layout = "kernel `[k, in, filters]`, bias `[filters]`"
+    positional = ("filters",)
+
+    class Attrs(OpAttrs):
+        filters: int = Field(gt=0)
+        kernel: int = 3
+        strides: int = 1
+        padding: Padding1D = "valid"
+        dilation: int = 1
+        activation: Activation = "linear"
+        use_bias: bool = True
+        kernel_init: Init = "glorot_uniform"
+        bias_init: Init = "zeros"
+
+    def infer(self, a, inputs):
+        shape = inputs[0].shape
+        check_sequence("conv1d", shape)
+        if a.strides > 1 and a.dilation > 1:
+            raise ShapeError("conv1d cannot combine strides > 1 with dilation > 1")
+        return TensorType(shape=(window_1d("conv1d", a, shape), a.filters))
+
+    def macs(self, node, inputs):
+        return (node.type.shape[0] or 1) * node.params["kernel"].size
+
+    def params(self, a, inputs):
+        p = {"kernel": ParamSpec(shape=(a.kernel, inputs[0].shape[1], a.filters),
+                                 init=a.kernel_init)}
         if a.use_bias:
             p["bias"] = ParamSpec(shape=(a.filters,), init=a.bias_init)
         return p

@@ -222,6 +222,23 @@ def conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
     ], weights={"kernel": "kernel", "bias": "bias"}, uses=uses)
 
 
+@LOWERINGS("conv1d")
+def conv1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    uses: list[Function] = []
+    return Call("keras.layers.Conv1D", [repr(a.filters)], [
+        ("kernel_size", repr(a.kernel)),
+        ("strides", repr(a.strides)),
+        ("padding", quote(a.padding)),
+        ("dilation_rate", repr(a.dilation)),
+        ("data_format", quote("channels_last")),
+        ("activation", ctx.activation(node)),
+        ("use_bias", repr(a.use_bias)),
+        ("kernel_initializer", _init(a.kernel_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"kernel": "kernel", "bias": "bias"}, uses=uses)
+
+
 @LOWERINGS("simple_rnn")
 def simple_rnn(ctx: Context, node: Node, xs: list[Call]) -> Call:
     a = node.attrs
@@ -263,6 +280,34 @@ def global_avgpool2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
 @LOWERINGS("global_maxpool2d")
 def global_maxpool2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
     return Call("keras.layers.GlobalMaxPooling2D", [], [("data_format", quote("channels_last"))])
+
+
+def _pooling_1d(cls: str) -> Callable[[Context, Node, list[Call]], Call]:
+    def rule(ctx: Context, node: Node, xs: list[Call]) -> Call:
+        a = node.attrs
+        return Call(cls, [], [
+            ("pool_size", repr(a.kernel)),
+            ("strides", repr(a.strides)),
+            ("padding", quote(a.padding)),
+            ("data_format", quote("channels_last")),
+        ])
+
+    return rule
+
+
+LOWERINGS.add("maxpool1d", _pooling_1d("keras.layers.MaxPooling1D"))
+LOWERINGS.add("avgpool1d", _pooling_1d("keras.layers.AveragePooling1D"))
+
+
+@LOWERINGS("global_avgpool1d")
+def global_avgpool1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.GlobalAveragePooling1D", [],
+                [("data_format", quote("channels_last"))])
+
+
+@LOWERINGS("global_maxpool1d")
+def global_maxpool1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.GlobalMaxPooling1D", [], [("data_format", quote("channels_last"))])
 
 
 @LOWERINGS("flatten")

@@ -27,7 +27,7 @@ import numpy as np
 
 from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.ir.graph import Graph, Node, Shape
-from dslc.ops.conv import pads_2d
+from dslc.ops.conv import pads_1d, pads_2d
 from dslc.ops.registry import pair
 
 if TYPE_CHECKING:
@@ -376,7 +376,7 @@ def avgpool2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
 
 
 def _global_pool(ctx: Lowering, x: Value, onnx_op: str) -> Value:
-    axes = [2, 3] if x.layout == NCHW else [1, 2]  # reduce in place: no transpose
+    axes = [2, 3] if x.layout == NCHW else [1, 2] if x.rank == 4 else [1]  # in place
     return ctx.value(onnx_op, [x.name, ctx.const("axes", np.array(axes, np.int64))], 2,
                      keepdims=0)
 
@@ -388,6 +388,57 @@ def global_avgpool2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
 
 @LOWERINGS("global_maxpool2d")
 def global_maxpool2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _global_pool(ctx, xs[0], "ReduceMax")
+
+
+# -- 1-D: `[N, T, C]` values, `[N, C, T]` inside Conv and the pools --------------------------
+
+def _to_ncw(ctx: Lowering, x: Value) -> str:
+    """`x` `[N, T, C]` as `[N, C, T]`: one Transpose per value."""
+    key = (x.name, "ncw")
+    if key not in ctx._converted:
+        ctx._converted[key] = ctx.value("Transpose", [x.name], 3, role="to_ncw", perm=[0, 2, 1])
+    return ctx._converted[key].name
+
+
+def _window_1d(ctx: Lowering, node: Node, x: Value, onnx_op: str, inputs: list[str],
+               **attrs: Any) -> Value:
+    """`onnx_op` over the steps of `x`, back to `[N, T, C]`."""
+    a = node.attrs
+    pads = pads_1d(a, _in_shape(ctx, node)[0])
+    if pads != (0, 0):
+        attrs["pads"] = list(pads)
+    y = ctx.value(onnx_op, [_to_ncw(ctx, x), *inputs], 3, role=node.op,
+                  kernel_shape=[a.kernel], strides=[a.strides], **attrs)
+    return ctx.value("Transpose", [y.name], 3, role="to_nwc", perm=[0, 2, 1])
+
+
+@LOWERINGS("conv1d")
+def conv1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    kernel = ctx.param(node, "kernel", lambda k: k.transpose(2, 1, 0))  # → [out, in, k]
+    bias = [ctx.param(node, "bias")] if a.use_bias else []
+    y = _window_1d(ctx, node, xs[0], "Conv", [kernel, *bias], dilations=[a.dilation])
+    return ctx.activation(node, y)
+
+
+@LOWERINGS("maxpool1d")
+def maxpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _window_1d(ctx, node, xs[0], "MaxPool", [])
+
+
+@LOWERINGS("avgpool1d")
+def avgpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _window_1d(ctx, node, xs[0], "AveragePool", [], count_include_pad=0)
+
+
+@LOWERINGS("global_avgpool1d")
+def global_avgpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _global_pool(ctx, xs[0], "ReduceMean")  # over axis 1, the steps
+
+
+@LOWERINGS("global_maxpool1d")
+def global_maxpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     return _global_pool(ctx, xs[0], "ReduceMax")
 
 

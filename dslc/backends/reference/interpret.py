@@ -164,6 +164,55 @@ def global_maxpool2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return xs[0].max(axis=(1, 2))
 
 
+def _slide_1d(node: Node, x: Array, fill: float, channels: int,
+              reduce: Callable[[Array], Array]) -> Array:
+    """`reduce(window [N, k, C]) -> [N, channels]` at every output step of a 1-D window op over
+    `x` `[N, T, C]` padded with `fill`: `same` as `_axis`, `causal` all before (Keras)."""
+    a = node.attrs
+    k, s, d = a.kernel, a.strides, getattr(a, "dilation", 1)
+    if a.padding == "causal":
+        before, after = d * (k - 1), 0
+        out = (x.shape[1] - 1) // s + 1
+    else:
+        before, after, out = _axis(x.shape[1], k, s, d, a.padding)
+    xp = np.pad(x, ((0, 0), (before, after), (0, 0)), constant_values=fill)
+    y = np.zeros((x.shape[0], out, channels))
+    for t in range(out):
+        y[:, t] = reduce(xp[:, t * s:t * s + d * (k - 1) + 1:d])
+    return y
+
+
+@LOWERINGS("conv1d")
+def conv1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    kernel = ctx.param(node, "kernel")  # [k, in, out]
+    y = _slide_1d(node, xs[0], 0.0, kernel.shape[2],
+                  lambda win: np.einsum("ntc,tco->no", win, kernel))
+    return ctx.activation(node, y + ctx.bias(node))
+
+
+@LOWERINGS("maxpool1d")
+def maxpool1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return _slide_1d(node, xs[0], -np.inf, xs[0].shape[2], lambda win: win.max(axis=1))
+
+
+@LOWERINGS("avgpool1d")
+def avgpool1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    total = _slide_1d(node, x, 0.0, x.shape[2], lambda win: win.sum(axis=1))
+    real = _slide_1d(node, np.ones((1, x.shape[1], 1)), 0.0, 1, lambda win: win.sum(axis=1))
+    return total / real
+
+
+@LOWERINGS("global_avgpool1d")
+def global_avgpool1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0].mean(axis=1)
+
+
+@LOWERINGS("global_maxpool1d")
+def global_maxpool1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0].max(axis=1)
+
+
 @LOWERINGS("flatten")
 def flatten(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return xs[0].reshape(len(xs[0]), -1)  # row-major over [H, W, C]: channels-last order

@@ -28,7 +28,7 @@ from dslc.backends.pysource import Names, atom, comment, docstring, identifier, 
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph, Node, ParamSpec, Shape
 from dslc.ops import ending_activation
-from dslc.ops.conv import pads_2d
+from dslc.ops.conv import pads_1d, pads_2d
 from dslc.ops.registry import pair
 
 if TYPE_CHECKING:
@@ -79,6 +79,10 @@ def conv_to_torch(a: np.ndarray) -> np.ndarray:
 
 def conv_from_torch(a: np.ndarray) -> np.ndarray:
     return a.transpose(2, 3, 1, 0)
+
+
+def conv1d_torch(a: np.ndarray) -> np.ndarray:
+    return a.transpose(2, 1, 0)  # [k, in, out] ↔ [out, in, k], its own inverse
 
 
 # canonical param → (name under the layer's submodule, to torch, from torch)
@@ -357,6 +361,81 @@ def global_avgpool2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
 @LOWERINGS("global_maxpool2d")
 def global_maxpool2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return Value(f"{xs[0].channels_first()}.amax(dim=(2, 3))")
+
+
+def _ncw(x: Value) -> str:
+    return f"{atom(x.expr)}.transpose(1, 2)"  # [N, T, C] ↔ [N, C, T]
+
+
+@LOWERINGS("conv1d")
+def conv1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    cin = em.in_shape(node)[1]
+    before, after = pads_1d(a, em.in_shape(node)[0])
+    args = [str(cin), str(a.filters), f"kernel_size={a.kernel}"]
+    if a.strides != 1:
+        args.append(f"stride={a.strides}")
+    if a.dilation != 1:
+        args.append(f"dilation={a.dilation}")
+    x = _ncw(xs[0])
+    if before == after:
+        if before:
+            args.append(f"padding={before}")
+    else:  # TF `same` puts the odd step after, `causal` pads before only: pad by hand
+        x = f"F.pad({x}, {(before, after)!r})"
+    if not a.use_bias:
+        args.append("bias=False")
+    call = em.add(node, f"nn.Conv1d({', '.join(args)})",
+                  params={"kernel": ("weight", conv1d_torch, conv1d_torch),
+                          "bias": ("bias", same, same)})
+    return _activate(em, node, Value(f"{call}({x}).transpose(1, 2)", rank=2))
+
+
+@LOWERINGS("maxpool1d")
+def maxpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    before, after = pads_1d(a, em.in_shape(node)[0])
+    args = [str(a.kernel), f"stride={a.strides}"]
+    x = _ncw(xs[0])
+    if before == after and before <= a.kernel // 2:
+        if before:
+            args.append(f"padding={before}")  # nn.MaxPool1d pads with -inf
+    else:  # asymmetric TF `same`: pad with -inf so a padded value is never the max
+        x = f"F.pad({x}, {(before, after)!r}, value=float(\"-inf\"))"
+    call = em.add(node, f"nn.MaxPool1d({', '.join(args)})")
+    return Value(f"{call}({x}).transpose(1, 2)", rank=2)
+
+
+@LOWERINGS("avgpool1d")
+def avgpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    before, after = pads_1d(a, em.in_shape(node)[0])
+    args = [str(a.kernel), f"stride={a.strides}"]
+    x = _ncw(xs[0])
+    if before == after and before <= a.kernel // 2:
+        if before:
+            args += [f"padding={before}", "count_include_pad=False"]
+        call = em.add(node, f"nn.AvgPool1d({', '.join(args)})")
+        return Value(f"{call}({x}).transpose(1, 2)", rank=2)
+    # Asymmetric TF `same`: average the zero-padded input, divided by the share of real
+    # steps per window (the same pool over ones), so padding is not counted.
+    call = em.add(node, f"nn.AvgPool1d({', '.join(args)})")
+    xv, real = em.fresh(f"{em.attrs[node.name]}_in"), em.fresh(f"{em.attrs[node.name]}_real")
+    pads = (before, after)
+    em.forward += [f"# {comment(node.name)} pads unevenly (TF `same`): divide by the real steps",
+                   f"{xv} = {x}",
+                   f"{real} = {call}(F.pad(torch.ones_like({xv}[:, :1]), {pads!r}))"]
+    return Value(f"({call}(F.pad({xv}, {pads!r})) / {real}).transpose(1, 2)", rank=2)
+
+
+@LOWERINGS("global_avgpool1d")
+def global_avgpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(f"{atom(xs[0].expr)}.mean(dim=1)")
+
+
+@LOWERINGS("global_maxpool1d")
+def global_maxpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(f"{atom(xs[0].expr)}.amax(dim=1)")
 
 
 @LOWERINGS("flatten")
