@@ -67,6 +67,12 @@ VARIANTS = [
                             "padding=same)\nconcat(global_maxpool1d(m), global_avgpool1d(a))"),
     ("conv1d_shared_input", "input x: f32[6, 2]\na = conv1d(x, 3, kernel=3)\n"
                             "b = conv1d(x, 3, kernel=3, activation=softmax)\nadd(a, b)"),
+    ("conv_groups_flatten", "input x: f32[5, 5, 4]\nconv2d(6, kernel=3, groups=2)\nflatten\n"
+                            "dense(2)"),
+    ("depthwise_same_stride2", "input x: f32[7, 6, 3]\ndepthwise_conv2d(3, depth_multiplier=2, "
+                               "strides=2, padding=same, activation=softmax)"),
+    ("separable_then_pool", "input x: f32[6, 6, 2]\nseparable_conv2d(4, kernel=2, "
+                            "depth_multiplier=3, padding=same)\nmaxpool2d(2)\nflatten"),
     ("residual_block", "input x: f32[6, 6, 3]\nc = conv2d(x, 4, kernel=3, padding=same, "
                        "activation=relu)\nh = conv2d(c, 4, kernel=3, padding=same)\n"
                        "r = relu(add(c, h))\ng = global_avgpool2d(r)\n"
@@ -269,7 +275,8 @@ def test_window_ops_match_the_reference_for_any_geometry(p):
 
 # The variants of the op families added together (conv1d, the 1-D pools, ...): every layer's
 # value, as ONNX's strict shape inference sees it, has the checked shape.
-SHAPED = [v for v in VARIANTS if v[0].startswith(("conv1d",))] + [
+SHAPED = [v for v in VARIANTS if v[0].startswith(("conv1d", "conv_groups", "depthwise",
+                                                  "separable"))] + [
     ("conv1d_dynamic_time", "input x: f32[?, 2]\nc = conv1d(x, 3, kernel=2, padding=same)\n"
                             "m = maxpool1d(c, 2, strides=1)\nglobal_maxpool1d(m)"),
 ]

@@ -48,6 +48,8 @@ FUSED = {
     "conv2d": ("conv2d(3, kernel=3, activation={act})", IMG),
     "simple_rnn": ("simple_rnn(4, activation={act}, return_sequences=true)", [5, 3]),
     "conv1d": ("conv1d(3, kernel=3, activation={act})", [7, 2]),
+    "depthwise_conv2d": ("depthwise_conv2d(3, depth_multiplier=2, activation={act})", IMG),
+    "separable_conv2d": ("separable_conv2d(3, kernel=3, activation={act})", IMG),
 }
 ACTIVATION_ROWS = [
     *[case(f"op_{act}", f"dense(4)\n{act}", [6]) for act in ACTS],
@@ -93,6 +95,32 @@ CASES: list[Case] = [
     case("global_avgpool", "global_avgpool2d", [5, 4, 3]),
     case("global_maxpool", "global_maxpool2d", [5, 4, 3]),
     case("global_pool_after_conv", "conv2d(2, kernel=1)\nglobal_avgpool2d\ndense(3)", [4, 5, 3]),
+    # conv2d groups: group j reads channels [j*in/g, (j+1)*in/g), makes filters likewise
+    case("conv_groups", "conv2d(6, kernel=3, groups=2)", [6, 5, 4]),
+    case("conv_groups_same_stride2", "conv2d(4, kernel=3, strides=2, padding=same, groups=4)",
+         [7, 6, 4]),
+    case("conv_groups_no_bias_dilation", "conv2d(3, kernel=2, dilation=2, groups=3, "
+                                         "use_bias=false)", [6, 6, 3]),
+    # depthwise: output channel c * depth_multiplier + m (Keras's order)
+    case("depthwise_valid", "depthwise_conv2d(3)", [6, 5, 3]),
+    case("depthwise_multiplier", "depthwise_conv2d(3, depth_multiplier=3)", [6, 5, 2]),
+    case("depthwise_same_stride2", "depthwise_conv2d(3, strides=2, padding=same)", [7, 6, 2]),
+    case("depthwise_even_same", "depthwise_conv2d([2, 4], depth_multiplier=2, padding=same)",
+         [6, 7, 2]),
+    case("depthwise_dilation_same", "depthwise_conv2d(3, dilation=2, padding=same)", [7, 7, 2]),
+    case("depthwise_no_bias", "depthwise_conv2d(2, use_bias=false)", [5, 5, 3]),
+    case("depthwise_one_channel_strides", "depthwise_conv2d(3, depth_multiplier=2, "
+                                          "strides=[1, 2])", [5, 5, 1]),
+    case("depthwise_flatten_dense", "depthwise_conv2d(3, depth_multiplier=2)\nflatten\n"
+                                    "dense(3)", [5, 4, 2]),
+    # separable: depthwise (no bias), then 1x1 to filters with the bias
+    case("separable_valid", "separable_conv2d(4, kernel=3)", [6, 5, 3]),
+    case("separable_multiplier_same", "separable_conv2d(3, kernel=3, depth_multiplier=2, "
+                                      "padding=same)", [6, 5, 2]),
+    case("separable_even_same_stride2", "separable_conv2d(3, kernel=2, strides=2, "
+                                        "padding=same)", [7, 6, 2]),
+    case("separable_dilation", "separable_conv2d(2, kernel=[3, 2], dilation=2)", [7, 7, 2]),
+    case("separable_no_bias", "separable_conv2d(3, kernel=1, use_bias=false)", [4, 4, 3]),
     # conv1d over [time, channels]: TF `same` (odd step after), `causal` (all before)
     case("conv1d_valid", "conv1d(3, kernel=3)", [8, 2]),
     case("conv1d_same", "conv1d(3, kernel=3, padding=same)", [7, 2]),

@@ -73,12 +73,21 @@ def window_shape(op: str, attrs, shape, channels: int) -> tuple[int, int, int]:
     return (oh, ow, channels)
 
 
+def check_window_attrs(op: str, a) -> None:
+    for field in ("kernel", "strides", "dilation"):
+        if min(pair(getattr(a, field))) <= 0:
+            raise ShapeError(f"{op} {field} must be positive")
+    if max(pair(a.strides)) > 1 and max(pair(a.dilation)) > 1:
+        raise ShapeError(f"{op} cannot combine strides > 1 with dilation > 1")
+
+
 @register
 class Conv2D(Op):
-    """2-D convolution over `[H, W, C]`; `padding=same` pads as TensorFlow does."""
+    """2-D convolution over `[H, W, C]`; `padding=same` pads as TensorFlow does; `groups` splits
+    the channels into independent convolutions (as Keras)."""
 
     name = "conv2d"
-    layout = "kernel `[kh, kw, in, filters]`, bias `[filters]`"
+    layout = "kernel `[kh, kw, in / groups, filters]`, bias `[filters]`"
     positional = ("filters",)
 
     class Attrs(OpAttrs):
@@ -91,15 +100,15 @@ class Conv2D(Op):
         use_bias: bool = True
         kernel_init: Init = "glorot_uniform"
         bias_init: Init = "zeros"
+        groups: int = Field(default=1, gt=0)
 
     def infer(self, a, inputs):
         shape = inputs[0].shape
         check_image("conv2d", shape)
-        for field in ("kernel", "strides", "dilation"):
-            if min(pair(getattr(a, field))) <= 0:
-                raise ShapeError(f"conv2d {field} must be positive")
-        if max(pair(a.strides)) > 1 and max(pair(a.dilation)) > 1:
-            raise ShapeError("conv2d cannot combine strides > 1 with dilation > 1")
+        check_window_attrs("conv2d", a)
+        if a.filters % a.groups or shape[2] % a.groups:
+            raise ShapeError(f"conv2d with groups={a.groups} needs filters ({a.filters}) and "
+                             f"input channels ({shape[2]}) divisible by {a.groups}")
         return TensorType(shape=window_shape("conv2d", a, shape, a.filters))
 
     def macs(self, node, inputs):
@@ -108,7 +117,7 @@ class Conv2D(Op):
     def params(self, a, inputs):
         kh, kw = pair(a.kernel)
         cin = inputs[0].shape[2]
-        p = {"kernel": ParamSpec(shape=(kh, kw, cin, a.filters), init=a.kernel_init)}
+        p = {"kernel": ParamSpec(shape=(kh, kw, cin // a.groups, a.filters), init=a.kernel_init)}
         if a.use_bias:
             p["bias"] = ParamSpec(shape=(a.filters,), init=a.bias_init)
         return p
@@ -194,6 +203,91 @@ class Conv1D(Op):
     def params(self, a, inputs):
         p = {"kernel": ParamSpec(shape=(a.kernel, inputs[0].shape[1], a.filters),
                                  init=a.kernel_init)}
+        if a.use_bias:
+            p["bias"] = ParamSpec(shape=(a.filters,), init=a.bias_init)
+        return p
+
+
+# -- depthwise and separable -------------------------------------------------------------------
+
+@register
+class DepthwiseConv2D(Op):
+    """Convolves each channel of `[H, W, C]` with its own `depth_multiplier` filters (Keras's
+    channel order: channel `c`'s filters are outputs `c * depth_multiplier + m`)."""
+
+    name = "depthwise_conv2d"
+    layout = "kernel `[kh, kw, in, depth_multiplier]`, bias `[in * depth_multiplier]`"
+    positional = ("kernel",)
+
+    class Attrs(OpAttrs):
+        kernel: IntOrPair = 3
+        depth_multiplier: int = Field(default=1, gt=0)
+        strides: IntOrPair = 1
+        padding: Padding = "valid"
+        dilation: IntOrPair = 1
+        activation: Activation = "linear"
+        use_bias: bool = True
+        kernel_init: Init = "glorot_uniform"
+        bias_init: Init = "zeros"
+
+    def infer(self, a, inputs):
+        shape = inputs[0].shape
+        check_image(self.name, shape)
+        check_window_attrs(self.name, a)
+        return TensorType(shape=window_shape(self.name, a, shape, shape[2] * a.depth_multiplier))
+
+    def macs(self, node, inputs):
+        return math.prod(d or 1 for d in node.type.shape[:-1]) * node.params["kernel"].size
+
+    def params(self, a, inputs):
+        kh, kw = pair(a.kernel)
+        cin = inputs[0].shape[2]
+        p = {"kernel": ParamSpec(shape=(kh, kw, cin, a.depth_multiplier), init=a.kernel_init)}
+        if a.use_bias:
+            p["bias"] = ParamSpec(shape=(cin * a.depth_multiplier,), init=a.bias_init)
+        return p
+
+
+@register
+class SeparableConv2D(Op):
+    """A depthwise convolution (no bias) then a 1x1 convolution to `filters`, as Keras's."""
+
+    name = "separable_conv2d"
+    layout = ("depthwise_kernel `[kh, kw, in, depth_multiplier]`, pointwise_kernel "
+              "`[1, 1, in * depth_multiplier, filters]`, bias `[filters]`")
+    positional = ("filters",)
+
+    class Attrs(OpAttrs):
+        filters: int = Field(gt=0)
+        kernel: IntOrPair = 3
+        depth_multiplier: int = Field(default=1, gt=0)
+        strides: IntOrPair = 1
+        padding: Padding = "valid"
+        dilation: IntOrPair = 1
+        activation: Activation = "linear"
+        use_bias: bool = True
+        depthwise_init: Init = "glorot_uniform"
+        pointwise_init: Init = "glorot_uniform"
+        bias_init: Init = "zeros"
+
+    def infer(self, a, inputs):
+        shape = inputs[0].shape
+        check_image(self.name, shape)
+        check_window_attrs(self.name, a)
+        return TensorType(shape=window_shape(self.name, a, shape, a.filters))
+
+    def macs(self, node, inputs):
+        pixels = math.prod(d or 1 for d in node.type.shape[:-1])
+        return pixels * (node.params["depthwise_kernel"].size
+                         + node.params["pointwise_kernel"].size)
+
+    def params(self, a, inputs):
+        kh, kw = pair(a.kernel)
+        cin = inputs[0].shape[2]
+        mid = cin * a.depth_multiplier
+        p = {"depthwise_kernel": ParamSpec(shape=(kh, kw, cin, a.depth_multiplier),
+                                           init=a.depthwise_init),
+             "pointwise_kernel": ParamSpec(shape=(1, 1, mid, a.filters), init=a.pointwise_init)}
         if a.use_bias:
             p["bias"] = ParamSpec(shape=(a.filters,), init=a.bias_init)
         return p

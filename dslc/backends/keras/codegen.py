@@ -219,7 +219,46 @@ def conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("use_bias", repr(a.use_bias)),
         ("kernel_initializer", _init(a.kernel_init)),
         ("bias_initializer", _bias_init(a.bias_init, uses)),
+        *([("groups", repr(a.groups))] if a.groups != 1 else []),
     ], weights={"kernel": "kernel", "bias": "bias"}, uses=uses)
+
+
+@LOWERINGS("depthwise_conv2d")
+def depthwise_conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    uses: list[Function] = []
+    return Call("keras.layers.DepthwiseConv2D", [], [
+        ("kernel_size", _tuple(a.kernel)),
+        ("strides", _tuple(a.strides)),
+        ("padding", quote(a.padding)),
+        ("depth_multiplier", repr(a.depth_multiplier)),
+        ("data_format", quote("channels_last")),
+        ("dilation_rate", _tuple(a.dilation)),
+        ("activation", ctx.activation(node)),
+        ("use_bias", repr(a.use_bias)),
+        ("depthwise_initializer", _init(a.kernel_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"kernel": "kernel", "bias": "bias"}, uses=uses)
+
+
+@LOWERINGS("separable_conv2d")
+def separable_conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    uses: list[Function] = []
+    return Call("keras.layers.SeparableConv2D", [repr(a.filters)], [
+        ("kernel_size", _tuple(a.kernel)),
+        ("strides", _tuple(a.strides)),
+        ("padding", quote(a.padding)),
+        ("data_format", quote("channels_last")),
+        ("dilation_rate", _tuple(a.dilation)),
+        ("depth_multiplier", repr(a.depth_multiplier)),
+        ("activation", ctx.activation(node)),
+        ("use_bias", repr(a.use_bias)),
+        ("depthwise_initializer", _init(a.depthwise_init)),
+        ("pointwise_initializer", _init(a.pointwise_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"depthwise_kernel": "depthwise_kernel", "pointwise_kernel": "pointwise_kernel",
+                "bias": "bias"}, uses=uses)
 
 
 @LOWERINGS("conv1d")

@@ -352,9 +352,43 @@ def conv2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     x = ctx.to_layout(xs[0], NCHW)
     kernel = ctx.param(node, "kernel", lambda k: k.transpose(3, 2, 0, 1))  # → [out, in, kh, kw]
     inputs = [x.name, kernel] + ([ctx.param(node, "bias")] if a.use_bias else [])
+    group = {"group": a.groups} if a.groups != 1 else {}
     y = ctx.value("Conv", inputs, 4, NCHW, kernel_shape=list(pair(a.kernel)),
                   strides=list(pair(a.strides)), dilations=list(pair(a.dilation)),
-                  **_onnx_pads(ctx, node))
+                  **_onnx_pads(ctx, node), **group)
+    return ctx.activation(node, y)
+
+
+def _depthwise(ctx: Lowering, node: Node, x: Value, key: str, bias: list[str],
+               role: str | None = None) -> Value:
+    """A Conv with one group per channel: canonical [kh, kw, C, M] → [C * M, 1, kh, kw]."""
+    a = node.attrs
+    c = _in_shape(ctx, node)[2]
+
+    def to_onnx(k: np.ndarray) -> np.ndarray:
+        kh, kw, _, m = k.shape
+        return k.reshape(kh, kw, c * m).transpose(2, 0, 1)[:, None]
+
+    kernel = ctx.param(node, key, to_onnx)
+    return ctx.value("Conv", [ctx.to_layout(x, NCHW).name, kernel, *bias], 4, NCHW, role=role,
+                     kernel_shape=list(pair(a.kernel)), strides=list(pair(a.strides)),
+                     dilations=list(pair(a.dilation)), group=c, **_onnx_pads(ctx, node))
+
+
+@LOWERINGS("depthwise_conv2d")
+def depthwise_conv2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    bias = [ctx.param(node, "bias")] if node.attrs.use_bias else []
+    return ctx.activation(node, _depthwise(ctx, node, xs[0], "kernel", bias))
+
+
+@LOWERINGS("separable_conv2d")
+def separable_conv2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    mid = _depthwise(ctx, node, xs[0], "depthwise_kernel", [], role="depthwise")
+    kernel = ctx.param(node, "pointwise_kernel", lambda k: k.transpose(3, 2, 0, 1))
+    bias = [ctx.param(node, "bias")] if a.use_bias else []
+    y = ctx.value("Conv", [mid.name, kernel, *bias], 4, NCHW, role="pointwise",
+                  kernel_shape=[1, 1])
     return ctx.activation(node, y)
 
 

@@ -133,9 +133,33 @@ def _slide(node: Node, x: Array, fill: float, channels: int,
 
 @LOWERINGS("conv2d")
 def conv2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
-    kernel = ctx.param(node, "kernel")  # [kh, kw, in, out]
-    y = _slide(node, xs[0], 0.0, kernel.shape[3],
-               lambda win: np.einsum("nhwc,hwco->no", win, kernel))
+    kernel = ctx.param(node, "kernel")  # [kh, kw, in / groups, out]
+    kh, kw, cg, out = kernel.shape
+    g = getattr(node.attrs, "groups", 1)
+    # group j reads input channels [j*cg, (j+1)*cg) and makes outputs [j*og, (j+1)*og)
+    grouped = kernel.reshape(kh, kw, cg, g, out // g)
+    y = _slide(node, xs[0], 0.0, out, lambda win: np.einsum(
+        "nhwgc,hwcgo->ngo", win.reshape(*win.shape[:3], g, cg), grouped).reshape(len(win), out))
+    return ctx.activation(node, y + ctx.bias(node))
+
+
+def _depthwise(node: Node, x: Array, kernel: Array) -> Array:
+    """Channel c convolved with kernel[..., c, m] is output channel c * M + m."""
+    _, _, c, m = kernel.shape
+    return _slide(node, x, 0.0, c * m, lambda win: np.einsum(
+        "nhwc,hwcm->ncm", win, kernel).reshape(len(win), c * m))
+
+
+@LOWERINGS("depthwise_conv2d")
+def depthwise_conv2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    y = _depthwise(node, xs[0], ctx.param(node, "kernel"))
+    return ctx.activation(node, y + ctx.bias(node))
+
+
+@LOWERINGS("separable_conv2d")
+def separable_conv2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    y = _depthwise(node, xs[0], ctx.param(node, "depthwise_kernel"))
+    y = y @ ctx.param(node, "pointwise_kernel")[0, 0]  # [mid, filters] over the channels
     return ctx.activation(node, y + ctx.bias(node))
 
 

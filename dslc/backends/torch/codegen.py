@@ -304,12 +304,92 @@ def conv2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
         # batch > 1, stride (1, 2) and one output column, torch 2.13's CPU conv2d gives wrong
         # values (found by fuzzing). Plain NCHW strides avoid it; the copy is one channel.
         x = f"{atom(x)}.clone(memory_format=torch.contiguous_format)"
+    if a.groups != 1:
+        args.append(f"groups={a.groups}")
     if not a.use_bias:
         args.append("bias=False")
     call = em.add(node, f"nn.Conv2d({', '.join(args)})",
                   params={"kernel": ("weight", conv_to_torch, conv_from_torch),
                           "bias": ("bias", same, same)})
     return _activate(em, node, Value(f"{call}({x})", nchw=True, rank=3))
+
+
+def _window_2d(em: Emitter, node: Node, x: Value) -> tuple[list[str], str]:
+    """nn.Conv2d's window arguments for `node` and its input, padded by hand where TF `same`
+    pads unevenly (the odd pixel after)."""
+    a = node.attrs
+    top, bottom, left, right = pads_2d(a, em.in_shape(node))
+    args = [f"kernel_size={_tuple(a.kernel)}"]
+    if pair(a.strides) != (1, 1):
+        args.append(f"stride={_tuple(a.strides)}")
+    if pair(a.dilation) != (1, 1):
+        args.append(f"dilation={_tuple(a.dilation)}")
+    expr = x.channels_first()
+    if (top, left) == (bottom, right):
+        if top or left:
+            args.append(f"padding={(top, left)!r}")
+    else:
+        expr = f"F.pad({expr}, {(left, right, top, bottom)!r})"
+    if em.in_shape(node)[2] == 1 and pair(a.strides) != (1, 1):
+        expr = f"{atom(expr)}.clone(memory_format=torch.contiguous_format)"  # see conv2d
+    return args, expr
+
+
+def depthwise_converters(channels: int, multiplier: int) -> tuple[Convert, Convert]:
+    """[kh, kw, C, M] ↔ a grouped nn.Conv2d's [C * M, 1, kh, kw] (output c * M + m)."""
+    def to_torch(a: np.ndarray) -> np.ndarray:
+        kh, kw = a.shape[:2]
+        return a.reshape(kh, kw, channels * multiplier).transpose(2, 0, 1)[:, None]
+
+    def from_torch(a: np.ndarray) -> np.ndarray:
+        kh, kw = a.shape[2:]
+        return a[:, 0].transpose(1, 2, 0).reshape(kh, kw, channels, multiplier)
+
+    return to_torch, from_torch
+
+
+@LOWERINGS("depthwise_conv2d")
+def depthwise_conv2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    cin = em.in_shape(node)[2]
+    assert cin is not None  # the shape rule requires it
+    mid = cin * a.depth_multiplier
+    args, x = _window_2d(em, node, xs[0])
+    args = [str(cin), str(mid), *args, f"groups={cin}"]
+    if not a.use_bias:
+        args.append("bias=False")
+    to_torch, from_torch = depthwise_converters(cin, a.depth_multiplier)
+    call = em.add(node, f"nn.Conv2d({', '.join(args)})",
+                  params={"kernel": ("weight", to_torch, from_torch),
+                          "bias": ("bias", same, same)})
+    return _activate(em, node, Value(f"{call}({x})", nchw=True, rank=3))
+
+
+# A separable convolution's two convolutions, named once for `__init__`, `forward` and weights.
+SEP_DEPTHWISE = "depthwise"
+SEP_POINTWISE = "pointwise"
+
+
+@LOWERINGS("separable_conv2d")
+def separable_conv2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    cin = em.in_shape(node)[2]
+    assert cin is not None  # the shape rule requires it
+    mid = cin * a.depth_multiplier
+    args, x = _window_2d(em, node, xs[0])
+    bias = "" if a.use_bias else ", bias=False"
+    to_torch, from_torch = depthwise_converters(cin, a.depth_multiplier)
+    call = em.add(node, "nn.ModuleDict({\n"
+                        f"    {quote(SEP_DEPTHWISE)}: nn.Conv2d({cin}, {mid}, "
+                        f"{', '.join(args)}, groups={cin}, bias=False),\n"
+                        f"    {quote(SEP_POINTWISE)}: nn.Conv2d({mid}, {a.filters}, 1{bias}),\n"
+                        "})",
+                  params={"depthwise_kernel": (f"{SEP_DEPTHWISE}.weight", to_torch, from_torch),
+                          "pointwise_kernel": (f"{SEP_POINTWISE}.weight", conv_to_torch,
+                                               conv_from_torch),
+                          "bias": (f"{SEP_POINTWISE}.bias", same, same)})
+    y = f"{call}.{SEP_POINTWISE}({call}.{SEP_DEPTHWISE}({x}))"
+    return _activate(em, node, Value(y, nchw=True, rank=3))
 
 
 @LOWERINGS("maxpool2d")
