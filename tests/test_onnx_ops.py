@@ -73,6 +73,12 @@ VARIANTS = [
                                "strides=2, padding=same, activation=softmax)"),
     ("separable_then_pool", "input x: f32[6, 6, 2]\nseparable_conv2d(4, kernel=2, "
                             "depth_multiplier=3, padding=same)\nmaxpool2d(2)\nflatten"),
+    ("convT_same_even_flatten", "input x: f32[3, 4, 2]\nconv2d_transpose(2, kernel=4, "
+                                "strides=2, padding=same)\nflatten\ndense(3)"),
+    ("convT_kernel_below_stride", "input x: f32[3, 2, 2]\nconv2d_transpose(2, kernel=[1, 2], "
+                                  "strides=3, padding=same)"),
+    ("convT_valid_softmax", "input x: f32[3, 3, 2]\nconv2d_transpose(3, kernel=3, strides=2, "
+                            "activation=softmax)"),
     ("residual_block", "input x: f32[6, 6, 3]\nc = conv2d(x, 4, kernel=3, padding=same, "
                        "activation=relu)\nh = conv2d(c, 4, kernel=3, padding=same)\n"
                        "r = relu(add(c, h))\ng = global_avgpool2d(r)\n"
@@ -276,7 +282,7 @@ def test_window_ops_match_the_reference_for_any_geometry(p):
 # The variants of the op families added together (conv1d, the 1-D pools, ...): every layer's
 # value, as ONNX's strict shape inference sees it, has the checked shape.
 SHAPED = [v for v in VARIANTS if v[0].startswith(("conv1d", "conv_groups", "depthwise",
-                                                  "separable"))] + [
+                                                  "separable", "convT"))] + [
     ("conv1d_dynamic_time", "input x: f32[?, 2]\nc = conv1d(x, 3, kernel=2, padding=same)\n"
                             "m = maxpool1d(c, 2, strides=1)\nglobal_maxpool1d(m)"),
 ]

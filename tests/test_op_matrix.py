@@ -50,6 +50,7 @@ FUSED = {
     "conv1d": ("conv1d(3, kernel=3, activation={act})", [7, 2]),
     "depthwise_conv2d": ("depthwise_conv2d(3, depth_multiplier=2, activation={act})", IMG),
     "separable_conv2d": ("separable_conv2d(3, kernel=3, activation={act})", IMG),
+    "conv2d_transpose": ("conv2d_transpose(3, kernel=3, strides=2, activation={act})", [4, 3, 2]),
 }
 ACTIVATION_ROWS = [
     *[case(f"op_{act}", f"dense(4)\n{act}", [6]) for act in ACTS],
@@ -121,6 +122,24 @@ CASES: list[Case] = [
                                         "padding=same)", [7, 6, 2]),
     case("separable_dilation", "separable_conv2d(2, kernel=[3, 2], dilation=2)", [7, 7, 2]),
     case("separable_no_bias", "separable_conv2d(3, kernel=1, use_bias=false)", [4, 4, 3]),
+    # conv2d_transpose: Keras's lengths (same: in * s; valid: (in - 1) * s + max(k, s)),
+    # TF's crop (odd one after), zeros after when the kernel is shorter than the stride
+    case("convT_valid", "conv2d_transpose(3, kernel=3)", [4, 5, 2]),
+    case("convT_valid_stride2", "conv2d_transpose(3, kernel=3, strides=2)", [4, 3, 2]),
+    case("convT_same_stride2_odd", "conv2d_transpose(3, kernel=3, strides=2, padding=same)",
+         [4, 3, 2]),
+    case("convT_same_stride2_even", "conv2d_transpose(2, kernel=4, strides=2, padding=same)",
+         [3, 4, 2]),
+    case("convT_same_k5_s2", "conv2d_transpose(2, kernel=5, strides=2, padding=same)", [3, 3, 2]),
+    case("convT_same_stride1_even", "conv2d_transpose(2, kernel=2, padding=same)", [4, 3, 2]),
+    case("convT_kernel_below_stride", "conv2d_transpose(2, kernel=2, strides=3)", [3, 2, 2]),
+    case("convT_kernel_below_stride_same", "conv2d_transpose(2, kernel=[1, 2], strides=[3, 3], "
+                                           "padding=same)", [3, 2, 2]),
+    case("convT_rect", "conv2d_transpose(3, kernel=[2, 3], strides=[2, 1], padding=same)",
+         [3, 4, 2]),
+    case("convT_no_bias", "conv2d_transpose(3, kernel=2, strides=2, use_bias=false)", [3, 3, 2]),
+    case("convT_decoder", "conv2d(4, kernel=3, strides=2, padding=same, activation=relu)\n"
+                          "conv2d_transpose(2, kernel=3, strides=2, padding=same)", [6, 6, 2]),
     # conv1d over [time, channels]: TF `same` (odd step after), `causal` (all before)
     case("conv1d_valid", "conv1d(3, kernel=3)", [8, 2]),
     case("conv1d_same", "conv1d(3, kernel=3, padding=same)", [7, 2]),

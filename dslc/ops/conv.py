@@ -291,3 +291,61 @@ class SeparableConv2D(Op):
         if a.use_bias:
             p["bias"] = ParamSpec(shape=(a.filters,), init=a.bias_init)
         return p
+
+
+# -- transposed ----------------------------------------------------------------------------------
+
+def transpose_out(size: int, k: int, s: int, padding: str) -> int:
+    """Keras's output length of a transposed convolution: `size * s` for `same`, else
+    `(size - 1) * s + max(k, s)`."""
+    return size * s if padding == "same" else (size - 1) * s + max(k, s)
+
+
+def transpose_crops(size: int, k: int, s: int, padding: str) -> tuple[int, int]:
+    """(before, after) removed from the full `(size - 1) * s + k` output to reach Keras's
+    length: TF's `same` crops as its forward `same` pads (the odd one after); a negative
+    `after` is zeros added after (a kernel shorter than the stride)."""
+    crop = (size - 1) * s + k - transpose_out(size, k, s, padding)
+    if crop <= 0:
+        return 0, crop
+    return crop // 2, crop - crop // 2
+
+
+@register
+class Conv2DTranspose(Op):
+    """Transposed 2-D convolution over `[H, W, C]`; output `H * strides` for `same`, else
+    `(H - 1) * strides + max(kernel, strides)` (Keras's rules)."""
+
+    name = "conv2d_transpose"
+    layout = "kernel `[kh, kw, filters, in]` (Keras's), bias `[filters]`"
+    positional = ("filters",)
+
+    class Attrs(OpAttrs):
+        filters: int = Field(gt=0)
+        kernel: IntOrPair = 3
+        strides: IntOrPair = 1
+        padding: Padding = "valid"
+        activation: Activation = "linear"
+        use_bias: bool = True
+        kernel_init: Init = "glorot_uniform"
+        bias_init: Init = "zeros"
+
+    def infer(self, a, inputs):
+        shape = inputs[0].shape
+        check_image(self.name, shape)
+        if min(pair(a.kernel)) <= 0 or min(pair(a.strides)) <= 0:
+            raise ShapeError(f"{self.name} kernel and strides must be positive")
+        (kh, kw), (sh, sw) = pair(a.kernel), pair(a.strides)
+        return TensorType(shape=(transpose_out(shape[0], kh, sh, a.padding),
+                                 transpose_out(shape[1], kw, sw, a.padding), a.filters))
+
+    def macs(self, node, inputs):
+        return math.prod(d or 1 for d in inputs[0].shape[:-1]) * node.params["kernel"].size
+
+    def params(self, a, inputs):
+        kh, kw = pair(a.kernel)
+        p = {"kernel": ParamSpec(shape=(kh, kw, a.filters, inputs[0].shape[2]),
+                                 init=a.kernel_init)}
+        if a.use_bias:
+            p["bias"] = ParamSpec(shape=(a.filters,), init=a.bias_init)
+        return p

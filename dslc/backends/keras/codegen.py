@@ -261,6 +261,22 @@ def separable_conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
                 "bias": "bias"}, uses=uses)
 
 
+@LOWERINGS("conv2d_transpose")
+def conv2d_transpose(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    uses: list[Function] = []
+    return Call("keras.layers.Conv2DTranspose", [repr(a.filters)], [
+        ("kernel_size", _tuple(a.kernel)),
+        ("strides", _tuple(a.strides)),
+        ("padding", quote(a.padding)),
+        ("data_format", quote("channels_last")),
+        ("activation", ctx.activation(node)),
+        ("use_bias", repr(a.use_bias)),
+        ("kernel_initializer", _init(a.kernel_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"kernel": "kernel", "bias": "bias"}, uses=uses)
+
+
 @LOWERINGS("conv1d")
 def conv1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
     a = node.attrs

@@ -27,7 +27,7 @@ import numpy as np
 
 from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.ir.graph import Graph, Node, Shape
-from dslc.ops.conv import pads_1d, pads_2d
+from dslc.ops.conv import pads_1d, pads_2d, transpose_crops
 from dslc.ops.registry import pair
 
 if TYPE_CHECKING:
@@ -389,6 +389,28 @@ def separable_conv2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     bias = [ctx.param(node, "bias")] if a.use_bias else []
     y = ctx.value("Conv", [mid.name, kernel, *bias], 4, NCHW, role="pointwise",
                   kernel_shape=[1, 1])
+    return ctx.activation(node, y)
+
+
+@LOWERINGS("conv2d_transpose")
+def conv2d_transpose(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    h, w, _ = _in_shape(ctx, node)
+    assert h is not None and w is not None
+    (kh, kw), (sh, sw) = pair(a.kernel), pair(a.strides)
+    (top, bottom), (left, right) = (transpose_crops(h, kh, sh, a.padding),
+                                    transpose_crops(w, kw, sw, a.padding))
+    x = ctx.to_layout(xs[0], NCHW)
+    kernel = ctx.param(node, "kernel", lambda k: k.transpose(3, 2, 0, 1))  # → [in, out, kh, kw]
+    inputs = [x.name, kernel] + ([ctx.param(node, "bias")] if a.use_bias else [])
+    attrs: dict[str, Any] = {}
+    if (top, bottom, left, right) != (0,) * 4:
+        # crops as pads; a negative `after` (a kernel shorter than the stride) is output_padding
+        attrs["pads"] = [top, left, max(bottom, 0), max(right, 0)]
+        if bottom < 0 or right < 0:
+            attrs["output_padding"] = [max(-bottom, 0), max(-right, 0)]
+    y = ctx.value("ConvTranspose", inputs, 4, NCHW, kernel_shape=[kh, kw], strides=[sh, sw],
+                  **attrs)
     return ctx.activation(node, y)
 
 

@@ -163,6 +163,35 @@ def separable_conv2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return ctx.activation(node, y + ctx.bias(node))
 
 
+def _transposed_axis(size: int, k: int, s: int, padding: str) -> tuple[int, int]:
+    """(start, length) of the output inside the full `(size - 1) * s + k` scatter of a
+    transposed convolution: Keras's lengths (`size * s` for `same`, `(size - 1) * s +
+    max(k, s)` for `valid`), cropped as TF's forward `same` pads (the odd one after)."""
+    full = (size - 1) * s + k
+    out = size * s if padding == "same" else (size - 1) * s + max(k, s)
+    return max(full - out, 0) // 2, out
+
+
+@LOWERINGS("conv2d_transpose")
+def conv2d_transpose(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x, a = xs[0], node.attrs
+    kernel = ctx.param(node, "kernel")  # [kh, kw, out, in]
+    kh, kw, filters, _ = kernel.shape
+    (sh, sw) = _two(a.strides)
+    n, h, w, _ = x.shape
+    top, oh = _transposed_axis(h, kh, sh, a.padding)
+    left, ow = _transposed_axis(w, kw, sw, a.padding)
+    # every input pixel scatters kernel-sized patch; room for outputs past the scatter
+    full = np.zeros((n, max((h - 1) * sh + kh, top + oh), max((w - 1) * sw + kw, left + ow),
+                     filters))
+    for i in range(h):
+        for j in range(w):
+            full[:, i * sh:i * sh + kh, j * sw:j * sw + kw] += np.einsum(
+                "nc,hwoc->nhwo", x[:, i, j], kernel)
+    y = full[:, top:top + oh, left:left + ow]
+    return ctx.activation(node, y + ctx.bias(node))
+
+
 @LOWERINGS("maxpool2d")
 def maxpool2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
     # -inf padding is never the max: every window holds at least one real pixel

@@ -28,7 +28,7 @@ from dslc.backends.pysource import Names, atom, comment, docstring, identifier, 
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph, Node, ParamSpec, Shape
 from dslc.ops import ending_activation
-from dslc.ops.conv import pads_1d, pads_2d
+from dslc.ops.conv import pads_1d, pads_2d, transpose_crops
 from dslc.ops.registry import pair
 
 if TYPE_CHECKING:
@@ -389,6 +389,36 @@ def separable_conv2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
                                                conv_from_torch),
                           "bias": (f"{SEP_POINTWISE}.bias", same, same)})
     y = f"{call}.{SEP_POINTWISE}({call}.{SEP_DEPTHWISE}({x}))"
+    return _activate(em, node, Value(y, nchw=True, rank=3))
+
+
+@LOWERINGS("conv2d_transpose")
+def conv2d_transpose(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    h, w, cin = em.in_shape(node)
+    assert h is not None and w is not None
+    (kh, kw), (sh, sw) = pair(a.kernel), pair(a.strides)
+    (top, bottom), (left, right) = (transpose_crops(h, kh, sh, a.padding),
+                                    transpose_crops(w, kw, sw, a.padding))
+    args = [str(cin), str(a.filters), f"kernel_size={_tuple(a.kernel)}"]
+    if (sh, sw) != (1, 1):
+        args.append(f"stride={_tuple(a.strides)}")
+    # nn.ConvTranspose2d crops `padding` from both sides and extends by `output_padding`
+    # after; TF's odd crop after is one more row or column, sliced off below.
+    if top or left:
+        args.append(f"padding={(top, left)!r}")
+    extend = (max(-bottom, 0), max(-right, 0))
+    if extend != (0, 0):
+        args.append(f"output_padding={extend!r}")
+    if not a.use_bias:
+        args.append("bias=False")
+    call = em.add(node, f"nn.ConvTranspose2d({', '.join(args)})",
+                  params={"kernel": ("weight", conv_to_torch, conv_from_torch),
+                          "bias": ("bias", same, same)})
+    y = f"{call}({xs[0].channels_first()})"
+    if bottom > top or right > left:
+        oh, ow, _ = em.out_shape(node)
+        y = f"{y}[:, :, :{oh}, :{ow}]"
     return _activate(em, node, Value(y, nchw=True, rank=3))
 
 
