@@ -79,6 +79,12 @@ VARIANTS = [
                                   "strides=3, padding=same)"),
     ("convT_valid_softmax", "input x: f32[3, 3, 2]\nconv2d_transpose(3, kernel=3, strides=2, "
                             "activation=softmax)"),
+    ("upsampling_bilinear_conv", "input x: f32[3, 4, 2]\nupsampling2d([2, 3], "
+                                 "interpolation=bilinear)\nconv2d(2, kernel=3)"),
+    ("upsampling_nearest_input", "input x: f32[3, 2, 3]\nupsampling2d(3)"),
+    ("zero_padding_input", "input x: f32[3, 4, 2]\nzero_padding2d([[1, 0], [2, 3]])"),
+    ("zero_padding_in_nchw", "input x: f32[4, 4, 2]\nconv2d(3, kernel=1)\nzero_padding2d(1)\n"
+                             "maxpool2d(2)\nflatten"),
     ("residual_block", "input x: f32[6, 6, 3]\nc = conv2d(x, 4, kernel=3, padding=same, "
                        "activation=relu)\nh = conv2d(c, 4, kernel=3, padding=same)\n"
                        "r = relu(add(c, h))\ng = global_avgpool2d(r)\n"
@@ -282,7 +288,8 @@ def test_window_ops_match_the_reference_for_any_geometry(p):
 # The variants of the op families added together (conv1d, the 1-D pools, ...): every layer's
 # value, as ONNX's strict shape inference sees it, has the checked shape.
 SHAPED = [v for v in VARIANTS if v[0].startswith(("conv1d", "conv_groups", "depthwise",
-                                                  "separable", "convT"))] + [
+                                                  "separable", "convT", "upsampling",
+                                                  "zero_padding"))] + [
     ("conv1d_dynamic_time", "input x: f32[?, 2]\nc = conv1d(x, 3, kernel=2, padding=same)\n"
                             "m = maxpool1d(c, 2, strides=1)\nglobal_maxpool1d(m)"),
 ]

@@ -140,6 +140,22 @@ CASES: list[Case] = [
     case("convT_no_bias", "conv2d_transpose(3, kernel=2, strides=2, use_bias=false)", [3, 3, 2]),
     case("convT_decoder", "conv2d(4, kernel=3, strides=2, padding=same, activation=relu)\n"
                           "conv2d_transpose(2, kernel=3, strides=2, padding=same)", [6, 6, 2]),
+    # upsampling2d: nearest repeats; bilinear as Keras (half-pixel centres, clamped edges)
+    case("upsampling_nearest", "upsampling2d(2)", [3, 4, 2]),
+    case("upsampling_nearest_rect", "upsampling2d([3, 1])", [3, 4, 2]),
+    case("upsampling_bilinear", "upsampling2d(2, interpolation=bilinear)", [3, 4, 2]),
+    case("upsampling_bilinear_rect", "upsampling2d([3, 5], interpolation=bilinear)", [3, 2, 2]),
+    case("upsampling_after_conv", "conv2d(3, kernel=1)\nupsampling2d(2)\nconv2d(2, kernel=3)",
+         [3, 3, 2]),
+    case("upsampling_bilinear_flatten", "conv2d(2, kernel=2)\n"
+                                        "upsampling2d(3, interpolation=bilinear)\nflatten\n"
+                                        "dense(2)", [3, 3, 2]),
+    # zero_padding2d: an int, [h, w] or [[top, bottom], [left, right]]
+    case("zero_padding_int", "zero_padding2d(1)", [3, 4, 2]),
+    case("zero_padding_pair", "zero_padding2d([2, 1])", [3, 4, 2]),
+    case("zero_padding_sides", "zero_padding2d([[0, 2], [3, 1]])", [3, 4, 2]),
+    case("zero_padding_after_conv", "conv2d(3, kernel=1)\nzero_padding2d([[1, 0], [0, 2]])\n"
+                                    "conv2d(2, kernel=3, strides=2)", [4, 4, 2]),
     # conv1d over [time, channels]: TF `same` (odd step after), `causal` (all before)
     case("conv1d_valid", "conv1d(3, kernel=3)", [8, 2]),
     case("conv1d_same", "conv1d(3, kernel=3, padding=same)", [7, 2]),

@@ -1,6 +1,6 @@
 """Ops: one registry, one file per op family. Importing this package registers them all."""
 
-from dslc.ops import activation, conv, core, merge, pool, recurrent  # noqa: F401
+from dslc.ops import activation, conv, core, merge, pool, recurrent, spatial  # noqa: F401
 from dslc.ops.registry import (
     OPS,
     Op,

@@ -25,6 +25,7 @@ from dslc.backends.pysource import Names, comment, docstring, identifier, quote
 from dslc.ir.graph import Graph, Input, Node
 from dslc.ops import get_op
 from dslc.ops.registry import pair
+from dslc.ops.spatial import zero_pads
 
 LINE = 88  # ruff format's width: generated files pass `ruff format --check`
 INDENT = "    "
@@ -363,6 +364,25 @@ def global_avgpool1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
 @LOWERINGS("global_maxpool1d")
 def global_maxpool1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
     return Call("keras.layers.GlobalMaxPooling1D", [], [("data_format", quote("channels_last"))])
+
+
+@LOWERINGS("upsampling2d")
+def upsampling2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    return Call("keras.layers.UpSampling2D", [], [
+        ("size", _tuple(a.size)),
+        ("data_format", quote("channels_last")),
+        ("interpolation", quote(a.interpolation)),
+    ])
+
+
+@LOWERINGS("zero_padding2d")
+def zero_padding2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    top, bottom, left, right = zero_pads(node.attrs.padding)
+    return Call("keras.layers.ZeroPadding2D", [], [
+        ("padding", repr(((top, bottom), (left, right)))),
+        ("data_format", quote("channels_last")),
+    ])
 
 
 @LOWERINGS("flatten")

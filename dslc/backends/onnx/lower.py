@@ -29,6 +29,7 @@ from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.ir.graph import Graph, Node, Shape
 from dslc.ops.conv import pads_1d, pads_2d, transpose_crops
 from dslc.ops.registry import pair
+from dslc.ops.spatial import zero_pads
 
 if TYPE_CHECKING:
     from onnx import GraphProto, NodeProto, TensorProto, ValueInfoProto
@@ -496,6 +497,31 @@ def global_avgpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
 @LOWERINGS("global_maxpool1d")
 def global_maxpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     return _global_pool(ctx, xs[0], "ReduceMax")
+
+
+@LOWERINGS("upsampling2d")
+def upsampling2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    sh, sw = pair(a.size)
+    x = ctx.to_layout(xs[0], NCHW)
+    scales = ctx.const("scales", np.array([1, 1, sh, sw], np.float32))
+    if a.interpolation == "nearest":  # input pixel floor(o / size): repeats
+        mode = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                "nearest_mode": "floor"}
+    else:  # Keras's (TensorFlow's) bilinear: half-pixel centres, no antialiasing
+        mode = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    return ctx.value("Resize", [x.name, "", scales], 4, NCHW, **mode)
+
+
+@LOWERINGS("zero_padding2d")
+def zero_padding2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    top, bottom, left, right = zero_pads(node.attrs.padding)
+    x = xs[0]  # padded in its own layout
+    if x.layout == NCHW:
+        pads = [0, 0, top, left, 0, 0, bottom, right]
+    else:
+        pads = [0, top, left, 0, 0, bottom, right, 0]
+    return ctx.value("Pad", [x.name, ctx.const("pads", np.array(pads, np.int64))], 4, x.layout)
 
 
 @LOWERINGS("dense")

@@ -266,6 +266,40 @@ def global_maxpool1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return xs[0].max(axis=1)
 
 
+def _bilinear_axis(x: Array, axis: int, factor: int) -> Array:
+    """Linear interpolation along `axis` to `factor` times its length, half-pixel centres:
+    output `o` samples input position `(o + 0.5) / factor - 0.5`, clamped to the edges."""
+    size = x.shape[axis]
+    pos = np.clip((np.arange(size * factor) + 0.5) / factor - 0.5, 0, size - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, size - 1)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    frac = (pos - lo).reshape(shape)
+    return np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, hi, axis=axis) * frac
+
+
+@LOWERINGS("upsampling2d")
+def upsampling2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    sh, sw = _two(node.attrs.size)
+    x = xs[0]
+    if node.attrs.interpolation == "nearest":
+        return x.repeat(sh, axis=1).repeat(sw, axis=2)
+    return _bilinear_axis(_bilinear_axis(x, 1, sh), 2, sw)
+
+
+@LOWERINGS("zero_padding2d")
+def zero_padding2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    p = node.attrs.padding
+    if isinstance(p, int):
+        (top, bottom), (left, right) = (p, p), (p, p)
+    elif isinstance(p[0], int):
+        (top, bottom), (left, right) = (p[0], p[0]), (p[1], p[1])
+    else:
+        (top, bottom), (left, right) = p
+    return np.pad(xs[0], ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
 @LOWERINGS("flatten")
 def flatten(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return xs[0].reshape(len(xs[0]), -1)  # row-major over [H, W, C]: channels-last order

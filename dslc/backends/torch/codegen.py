@@ -30,6 +30,7 @@ from dslc.ir.graph import Graph, Node, ParamSpec, Shape
 from dslc.ops import ending_activation
 from dslc.ops.conv import pads_1d, pads_2d, transpose_crops
 from dslc.ops.registry import pair
+from dslc.ops.spatial import zero_pads
 
 if TYPE_CHECKING:
     import numpy as np
@@ -546,6 +547,33 @@ def global_avgpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
 @LOWERINGS("global_maxpool1d")
 def global_maxpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return Value(f"{atom(xs[0].expr)}.amax(dim=1)")
+
+
+@LOWERINGS("upsampling2d")
+def upsampling2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    sh, sw = pair(a.size)
+    x = xs[0]
+    if a.interpolation == "nearest":  # exact repeats, in the value's own layout
+        dims = (2, 3) if x.nchw else (1, 2)
+        expr = atom(x.expr)
+        if sh != 1:
+            expr = f"{expr}.repeat_interleave({sh}, dim={dims[0]})"
+        if sw != 1:
+            expr = f"{expr}.repeat_interleave({sw}, dim={dims[1]})"
+        return Value(expr, x.nchw, 3)
+    # half-pixel centres, clamped at the edges: Keras's (TensorFlow's) bilinear resize
+    call = em.add(node, f"nn.Upsample(scale_factor={(float(sh), float(sw))!r}, "
+                        "mode=\"bilinear\", align_corners=False)")
+    return Value(f"{call}({x.channels_first()})", nchw=True, rank=3)
+
+
+@LOWERINGS("zero_padding2d")
+def zero_padding2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    top, bottom, left, right = zero_pads(node.attrs.padding)
+    x = xs[0]
+    pads = (left, right, top, bottom) if x.nchw else (0, 0, left, right, top, bottom)
+    return Value(f"F.pad({x.expr}, {pads!r})", x.nchw, 3)
 
 
 @LOWERINGS("flatten")
