@@ -312,3 +312,43 @@ def test_onnx_shape_inference_equals_the_checked_shapes(name, body):
         if lowered.layouts.get(node.name) == "nchw":
             want = [want[2], want[0], want[1]]
         assert dims[node.name][1:] == want, node.name
+
+
+WINDOW_1D = st.fixed_dictionaries({
+    "t": st.integers(1, 12), "k": st.integers(1, 4), "s": st.integers(1, 3),
+    "dilation": st.integers(1, 3), "padding": st.sampled_from(["valid", "same", "causal"]),
+    "op": st.sampled_from(["conv1d", "maxpool1d", "avgpool1d"]),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(WINDOW_1D)
+def test_1d_window_ops_match_the_reference_for_any_geometry(p):
+    if p["op"] == "conv1d":
+        dilation = 1 if p["s"] > 1 else p["dilation"]
+        layer = f"conv1d(3, kernel={p['k']}, strides={p['s']}, dilation={dilation}, " \
+                f"padding={p['padding']})"
+    else:
+        assume(p["padding"] != "causal")
+        layer = f"{p['op']}({p['k']}, strides={p['s']}, padding={p['padding']})"
+    try:
+        graph = variant_spec("prop", f"input x: f32[{p['t']}, 2]\n{layer}").model()
+    except DslError:
+        assume(False)
+    assert_matches_reference(graph, init_weights(graph, 0), _batch(graph, n=2))
+
+
+TRANSPOSED = st.fixed_dictionaries({
+    "h": st.integers(1, 6), "w": st.integers(1, 6), "kh": st.integers(1, 5),
+    "kw": st.integers(1, 5), "sh": st.integers(1, 4), "sw": st.integers(1, 4),
+    "padding": st.sampled_from(["valid", "same"]),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TRANSPOSED)
+def test_conv2d_transpose_matches_the_reference_for_any_geometry(p):
+    layer = (f"conv2d_transpose(3, kernel=[{p['kh']}, {p['kw']}], strides=[{p['sh']}, "
+             f"{p['sw']}], padding={p['padding']})")
+    graph = variant_spec("prop", f"input x: f32[{p['h']}, {p['w']}, 2]\n{layer}").model()
+    assert_matches_reference(graph, init_weights(graph, 0), _batch(graph, n=2))

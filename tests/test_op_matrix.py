@@ -112,6 +112,16 @@ CASES: list[Case] = [
     case("depthwise_no_bias", "depthwise_conv2d(2, use_bias=false)", [5, 5, 3]),
     case("depthwise_one_channel_strides", "depthwise_conv2d(3, depth_multiplier=2, "
                                           "strides=[1, 2])", [5, 5, 1]),
+    # oneDNN's fault (1 channel, row stride 1, column stride > 1, one output column)
+    case("depthwise_one_channel_one_column", "depthwise_conv2d([1, 5], depth_multiplier=2, "
+                                             "strides=[1, 6])", [5, 5, 1]),
+    case("depthwise_one_column_same", "depthwise_conv2d([2, 5], depth_multiplier=2, "
+                                      "strides=[1, 6], padding=same, activation=relu)", [4, 5, 1]),
+    case("separable_one_channel_one_column", "separable_conv2d(3, kernel=[1, 5], "
+                                             "depth_multiplier=2, strides=[1, 6])", [5, 5, 1]),
+    case("separable_one_column_same_dilated", "separable_conv2d(2, kernel=[1, 3], "
+                                              "depth_multiplier=3, strides=[1, 4], "
+                                              "padding=same)", [5, 3, 1]),
     case("depthwise_flatten_dense", "depthwise_conv2d(3, depth_multiplier=2)\nflatten\n"
                                     "dense(3)", [5, 4, 2]),
     # separable: depthwise (no bias), then 1x1 to filters with the bias

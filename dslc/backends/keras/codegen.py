@@ -137,6 +137,51 @@ _ONE_COLUMN_CONV = Function("Conv2DOneColumn", (
     "        return outputs[:, :, column : column + 1, :]\n"))
 
 
+def _one_column_class(name: str, base: str, op: str, kernels: str) -> Function:
+    """`base` for a 1-channel input convolved down to one column (see _ONE_COLUMN_CONV): it
+    convolves with column stride 1 and keeps the column that stride would."""
+    return Function(name, (
+        f"class {name}(keras.layers.{base}):\n"
+        f'    """keras.layers.{base} for a 1-channel input convolved down to one column:\n'
+        "    oneDNN (TensorFlow 2.21) computes it wrong with a column stride, so it convolves\n"
+        '    with column stride 1 and keeps the column that stride would."""\n'
+        "\n"
+        "    def call(self, inputs):\n"
+        f"        outputs = keras.ops.{op}(\n"
+        "            inputs,\n"
+        f"            {kernels},\n"
+        "            strides=(self.strides[0], 1),\n"
+        "            padding=self.padding,\n"
+        "            dilation_rate=self.dilation_rate,\n"
+        "            data_format=self.data_format,\n"
+        "        )\n"
+        "        span = (self.kernel_size[1] - 1) * self.dilation_rate[1] + 1\n"
+        "        left = 0 if self.padding == \"valid\" else (span - 1) // 2\n"
+        "        wanted = 0 if self.padding == \"valid\" else max(span - inputs.shape[2], 0) // 2\n"
+        "        column = left - wanted\n"
+        "        outputs = outputs[:, :, column : column + 1, :]\n"
+        "        if self.use_bias:\n"
+        "            outputs = outputs + self.bias\n"
+        "        return self.activation(outputs)\n"))
+
+
+_ONE_COLUMN_DEPTHWISE = _one_column_class("DepthwiseConv2DOneColumn", "DepthwiseConv2D",
+                                          "depthwise_conv", "self.kernel")
+_ONE_COLUMN_SEPARABLE = _one_column_class("SeparableConv2DOneColumn", "SeparableConv2D",
+                                          "separable_conv",
+                                          "self.depthwise_kernel,\n            "
+                                          "self.pointwise_kernel")
+
+
+def _one_column(node: Node) -> bool:
+    """The oneDNN fault's geometry: one input channel, row stride 1, column stride > 1, one
+    output column (see _ONE_COLUMN_CONV)."""
+    a, x = node.attrs, node.type
+    assert x is not None
+    sh, sw = pair(a.strides)
+    return sh == 1 and sw > 1 and x.shape[1] == 1
+
+
 # -- activations -----------------------------------------------------------------------------
 
 @LOWERINGS("linear", "relu", "sigmoid", "tanh", "softmax")
@@ -228,7 +273,11 @@ def conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
 def depthwise_conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
     a = node.attrs
     uses: list[Function] = []
-    return Call("keras.layers.DepthwiseConv2D", [], [
+    cls = "keras.layers.DepthwiseConv2D"
+    if node.params["kernel"].shape[2] == 1 and _one_column(node):
+        uses.append(_ONE_COLUMN_DEPTHWISE)
+        cls = _ONE_COLUMN_DEPTHWISE.name
+    return Call(cls, [], [
         ("kernel_size", _tuple(a.kernel)),
         ("strides", _tuple(a.strides)),
         ("padding", quote(a.padding)),
@@ -246,7 +295,11 @@ def depthwise_conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
 def separable_conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
     a = node.attrs
     uses: list[Function] = []
-    return Call("keras.layers.SeparableConv2D", [repr(a.filters)], [
+    cls = "keras.layers.SeparableConv2D"
+    if node.params["depthwise_kernel"].shape[2] == 1 and _one_column(node):
+        uses.append(_ONE_COLUMN_SEPARABLE)
+        cls = _ONE_COLUMN_SEPARABLE.name
+    return Call(cls, [repr(a.filters)], [
         ("kernel_size", _tuple(a.kernel)),
         ("strides", _tuple(a.strides)),
         ("padding", quote(a.padding)),
