@@ -83,8 +83,9 @@ def check_window_attrs(op: str, a) -> None:
 
 @register
 class Conv2D(Op):
-    """2-D convolution over `[H, W, C]`; `padding=same` pads as TensorFlow does; `groups` splits
-    the channels into independent convolutions (as Keras)."""
+    """2-D convolution over `[H, W, C]`; `padding=same` pads as TensorFlow does.
+
+    `groups` splits the channels into independent convolutions, as Keras's."""
 
     name = "conv2d"
     layout = "kernel `[kh, kw, in / groups, filters]`, bias `[filters]`"
@@ -212,8 +213,9 @@ class Conv1D(Op):
 
 @register
 class DepthwiseConv2D(Op):
-    """Convolves each channel of `[H, W, C]` with its own `depth_multiplier` filters (Keras's
-    channel order: channel `c`'s filters are outputs `c * depth_multiplier + m`)."""
+    """Each channel of `[H, W, C]` convolved with its own `depth_multiplier` filters.
+
+    Keras's channel order: channel `c`'s filters are outputs `c * depth_multiplier + m`."""
 
     name = "depthwise_conv2d"
     layout = "kernel `[kh, kw, in, depth_multiplier]`, bias `[in * depth_multiplier]`"
@@ -313,8 +315,9 @@ def transpose_crops(size: int, k: int, s: int, padding: str) -> tuple[int, int]:
 
 @register
 class Conv2DTranspose(Op):
-    """Transposed 2-D convolution over `[H, W, C]`; output `H * strides` for `same`, else
-    `(H - 1) * strides + max(kernel, strides)` (Keras's rules)."""
+    """Transposed 2-D convolution over `[H, W, C]`, output sized by Keras's rules.
+
+    `H * strides` for `same`, else `(H - 1) * strides + max(kernel, strides)`."""
 
     name = "conv2d_transpose"
     layout = "kernel `[kh, kw, filters, in]` (Keras's), bias `[filters]`"

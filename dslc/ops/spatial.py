@@ -25,8 +25,9 @@ def zero_pads(padding: Padding2D) -> tuple[int, int, int, int]:
 
 @register
 class UpSampling2D(Op):
-    """Repeats (`nearest`) or interpolates (`bilinear`: half-pixel centres, no antialiasing,
-    as Keras's) `[H, W, C]` to `[H * size, W * size, C]`."""
+    """`[H, W, C]` to `[H * size, W * size, C]`: `nearest` repeats, `bilinear` interpolates.
+
+    `bilinear` is Keras's: half-pixel centres, clamped at the edges, no antialiasing."""
 
     name = "upsampling2d"
     positional = ("size",)
@@ -46,8 +47,7 @@ class UpSampling2D(Op):
 
 @register
 class ZeroPadding2D(Op):
-    """Pads `[H, W, C]` with zeros: `padding` is an int, `[h, w]` or `[[top, bottom], [left,
-    right]]` (as Keras's)."""
+    """Pads `[H, W, C]` with zeros: `padding=p`, `[h, w]` or `[[top, bottom], [left, right]]`."""
 
     name = "zero_padding2d"
     positional = ("padding",)
