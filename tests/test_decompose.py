@@ -60,6 +60,36 @@ def test_a_backend_without_a_global_pool_rule_runs_its_decomposition(name, op, m
     assert float(np.abs(got.astype(np.float64) - want).max()) <= 1e-5
 
 
+GLOBAL_POOLS_1D = {"global_avgpool1d": "avgpool1d", "global_maxpool1d": "maxpool1d"}
+
+
+@pytest.mark.parametrize("op", sorted(GLOBAL_POOLS_1D))
+@pytest.mark.parametrize("name", backend_names(runs=True))
+def test_a_backend_without_a_1d_global_pool_rule_runs_its_decomposition(name, op, monkeypatch):
+    backend = get_backend(name)
+    try:
+        backend.require()
+    except DslError as exc:
+        pytest.skip(str(exc))
+    graph = spec_graph(f"""model m {{
+    input x: f32[7, 3]
+    c = conv1d(x, 4, kernel=2, padding=same, activation=relu)
+    g = {op}(c)
+    dense(g, 2)
+}}
+""")
+    weights = init_weights(graph, 4)
+    x = seeded_batch(graph, 3, seed=2)[0]
+    want = Interpreter(graph, weights, exact=True).predict(x)
+    monkeypatch.delitem(backend.lowerings.rules, op, raising=False)
+    lowered = backend.lowerings.prepare(graph)
+    assert [(n.name, n.op) for n in lowered.nodes] == [
+        ("c", "conv1d"), ("g_pool", GLOBAL_POOLS_1D[op]), ("g", "flatten"), ("dense_1", "dense")]
+    assert lowered.node("g_pool").attrs.kernel == 7
+    got = backend.build(graph, weights).predict(x)
+    assert float(np.abs(got.astype(np.float64) - want).max()) <= 1e-5
+
+
 # -- expand and prepare, unit by unit -------------------------------------------------------
 
 def no_global_pools(op: str) -> bool:

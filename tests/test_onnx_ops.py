@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 
 from dslc.backends import get_backend  # noqa: E402
 from dslc.backends.onnx.export import to_model  # noqa: E402
-from dslc.backends.onnx.lower import LOWERINGS, OPSET  # noqa: E402
+from dslc.backends.onnx.lower import LOWERINGS, OPSET, lower_graph  # noqa: E402
 from dslc.compiler import compile_text  # noqa: E402
 from dslc.ops import activation_names  # noqa: E402
 from dslc.weights import init_weights  # noqa: E402
@@ -84,6 +84,29 @@ VARIANTS = [
                         "multi_head_attention(x, y, z, 2, 3, value_dim=2, use_bias=false)"),
     ("mha_block", "input x: f32[5, 4]\nh = multi_head_attention(x, x, heads=2, key_dim=2)\n"
                   "layer_norm(add(x, h))\ndense(3)"),
+    ("conv1d_causal_stack", "input x: f32[7, 2]\nc = conv1d(x, 3, kernel=2, padding=causal)\n"
+                            "m = maxpool1d(c, 2, padding=same)\na = avgpool1d(c, 3, strides=1, "
+                            "padding=same)\nconcat(global_maxpool1d(m), global_avgpool1d(a))"),
+    ("conv1d_shared_input", "input x: f32[6, 2]\na = conv1d(x, 3, kernel=3)\n"
+                            "b = conv1d(x, 3, kernel=3, activation=softmax)\nadd(a, b)"),
+    ("conv_groups_flatten", "input x: f32[5, 5, 4]\nconv2d(6, kernel=3, groups=2)\nflatten\n"
+                            "dense(2)"),
+    ("depthwise_same_stride2", "input x: f32[7, 6, 3]\ndepthwise_conv2d(3, depth_multiplier=2, "
+                               "strides=2, padding=same, activation=softmax)"),
+    ("separable_then_pool", "input x: f32[6, 6, 2]\nseparable_conv2d(4, kernel=2, "
+                            "depth_multiplier=3, padding=same)\nmaxpool2d(2)\nflatten"),
+    ("convT_same_even_flatten", "input x: f32[3, 4, 2]\nconv2d_transpose(2, kernel=4, "
+                                "strides=2, padding=same)\nflatten\ndense(3)"),
+    ("convT_kernel_below_stride", "input x: f32[3, 2, 2]\nconv2d_transpose(2, kernel=[1, 2], "
+                                  "strides=3, padding=same)"),
+    ("convT_valid_softmax", "input x: f32[3, 3, 2]\nconv2d_transpose(3, kernel=3, strides=2, "
+                            "activation=softmax)"),
+    ("upsampling_bilinear_conv", "input x: f32[3, 4, 2]\nupsampling2d([2, 3], "
+                                 "interpolation=bilinear)\nconv2d(2, kernel=3)"),
+    ("upsampling_nearest_input", "input x: f32[3, 2, 3]\nupsampling2d(3)"),
+    ("zero_padding_input", "input x: f32[3, 4, 2]\nzero_padding2d([[1, 0], [2, 3]])"),
+    ("zero_padding_in_nchw", "input x: f32[4, 4, 2]\nconv2d(3, kernel=1)\nzero_padding2d(1)\n"
+                             "maxpool2d(2)\nflatten"),
     ("residual_block", "input x: f32[6, 6, 3]\nc = conv2d(x, 4, kernel=3, padding=same, "
                        "activation=relu)\nh = conv2d(c, 4, kernel=3, padding=same)\n"
                        "r = relu(add(c, h))\ng = global_avgpool2d(r)\n"
@@ -219,6 +242,8 @@ def test_dynamic_time_axis_through_rnn_and_scan():
 @pytest.mark.parametrize("body,op", [
     ("lstm(4, go_backwards=true, return_sequences=true)", "LSTM"),
     ("gru(4)", "GRU"), ("gru(4, reset_after=false, go_backwards=true)", "GRU")])
+
+
 def test_lstm_and_gru_run_as_the_onnx_op_with_inferred_shapes_as_checked(body, op):
     spec = f"input x: f32[?, 3]\nh = {body}\nlstm(h, 2, return_sequences=true)" \
         if "return_sequences" in body else f"input x: f32[6, 3]\n{body}"
@@ -375,3 +400,72 @@ def test_batch_norm_shapes_are_inferred_as_checked(name, body):
         dims = [d.dim_param or d.dim_value for d in infos[node.name].type.tensor_type.shape.dim]
         assert [d if w is not None else None for d, w in zip(dims, want, strict=True)] == want, \
             node.name
+# -- ONNX shape inference agrees with `dslc check` ---------------------------------------------
+
+# The variants of the op families added together (conv1d, the 1-D pools, ...): every layer's
+# value, as ONNX's strict shape inference sees it, has the checked shape.
+SHAPED = [v for v in VARIANTS if v[0].startswith(("conv1d", "conv_groups", "depthwise",
+                                                  "separable", "convT", "upsampling",
+                                                  "zero_padding"))] + [
+    ("conv1d_dynamic_time", "input x: f32[?, 2]\nc = conv1d(x, 3, kernel=2, padding=same)\n"
+                            "m = maxpool1d(c, 2, strides=1)\nglobal_maxpool1d(m)"),
+]
+
+
+@pytest.mark.parametrize("name,body", SHAPED, ids=[v[0] for v in SHAPED])
+def test_onnx_shape_inference_equals_the_checked_shapes(name, body):
+    graph = variant_spec(name, body).model()
+    weights = init_weights(graph, 0)
+    lowered = lower_graph(graph, weights)
+    model = to_model(graph, weights)
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None
+                     for d in v.type.tensor_type.shape.dim]
+            for v in [*inferred.graph.value_info, *inferred.graph.output]}
+    for node in graph.nodes:
+        if node.name not in dims:  # an identity at inference: no value of its own
+            continue
+        want = list(graph.type_of(node.name).shape)
+        if lowered.layouts.get(node.name) == "nchw":
+            want = [want[2], want[0], want[1]]
+        assert dims[node.name][1:] == want, node.name
+
+
+WINDOW_1D = st.fixed_dictionaries({
+    "t": st.integers(1, 12), "k": st.integers(1, 4), "s": st.integers(1, 3),
+    "dilation": st.integers(1, 3), "padding": st.sampled_from(["valid", "same", "causal"]),
+    "op": st.sampled_from(["conv1d", "maxpool1d", "avgpool1d"]),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(WINDOW_1D)
+def test_1d_window_ops_match_the_reference_for_any_geometry(p):
+    if p["op"] == "conv1d":
+        dilation = 1 if p["s"] > 1 else p["dilation"]
+        layer = f"conv1d(3, kernel={p['k']}, strides={p['s']}, dilation={dilation}, " \
+                f"padding={p['padding']})"
+    else:
+        assume(p["padding"] != "causal")
+        layer = f"{p['op']}({p['k']}, strides={p['s']}, padding={p['padding']})"
+    try:
+        graph = variant_spec("prop", f"input x: f32[{p['t']}, 2]\n{layer}").model()
+    except DslError:
+        assume(False)
+    assert_matches_reference(graph, init_weights(graph, 0), _batch(graph, n=2))
+
+
+TRANSPOSED = st.fixed_dictionaries({
+    "h": st.integers(1, 6), "w": st.integers(1, 6), "kh": st.integers(1, 5),
+    "kw": st.integers(1, 5), "sh": st.integers(1, 4), "sw": st.integers(1, 4),
+    "padding": st.sampled_from(["valid", "same"]),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TRANSPOSED)
+def test_conv2d_transpose_matches_the_reference_for_any_geometry(p):
+    layer = (f"conv2d_transpose(3, kernel=[{p['kh']}, {p['kw']}], strides=[{p['sh']}, "
+             f"{p['sw']}], padding={p['padding']})")
+    graph = variant_spec("prop", f"input x: f32[{p['h']}, {p['w']}, 2]\n{layer}").model()
+    assert_matches_reference(graph, init_weights(graph, 0), _batch(graph, n=2))

@@ -55,6 +55,10 @@ FUSED = {
     "simple_rnn": ("simple_rnn(4, activation={act}, return_sequences=true)", [5, 3]),
     "lstm": ("lstm(4, activation={act}, return_sequences=true)", [5, 3]),
     "gru": ("gru(4, activation={act}, return_sequences=true)", [5, 3]),
+    "conv1d": ("conv1d(3, kernel=3, activation={act})", [7, 2]),
+    "depthwise_conv2d": ("depthwise_conv2d(3, depth_multiplier=2, activation={act})", IMG),
+    "separable_conv2d": ("separable_conv2d(3, kernel=3, activation={act})", IMG),
+    "conv2d_transpose": ("conv2d_transpose(3, kernel=3, strides=2, activation={act})", [4, 3, 2]),
 }
 
 
@@ -108,6 +112,107 @@ CASES: list[Case] = [
     case("global_avgpool", "global_avgpool2d", [5, 4, 3]),
     case("global_maxpool", "global_maxpool2d", [5, 4, 3]),
     case("global_pool_after_conv", "conv2d(2, kernel=1)\nglobal_avgpool2d\ndense(3)", [4, 5, 3]),
+    # conv2d groups: group j reads channels [j*in/g, (j+1)*in/g), makes filters likewise
+    case("conv_groups", "conv2d(6, kernel=3, groups=2)", [6, 5, 4]),
+    case("conv_groups_same_stride2", "conv2d(4, kernel=3, strides=2, padding=same, groups=4)",
+         [7, 6, 4]),
+    case("conv_groups_no_bias_dilation", "conv2d(3, kernel=2, dilation=2, groups=3, "
+                                         "use_bias=false)", [6, 6, 3]),
+    # depthwise: output channel c * depth_multiplier + m (Keras's order)
+    case("depthwise_valid", "depthwise_conv2d(3)", [6, 5, 3]),
+    case("depthwise_multiplier", "depthwise_conv2d(3, depth_multiplier=3)", [6, 5, 2]),
+    case("depthwise_same_stride2", "depthwise_conv2d(3, strides=2, padding=same)", [7, 6, 2]),
+    case("depthwise_even_same", "depthwise_conv2d([2, 4], depth_multiplier=2, padding=same)",
+         [6, 7, 2]),
+    case("depthwise_dilation_same", "depthwise_conv2d(3, dilation=2, padding=same)", [7, 7, 2]),
+    case("depthwise_no_bias", "depthwise_conv2d(2, use_bias=false)", [5, 5, 3]),
+    case("depthwise_one_channel_strides", "depthwise_conv2d(3, depth_multiplier=2, "
+                                          "strides=[1, 2])", [5, 5, 1]),
+    # oneDNN's fault (1 channel, row stride 1, column stride > 1, one output column)
+    case("depthwise_one_channel_one_column", "depthwise_conv2d([1, 5], depth_multiplier=2, "
+                                             "strides=[1, 6])", [5, 5, 1]),
+    case("depthwise_one_column_same", "depthwise_conv2d([2, 5], depth_multiplier=2, "
+                                      "strides=[1, 6], padding=same, activation=relu)", [4, 5, 1]),
+    case("separable_one_channel_one_column", "separable_conv2d(3, kernel=[1, 5], "
+                                             "depth_multiplier=2, strides=[1, 6])", [5, 5, 1]),
+    case("separable_one_column_same_dilated", "separable_conv2d(2, kernel=[1, 3], "
+                                              "depth_multiplier=3, strides=[1, 4], "
+                                              "padding=same)", [5, 3, 1]),
+    case("depthwise_flatten_dense", "depthwise_conv2d(3, depth_multiplier=2)\nflatten\n"
+                                    "dense(3)", [5, 4, 2]),
+    # separable: depthwise (no bias), then 1x1 to filters with the bias
+    case("separable_valid", "separable_conv2d(4, kernel=3)", [6, 5, 3]),
+    case("separable_multiplier_same", "separable_conv2d(3, kernel=3, depth_multiplier=2, "
+                                      "padding=same)", [6, 5, 2]),
+    case("separable_even_same_stride2", "separable_conv2d(3, kernel=2, strides=2, "
+                                        "padding=same)", [7, 6, 2]),
+    case("separable_dilation", "separable_conv2d(2, kernel=[3, 2], dilation=2)", [7, 7, 2]),
+    case("separable_no_bias", "separable_conv2d(3, kernel=1, use_bias=false)", [4, 4, 3]),
+    # conv2d_transpose: Keras's lengths (same: in * s; valid: (in - 1) * s + max(k, s)),
+    # TF's crop (odd one after), zeros after when the kernel is shorter than the stride
+    case("convT_valid", "conv2d_transpose(3, kernel=3)", [4, 5, 2]),
+    case("convT_valid_stride2", "conv2d_transpose(3, kernel=3, strides=2)", [4, 3, 2]),
+    case("convT_same_stride2_odd", "conv2d_transpose(3, kernel=3, strides=2, padding=same)",
+         [4, 3, 2]),
+    case("convT_same_stride2_even", "conv2d_transpose(2, kernel=4, strides=2, padding=same)",
+         [3, 4, 2]),
+    case("convT_same_k5_s2", "conv2d_transpose(2, kernel=5, strides=2, padding=same)", [3, 3, 2]),
+    case("convT_same_stride1_even", "conv2d_transpose(2, kernel=2, padding=same)", [4, 3, 2]),
+    case("convT_kernel_below_stride", "conv2d_transpose(2, kernel=2, strides=3)", [3, 2, 2]),
+    case("convT_kernel_below_stride_same", "conv2d_transpose(2, kernel=[1, 2], strides=[3, 3], "
+                                           "padding=same)", [3, 2, 2]),
+    case("convT_rect", "conv2d_transpose(3, kernel=[2, 3], strides=[2, 1], padding=same)",
+         [3, 4, 2]),
+    case("convT_no_bias", "conv2d_transpose(3, kernel=2, strides=2, use_bias=false)", [3, 3, 2]),
+    case("convT_decoder", "conv2d(4, kernel=3, strides=2, padding=same, activation=relu)\n"
+                          "conv2d_transpose(2, kernel=3, strides=2, padding=same)", [6, 6, 2]),
+    # upsampling2d: nearest repeats; bilinear as Keras (half-pixel centres, clamped edges)
+    case("upsampling_nearest", "upsampling2d(2)", [3, 4, 2]),
+    case("upsampling_nearest_rect", "upsampling2d([3, 1])", [3, 4, 2]),
+    case("upsampling_bilinear", "upsampling2d(2, interpolation=bilinear)", [3, 4, 2]),
+    case("upsampling_bilinear_rect", "upsampling2d([3, 5], interpolation=bilinear)", [3, 2, 2]),
+    case("upsampling_after_conv", "conv2d(3, kernel=1)\nupsampling2d(2)\nconv2d(2, kernel=3)",
+         [3, 3, 2]),
+    case("upsampling_bilinear_flatten", "conv2d(2, kernel=2)\n"
+                                        "upsampling2d(3, interpolation=bilinear)\nflatten\n"
+                                        "dense(2)", [3, 3, 2]),
+    # zero_padding2d: an int, [h, w] or [[top, bottom], [left, right]]
+    case("zero_padding_int", "zero_padding2d(1)", [3, 4, 2]),
+    case("zero_padding_pair", "zero_padding2d([2, 1])", [3, 4, 2]),
+    case("zero_padding_sides", "zero_padding2d([[0, 2], [3, 1]])", [3, 4, 2]),
+    case("zero_padding_after_conv", "conv2d(3, kernel=1)\nzero_padding2d([[1, 0], [0, 2]])\n"
+                                    "conv2d(2, kernel=3, strides=2)", [4, 4, 2]),
+    # conv1d over [time, channels]: TF `same` (odd step after), `causal` (all before)
+    case("conv1d_valid", "conv1d(3, kernel=3)", [8, 2]),
+    case("conv1d_same", "conv1d(3, kernel=3, padding=same)", [7, 2]),
+    case("conv1d_same_even_kernel", "conv1d(3, kernel=4, padding=same)", [7, 2]),
+    case("conv1d_same_stride2", "conv1d(3, kernel=3, strides=2, padding=same)", [8, 2]),
+    case("conv1d_valid_stride2_floor", "conv1d(3, kernel=3, strides=2)", [10, 2]),
+    case("conv1d_causal", "conv1d(3, kernel=3, padding=causal)", [6, 2]),
+    case("conv1d_causal_dilation", "conv1d(2, kernel=2, dilation=3, padding=causal)", [7, 3]),
+    case("conv1d_causal_stride2", "conv1d(2, kernel=3, strides=2, padding=causal)", [7, 3]),
+    case("conv1d_dilation_same", "conv1d(3, kernel=3, dilation=2, padding=same)", [9, 2]),
+    case("conv1d_no_bias", "conv1d(3, kernel=2, use_bias=false)", [6, 2]),
+    case("conv1d_one_channel_one_step", "conv1d(2, kernel=3, strides=2)", [4, 1]),
+    case("conv1d_dynamic_time", "conv1d(3, kernel=3, padding=same)\nglobal_maxpool1d", [None, 2]),
+    case("conv1d_stack_dense", "conv1d(4, kernel=3, activation=relu)\nconv1d(2, kernel=2)\n"
+                               "flatten\ndense(3)", [7, 2]),
+    # 1-D pooling: floor mode, `same` never picks (max) nor counts (avg) a padded step
+    case("maxpool1d_valid_floor", "maxpool1d(2)", [7, 3]),
+    case("maxpool1d_same", "maxpool1d(2, padding=same)", [7, 3]),
+    case("maxpool1d_same_all_negative", "maxpool1d(3, strides=1, padding=same)", [6, 2],
+         shift=-10.0),
+    case("maxpool1d_strides", "maxpool1d(3, strides=2)", [8, 2]),
+    case("avgpool1d_valid_floor", "avgpool1d(2)", [7, 3]),
+    case("avgpool1d_same", "avgpool1d(2, padding=same)", [7, 3]),
+    case("avgpool1d_same_k3s1", "avgpool1d(3, strides=1, padding=same)", [6, 2]),
+    case("avgpool1d_same_k2s1", "avgpool1d(2, strides=1, padding=same)", [6, 2]),
+    case("avgpool1d_same_k3s2", "avgpool1d(3, strides=2, padding=same)", [8, 2]),
+    case("global_avgpool1d", "global_avgpool1d", [5, 3]),
+    case("global_maxpool1d", "global_maxpool1d", [5, 3]),
+    case("global_avgpool1d_dynamic_time", "dense(3)\nglobal_avgpool1d", [None, 2]),
+    case("global_maxpool1d_after_conv", "conv1d(4, kernel=2)\nglobal_maxpool1d\ndense(2)",
+         [6, 3]),
     # flatten and reshape: row-major channels-last (the classic converter bug)
     case("flatten_after_conv", "conv2d(3, kernel=2)\nflatten\ndense(4)", [5, 4, 2]),
     case("flatten_input_image", "flatten\ndense(3)", [4, 3, 2]),
@@ -532,6 +637,8 @@ EXACT_ZERO = (".key_bias",)
 @pytest.mark.parametrize("c", CASES, ids=IDS)
 @pytest.mark.parametrize("pair", list(itertools.combinations(TRAINERS, 2)),
                          ids="-".join)
+
+
 def test_gradients_agree_across_frameworks(pair, c):
     a, b = (_gradients(name, c) for name in pair)
     assert set(a) == set(b)

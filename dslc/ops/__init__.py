@@ -11,6 +11,7 @@ from dslc.ops import (  # noqa: F401
     pool,
     recurrent,
     shape,
+    spatial,
 )
 from dslc.ops.registry import (
     OPS,

@@ -25,6 +25,7 @@ from dslc.backends.pysource import Names, comment, docstring, identifier, public
 from dslc.ir.graph import Graph, Input, Node
 from dslc.ops import get_op
 from dslc.ops.registry import pair
+from dslc.ops.spatial import zero_pads
 from dslc.passes.masks import padding_masks
 
 LINE = 88  # ruff format's width: generated files pass `ruff format --check`
@@ -159,6 +160,51 @@ _ONE_COLUMN_CONV = Function("Conv2DOneColumn", (
     "        return outputs[:, :, column : column + 1, :]\n"))
 
 
+def _one_column_class(name: str, base: str, op: str, kernels: str) -> Function:
+    """`base` for a 1-channel input convolved down to one column (see _ONE_COLUMN_CONV): it
+    convolves with column stride 1 and keeps the column that stride would."""
+    return Function(name, (
+        f"class {name}(keras.layers.{base}):\n"
+        f'    """keras.layers.{base} for a 1-channel input convolved down to one column:\n'
+        "    oneDNN (TensorFlow 2.21) computes it wrong with a column stride, so it convolves\n"
+        '    with column stride 1 and keeps the column that stride would."""\n'
+        "\n"
+        "    def call(self, inputs):\n"
+        f"        outputs = keras.ops.{op}(\n"
+        "            inputs,\n"
+        f"            {kernels},\n"
+        "            strides=(self.strides[0], 1),\n"
+        "            padding=self.padding,\n"
+        "            dilation_rate=self.dilation_rate,\n"
+        "            data_format=self.data_format,\n"
+        "        )\n"
+        "        span = (self.kernel_size[1] - 1) * self.dilation_rate[1] + 1\n"
+        "        left = 0 if self.padding == \"valid\" else (span - 1) // 2\n"
+        "        wanted = 0 if self.padding == \"valid\" else max(span - inputs.shape[2], 0) // 2\n"
+        "        column = left - wanted\n"
+        "        outputs = outputs[:, :, column : column + 1, :]\n"
+        "        if self.use_bias:\n"
+        "            outputs = outputs + self.bias\n"
+        "        return self.activation(outputs)\n"))
+
+
+_ONE_COLUMN_DEPTHWISE = _one_column_class("DepthwiseConv2DOneColumn", "DepthwiseConv2D",
+                                          "depthwise_conv", "self.kernel")
+_ONE_COLUMN_SEPARABLE = _one_column_class("SeparableConv2DOneColumn", "SeparableConv2D",
+                                          "separable_conv",
+                                          "self.depthwise_kernel,\n            "
+                                          "self.pointwise_kernel")
+
+
+def _one_column(node: Node) -> bool:
+    """The oneDNN fault's geometry: one input channel, row stride 1, column stride > 1, one
+    output column (see _ONE_COLUMN_CONV)."""
+    a, x = node.attrs, node.type
+    assert x is not None
+    sh, sw = pair(a.strides)
+    return sh == 1 and sw > 1 and x.shape[1] == 1
+
+
 # -- activations -----------------------------------------------------------------------------
 
 @LOWERINGS("linear", "relu", "sigmoid", "tanh", "softmax")
@@ -243,6 +289,86 @@ def conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("strides", _tuple(a.strides)),
         ("padding", quote(a.padding)),
         ("dilation_rate", _tuple(a.dilation)),
+        ("data_format", quote("channels_last")),
+        ("activation", ctx.activation(node)),
+        ("use_bias", repr(a.use_bias)),
+        ("kernel_initializer", _init(a.kernel_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+        *([("groups", repr(a.groups))] if a.groups != 1 else []),
+    ], weights={"kernel": "kernel", "bias": "bias"}, uses=uses)
+
+
+@LOWERINGS("depthwise_conv2d")
+def depthwise_conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    uses: list[Function] = []
+    cls = "keras.layers.DepthwiseConv2D"
+    if node.params["kernel"].shape[2] == 1 and _one_column(node):
+        uses.append(_ONE_COLUMN_DEPTHWISE)
+        cls = _ONE_COLUMN_DEPTHWISE.name
+    return Call(cls, [], [
+        ("kernel_size", _tuple(a.kernel)),
+        ("strides", _tuple(a.strides)),
+        ("padding", quote(a.padding)),
+        ("depth_multiplier", repr(a.depth_multiplier)),
+        ("data_format", quote("channels_last")),
+        ("dilation_rate", _tuple(a.dilation)),
+        ("activation", ctx.activation(node)),
+        ("use_bias", repr(a.use_bias)),
+        ("depthwise_initializer", _init(a.kernel_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"kernel": "kernel", "bias": "bias"}, uses=uses)
+
+
+@LOWERINGS("separable_conv2d")
+def separable_conv2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    uses: list[Function] = []
+    cls = "keras.layers.SeparableConv2D"
+    if node.params["depthwise_kernel"].shape[2] == 1 and _one_column(node):
+        uses.append(_ONE_COLUMN_SEPARABLE)
+        cls = _ONE_COLUMN_SEPARABLE.name
+    return Call(cls, [repr(a.filters)], [
+        ("kernel_size", _tuple(a.kernel)),
+        ("strides", _tuple(a.strides)),
+        ("padding", quote(a.padding)),
+        ("data_format", quote("channels_last")),
+        ("dilation_rate", _tuple(a.dilation)),
+        ("depth_multiplier", repr(a.depth_multiplier)),
+        ("activation", ctx.activation(node)),
+        ("use_bias", repr(a.use_bias)),
+        ("depthwise_initializer", _init(a.depthwise_init)),
+        ("pointwise_initializer", _init(a.pointwise_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"depthwise_kernel": "depthwise_kernel", "pointwise_kernel": "pointwise_kernel",
+                "bias": "bias"}, uses=uses)
+
+
+@LOWERINGS("conv2d_transpose")
+def conv2d_transpose(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    uses: list[Function] = []
+    return Call("keras.layers.Conv2DTranspose", [repr(a.filters)], [
+        ("kernel_size", _tuple(a.kernel)),
+        ("strides", _tuple(a.strides)),
+        ("padding", quote(a.padding)),
+        ("data_format", quote("channels_last")),
+        ("activation", ctx.activation(node)),
+        ("use_bias", repr(a.use_bias)),
+        ("kernel_initializer", _init(a.kernel_init)),
+        ("bias_initializer", _bias_init(a.bias_init, uses)),
+    ], weights={"kernel": "kernel", "bias": "bias"}, uses=uses)
+
+
+@LOWERINGS("conv1d")
+def conv1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    uses: list[Function] = []
+    return Call("keras.layers.Conv1D", [repr(a.filters)], [
+        ("kernel_size", repr(a.kernel)),
+        ("strides", repr(a.strides)),
+        ("padding", quote(a.padding)),
+        ("dilation_rate", repr(a.dilation)),
         ("data_format", quote("channels_last")),
         ("activation", ctx.activation(node)),
         ("use_bias", repr(a.use_bias)),
@@ -339,6 +465,53 @@ def global_avgpool2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
 @LOWERINGS("global_maxpool2d")
 def global_maxpool2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
     return Call("keras.layers.GlobalMaxPooling2D", [], [("data_format", quote("channels_last"))])
+
+
+def _pooling_1d(cls: str) -> Callable[[Context, Node, list[Call]], Call]:
+    def rule(ctx: Context, node: Node, xs: list[Call]) -> Call:
+        a = node.attrs
+        return Call(cls, [], [
+            ("pool_size", repr(a.kernel)),
+            ("strides", repr(a.strides)),
+            ("padding", quote(a.padding)),
+            ("data_format", quote("channels_last")),
+        ])
+
+    return rule
+
+
+LOWERINGS.add("maxpool1d", _pooling_1d("keras.layers.MaxPooling1D"))
+LOWERINGS.add("avgpool1d", _pooling_1d("keras.layers.AveragePooling1D"))
+
+
+@LOWERINGS("global_avgpool1d")
+def global_avgpool1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.GlobalAveragePooling1D", [],
+                [("data_format", quote("channels_last"))])
+
+
+@LOWERINGS("global_maxpool1d")
+def global_maxpool1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    return Call("keras.layers.GlobalMaxPooling1D", [], [("data_format", quote("channels_last"))])
+
+
+@LOWERINGS("upsampling2d")
+def upsampling2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    a = node.attrs
+    return Call("keras.layers.UpSampling2D", [], [
+        ("size", _tuple(a.size)),
+        ("data_format", quote("channels_last")),
+        ("interpolation", quote(a.interpolation)),
+    ])
+
+
+@LOWERINGS("zero_padding2d")
+def zero_padding2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
+    top, bottom, left, right = zero_pads(node.attrs.padding)
+    return Call("keras.layers.ZeroPadding2D", [], [
+        ("padding", repr(((top, bottom), (left, right)))),
+        ("data_format", quote("channels_last")),
+    ])
 
 
 @LOWERINGS("flatten")

@@ -27,8 +27,9 @@ import numpy as np
 
 from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.ir.graph import Graph, Node, Shape
-from dslc.ops.conv import pads_2d
+from dslc.ops.conv import pads_1d, pads_2d, transpose_crops
 from dslc.ops.registry import pair
+from dslc.ops.spatial import zero_pads
 from dslc.passes.masks import padding_masks
 
 if TYPE_CHECKING:
@@ -431,9 +432,65 @@ def conv2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     x = ctx.to_layout(xs[0], NCHW)
     kernel = ctx.param(node, "kernel", lambda k: k.transpose(3, 2, 0, 1))  # → [out, in, kh, kw]
     inputs = [x.name, kernel] + ([ctx.param(node, "bias")] if a.use_bias else [])
+    group = {"group": a.groups} if a.groups != 1 else {}
     y = ctx.value("Conv", inputs, 4, NCHW, kernel_shape=list(pair(a.kernel)),
                   strides=list(pair(a.strides)), dilations=list(pair(a.dilation)),
-                  **_onnx_pads(ctx, node))
+                  **_onnx_pads(ctx, node), **group)
+    return ctx.activation(node, y)
+
+
+def _depthwise(ctx: Lowering, node: Node, x: Value, key: str, bias: list[str],
+               role: str | None = None) -> Value:
+    """A Conv with one group per channel: canonical [kh, kw, C, M] → [C * M, 1, kh, kw]."""
+    a = node.attrs
+    c = _in_shape(ctx, node)[2]
+
+    def to_onnx(k: np.ndarray) -> np.ndarray:
+        kh, kw, _, m = k.shape
+        return k.reshape(kh, kw, c * m).transpose(2, 0, 1)[:, None]
+
+    kernel = ctx.param(node, key, to_onnx)
+    return ctx.value("Conv", [ctx.to_layout(x, NCHW).name, kernel, *bias], 4, NCHW, role=role,
+                     kernel_shape=list(pair(a.kernel)), strides=list(pair(a.strides)),
+                     dilations=list(pair(a.dilation)), group=c, **_onnx_pads(ctx, node))
+
+
+@LOWERINGS("depthwise_conv2d")
+def depthwise_conv2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    bias = [ctx.param(node, "bias")] if node.attrs.use_bias else []
+    return ctx.activation(node, _depthwise(ctx, node, xs[0], "kernel", bias))
+
+
+@LOWERINGS("separable_conv2d")
+def separable_conv2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    mid = _depthwise(ctx, node, xs[0], "depthwise_kernel", [], role="depthwise")
+    kernel = ctx.param(node, "pointwise_kernel", lambda k: k.transpose(3, 2, 0, 1))
+    bias = [ctx.param(node, "bias")] if a.use_bias else []
+    y = ctx.value("Conv", [mid.name, kernel, *bias], 4, NCHW, role="pointwise",
+                  kernel_shape=[1, 1])
+    return ctx.activation(node, y)
+
+
+@LOWERINGS("conv2d_transpose")
+def conv2d_transpose(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    h, w, _ = _in_shape(ctx, node)
+    assert h is not None and w is not None
+    (kh, kw), (sh, sw) = pair(a.kernel), pair(a.strides)
+    (top, bottom), (left, right) = (transpose_crops(h, kh, sh, a.padding),
+                                    transpose_crops(w, kw, sw, a.padding))
+    x = ctx.to_layout(xs[0], NCHW)
+    kernel = ctx.param(node, "kernel", lambda k: k.transpose(3, 2, 0, 1))  # → [in, out, kh, kw]
+    inputs = [x.name, kernel] + ([ctx.param(node, "bias")] if a.use_bias else [])
+    attrs: dict[str, Any] = {}
+    if (top, bottom, left, right) != (0,) * 4:
+        # crops as pads; a negative `after` (a kernel shorter than the stride) is output_padding
+        attrs["pads"] = [top, left, max(bottom, 0), max(right, 0)]
+        if bottom < 0 or right < 0:
+            attrs["output_padding"] = [max(-bottom, 0), max(-right, 0)]
+    y = ctx.value("ConvTranspose", inputs, 4, NCHW, kernel_shape=[kh, kw], strides=[sh, sw],
+                  **attrs)
     return ctx.activation(node, y)
 
 
@@ -455,7 +512,7 @@ def avgpool2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
 
 
 def _global_pool(ctx: Lowering, x: Value, onnx_op: str) -> Value:
-    axes = [2, 3] if x.layout == NCHW else [1, 2]  # reduce in place: no transpose
+    axes = [2, 3] if x.layout == NCHW else [1, 2] if x.rank == 4 else [1]  # in place
     return ctx.value(onnx_op, [x.name, ctx.const("axes", np.array(axes, np.int64))], 2,
                      keepdims=0)
 
@@ -468,6 +525,82 @@ def global_avgpool2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
 @LOWERINGS("global_maxpool2d")
 def global_maxpool2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     return _global_pool(ctx, xs[0], "ReduceMax")
+
+
+# -- 1-D: `[N, T, C]` values, `[N, C, T]` inside Conv and the pools --------------------------
+
+def _to_ncw(ctx: Lowering, x: Value) -> str:
+    """`x` `[N, T, C]` as `[N, C, T]`: one Transpose per value."""
+    key = (x.name, "ncw")
+    if key not in ctx._converted:
+        ctx._converted[key] = ctx.value("Transpose", [x.name], 3, role="to_ncw", perm=[0, 2, 1])
+    return ctx._converted[key].name
+
+
+def _window_1d(ctx: Lowering, node: Node, x: Value, onnx_op: str, inputs: list[str],
+               **attrs: Any) -> Value:
+    """`onnx_op` over the steps of `x`, back to `[N, T, C]`."""
+    a = node.attrs
+    pads = pads_1d(a, _in_shape(ctx, node)[0])
+    if pads != (0, 0):
+        attrs["pads"] = list(pads)
+    y = ctx.value(onnx_op, [_to_ncw(ctx, x), *inputs], 3, role=node.op,
+                  kernel_shape=[a.kernel], strides=[a.strides], **attrs)
+    return ctx.value("Transpose", [y.name], 3, role="to_nwc", perm=[0, 2, 1])
+
+
+@LOWERINGS("conv1d")
+def conv1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    kernel = ctx.param(node, "kernel", lambda k: k.transpose(2, 1, 0))  # → [out, in, k]
+    bias = [ctx.param(node, "bias")] if a.use_bias else []
+    y = _window_1d(ctx, node, xs[0], "Conv", [kernel, *bias], dilations=[a.dilation])
+    return ctx.activation(node, y)
+
+
+@LOWERINGS("maxpool1d")
+def maxpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _window_1d(ctx, node, xs[0], "MaxPool", [])
+
+
+@LOWERINGS("avgpool1d")
+def avgpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _window_1d(ctx, node, xs[0], "AveragePool", [], count_include_pad=0)
+
+
+@LOWERINGS("global_avgpool1d")
+def global_avgpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _global_pool(ctx, xs[0], "ReduceMean")  # over axis 1, the steps
+
+
+@LOWERINGS("global_maxpool1d")
+def global_maxpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    return _global_pool(ctx, xs[0], "ReduceMax")
+
+
+@LOWERINGS("upsampling2d")
+def upsampling2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    sh, sw = pair(a.size)
+    x = ctx.to_layout(xs[0], NCHW)
+    scales = ctx.const("scales", np.array([1, 1, sh, sw], np.float32))
+    if a.interpolation == "nearest":  # input pixel floor(o / size): repeats
+        mode = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                "nearest_mode": "floor"}
+    else:  # Keras's (TensorFlow's) bilinear: half-pixel centres, no antialiasing
+        mode = {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}
+    return ctx.value("Resize", [x.name, "", scales], 4, NCHW, **mode)
+
+
+@LOWERINGS("zero_padding2d")
+def zero_padding2d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+    top, bottom, left, right = zero_pads(node.attrs.padding)
+    x = xs[0]  # padded in its own layout
+    if x.layout == NCHW:
+        pads = [0, 0, top, left, 0, 0, bottom, right]
+    else:
+        pads = [0, top, left, 0, 0, bottom, right, 0]
+    return ctx.value("Pad", [x.name, ctx.const("pads", np.array(pads, np.int64))], 4, x.layout)
 
 
 @LOWERINGS("dense")

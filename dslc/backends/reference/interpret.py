@@ -190,9 +190,62 @@ def _slide(node: Node, x: Array, fill: float, channels: int,
 
 @LOWERINGS("conv2d")
 def conv2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
-    kernel = ctx.param(node, "kernel")  # [kh, kw, in, out]
-    y = _slide(node, xs[0], 0.0, kernel.shape[3],
-               lambda win: np.einsum("nhwc,hwco->no", win, kernel))
+    kernel = ctx.param(node, "kernel")  # [kh, kw, in / groups, out]
+    kh, kw, cg, out = kernel.shape
+    g = getattr(node.attrs, "groups", 1)
+    # group j reads input channels [j*cg, (j+1)*cg) and makes outputs [j*og, (j+1)*og)
+    grouped = kernel.reshape(kh, kw, cg, g, out // g)
+    y = _slide(node, xs[0], 0.0, out, lambda win: np.einsum(
+        "nhwgc,hwcgo->ngo", win.reshape(*win.shape[:3], g, cg), grouped).reshape(len(win), out))
+    return ctx.activation(node, y + ctx.bias(node))
+
+
+def _depthwise(node: Node, x: Array, kernel: Array) -> Array:
+    """Channel c convolved with kernel[..., c, m] is output channel c * M + m."""
+    _, _, c, m = kernel.shape
+    return _slide(node, x, 0.0, c * m, lambda win: np.einsum(
+        "nhwc,hwcm->ncm", win, kernel).reshape(len(win), c * m))
+
+
+@LOWERINGS("depthwise_conv2d")
+def depthwise_conv2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    y = _depthwise(node, xs[0], ctx.param(node, "kernel"))
+    return ctx.activation(node, y + ctx.bias(node))
+
+
+@LOWERINGS("separable_conv2d")
+def separable_conv2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    y = _depthwise(node, xs[0], ctx.param(node, "depthwise_kernel"))
+    y = y @ ctx.param(node, "pointwise_kernel")[0, 0]  # [mid, filters] over the channels
+    return ctx.activation(node, y + ctx.bias(node))
+
+
+def _transposed_axis(size: int, k: int, s: int, padding: str) -> tuple[int, int]:
+    """(start, length) of the output inside the full `(size - 1) * s + k` scatter of a
+    transposed convolution: Keras's lengths (`size * s` for `same`, `(size - 1) * s +
+    max(k, s)` for `valid`), cropped as TF's forward `same` pads (the odd one after)."""
+    full = (size - 1) * s + k
+    out = size * s if padding == "same" else (size - 1) * s + max(k, s)
+    return max(full - out, 0) // 2, out
+
+
+@LOWERINGS("conv2d_transpose")
+def conv2d_transpose(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x, a = xs[0], node.attrs
+    kernel = ctx.param(node, "kernel")  # [kh, kw, out, in]
+    kh, kw, filters, _ = kernel.shape
+    (sh, sw) = _two(a.strides)
+    n, h, w, _ = x.shape
+    top, oh = _transposed_axis(h, kh, sh, a.padding)
+    left, ow = _transposed_axis(w, kw, sw, a.padding)
+    # every input pixel scatters kernel-sized patch; room for outputs past the scatter
+    full = np.zeros((n, max((h - 1) * sh + kh, top + oh), max((w - 1) * sw + kw, left + ow),
+                     filters))
+    for i in range(h):
+        for j in range(w):
+            full[:, i * sh:i * sh + kh, j * sw:j * sw + kw] += np.einsum(
+                "nc,hwoc->nhwo", x[:, i, j], kernel)
+    y = full[:, top:top + oh, left:left + ow]
     return ctx.activation(node, y + ctx.bias(node))
 
 
@@ -219,6 +272,89 @@ def global_avgpool2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
 @LOWERINGS("global_maxpool2d")
 def global_maxpool2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return xs[0].max(axis=(1, 2))
+
+
+def _slide_1d(node: Node, x: Array, fill: float, channels: int,
+              reduce: Callable[[Array], Array]) -> Array:
+    """`reduce(window [N, k, C]) -> [N, channels]` at every output step of a 1-D window op over
+    `x` `[N, T, C]` padded with `fill`: `same` as `_axis`, `causal` all before (Keras)."""
+    a = node.attrs
+    k, s, d = a.kernel, a.strides, getattr(a, "dilation", 1)
+    if a.padding == "causal":
+        before, after = d * (k - 1), 0
+        out = (x.shape[1] - 1) // s + 1
+    else:
+        before, after, out = _axis(x.shape[1], k, s, d, a.padding)
+    xp = np.pad(x, ((0, 0), (before, after), (0, 0)), constant_values=fill)
+    y = np.zeros((x.shape[0], out, channels))
+    for t in range(out):
+        y[:, t] = reduce(xp[:, t * s:t * s + d * (k - 1) + 1:d])
+    return y
+
+
+@LOWERINGS("conv1d")
+def conv1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    kernel = ctx.param(node, "kernel")  # [k, in, out]
+    y = _slide_1d(node, xs[0], 0.0, kernel.shape[2],
+                  lambda win: np.einsum("ntc,tco->no", win, kernel))
+    return ctx.activation(node, y + ctx.bias(node))
+
+
+@LOWERINGS("maxpool1d")
+def maxpool1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return _slide_1d(node, xs[0], -np.inf, xs[0].shape[2], lambda win: win.max(axis=1))
+
+
+@LOWERINGS("avgpool1d")
+def avgpool1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    x = xs[0]
+    total = _slide_1d(node, x, 0.0, x.shape[2], lambda win: win.sum(axis=1))
+    real = _slide_1d(node, np.ones((1, x.shape[1], 1)), 0.0, 1, lambda win: win.sum(axis=1))
+    return total / real
+
+
+@LOWERINGS("global_avgpool1d")
+def global_avgpool1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0].mean(axis=1)
+
+
+@LOWERINGS("global_maxpool1d")
+def global_maxpool1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    return xs[0].max(axis=1)
+
+
+def _bilinear_axis(x: Array, axis: int, factor: int) -> Array:
+    """Linear interpolation along `axis` to `factor` times its length, half-pixel centres:
+    output `o` samples input position `(o + 0.5) / factor - 0.5`, clamped to the edges."""
+    size = x.shape[axis]
+    pos = np.clip((np.arange(size * factor) + 0.5) / factor - 0.5, 0, size - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, size - 1)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    frac = (pos - lo).reshape(shape)
+    return np.take(x, lo, axis=axis) * (1 - frac) + np.take(x, hi, axis=axis) * frac
+
+
+@LOWERINGS("upsampling2d")
+def upsampling2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    sh, sw = _two(node.attrs.size)
+    x = xs[0]
+    if node.attrs.interpolation == "nearest":
+        return x.repeat(sh, axis=1).repeat(sw, axis=2)
+    return _bilinear_axis(_bilinear_axis(x, 1, sh), 2, sw)
+
+
+@LOWERINGS("zero_padding2d")
+def zero_padding2d(ctx: Context, node: Node, xs: list[Array]) -> Array:
+    p = node.attrs.padding
+    if isinstance(p, int):
+        (top, bottom), (left, right) = (p, p), (p, p)
+    elif isinstance(p[0], int):
+        (top, bottom), (left, right) = (p[0], p[0]), (p[1], p[1])
+    else:
+        (top, bottom), (left, right) = p
+    return np.pad(xs[0], ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
 @LOWERINGS("flatten")

@@ -29,8 +29,9 @@ from dslc.backends.pysource import Names, atom, comment, docstring, identifier, 
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph, Node, ParamSpec, Shape
 from dslc.ops import ending_activation
-from dslc.ops.conv import pads_2d
+from dslc.ops.conv import pads_1d, pads_2d, transpose_crops
 from dslc.ops.registry import pair
+from dslc.ops.spatial import zero_pads
 from dslc.passes.masks import padding_masks
 
 if TYPE_CHECKING:
@@ -81,6 +82,10 @@ def conv_to_torch(a: np.ndarray) -> np.ndarray:
 
 def conv_from_torch(a: np.ndarray) -> np.ndarray:
     return a.transpose(2, 3, 1, 0)
+
+
+def conv1d_torch(a: np.ndarray) -> np.ndarray:
+    return a.transpose(2, 1, 0)  # [k, in, out] ↔ [out, in, k], its own inverse
 
 
 # canonical param → (name under the layer's submodule, to torch, from torch)
@@ -348,12 +353,122 @@ def conv2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
         # batch > 1, stride (1, 2) and one output column, torch 2.13's CPU conv2d gives wrong
         # values (found by fuzzing). Plain NCHW strides avoid it; the copy is one channel.
         x = f"{atom(x)}.clone(memory_format=torch.contiguous_format)"
+    if a.groups != 1:
+        args.append(f"groups={a.groups}")
     if not a.use_bias:
         args.append("bias=False")
     call = em.add(node, f"nn.Conv2d({', '.join(args)})",
                   params={"kernel": ("weight", conv_to_torch, conv_from_torch),
                           "bias": ("bias", same, same)})
     return _activate(em, node, Value(f"{call}({x})", nchw=True, rank=3))
+
+
+def _window_2d(em: Emitter, node: Node, x: Value) -> tuple[list[str], str]:
+    """nn.Conv2d's window arguments for `node` and its input, padded by hand where TF `same`
+    pads unevenly (the odd pixel after)."""
+    a = node.attrs
+    top, bottom, left, right = pads_2d(a, em.in_shape(node))
+    args = [f"kernel_size={_tuple(a.kernel)}"]
+    if pair(a.strides) != (1, 1):
+        args.append(f"stride={_tuple(a.strides)}")
+    if pair(a.dilation) != (1, 1):
+        args.append(f"dilation={_tuple(a.dilation)}")
+    expr = x.channels_first()
+    if (top, left) == (bottom, right):
+        if top or left:
+            args.append(f"padding={(top, left)!r}")
+    else:
+        expr = f"F.pad({expr}, {(left, right, top, bottom)!r})"
+    if em.in_shape(node)[2] == 1 and pair(a.strides) != (1, 1):
+        expr = f"{atom(expr)}.clone(memory_format=torch.contiguous_format)"  # see conv2d
+    return args, expr
+
+
+def depthwise_converters(channels: int, multiplier: int) -> tuple[Convert, Convert]:
+    """[kh, kw, C, M] ↔ a grouped nn.Conv2d's [C * M, 1, kh, kw] (output c * M + m)."""
+    def to_torch(a: np.ndarray) -> np.ndarray:
+        kh, kw = a.shape[:2]
+        return a.reshape(kh, kw, channels * multiplier).transpose(2, 0, 1)[:, None]
+
+    def from_torch(a: np.ndarray) -> np.ndarray:
+        kh, kw = a.shape[2:]
+        return a[:, 0].transpose(1, 2, 0).reshape(kh, kw, channels, multiplier)
+
+    return to_torch, from_torch
+
+
+@LOWERINGS("depthwise_conv2d")
+def depthwise_conv2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    cin = em.in_shape(node)[2]
+    assert cin is not None  # the shape rule requires it
+    mid = cin * a.depth_multiplier
+    args, x = _window_2d(em, node, xs[0])
+    args = [str(cin), str(mid), *args, f"groups={cin}"]
+    if not a.use_bias:
+        args.append("bias=False")
+    to_torch, from_torch = depthwise_converters(cin, a.depth_multiplier)
+    call = em.add(node, f"nn.Conv2d({', '.join(args)})",
+                  params={"kernel": ("weight", to_torch, from_torch),
+                          "bias": ("bias", same, same)})
+    return _activate(em, node, Value(f"{call}({x})", nchw=True, rank=3))
+
+
+# A separable convolution's two convolutions, named once for `__init__`, `forward` and weights.
+SEP_DEPTHWISE = "depthwise"
+SEP_POINTWISE = "pointwise"
+
+
+@LOWERINGS("separable_conv2d")
+def separable_conv2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    cin = em.in_shape(node)[2]
+    assert cin is not None  # the shape rule requires it
+    mid = cin * a.depth_multiplier
+    args, x = _window_2d(em, node, xs[0])
+    bias = "" if a.use_bias else ", bias=False"
+    to_torch, from_torch = depthwise_converters(cin, a.depth_multiplier)
+    call = em.add(node, "nn.ModuleDict({\n"
+                        f"    {quote(SEP_DEPTHWISE)}: nn.Conv2d({cin}, {mid}, "
+                        f"{', '.join(args)}, groups={cin}, bias=False),\n"
+                        f"    {quote(SEP_POINTWISE)}: nn.Conv2d({mid}, {a.filters}, 1{bias}),\n"
+                        "})",
+                  params={"depthwise_kernel": (f"{SEP_DEPTHWISE}.weight", to_torch, from_torch),
+                          "pointwise_kernel": (f"{SEP_POINTWISE}.weight", conv_to_torch,
+                                               conv_from_torch),
+                          "bias": (f"{SEP_POINTWISE}.bias", same, same)})
+    y = f"{call}.{SEP_POINTWISE}({call}.{SEP_DEPTHWISE}({x}))"
+    return _activate(em, node, Value(y, nchw=True, rank=3))
+
+
+@LOWERINGS("conv2d_transpose")
+def conv2d_transpose(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    h, w, cin = em.in_shape(node)
+    assert h is not None and w is not None
+    (kh, kw), (sh, sw) = pair(a.kernel), pair(a.strides)
+    (top, bottom), (left, right) = (transpose_crops(h, kh, sh, a.padding),
+                                    transpose_crops(w, kw, sw, a.padding))
+    args = [str(cin), str(a.filters), f"kernel_size={_tuple(a.kernel)}"]
+    if (sh, sw) != (1, 1):
+        args.append(f"stride={_tuple(a.strides)}")
+    # nn.ConvTranspose2d crops `padding` from both sides and extends by `output_padding`
+    # after; TF's odd crop after is one more row or column, sliced off below.
+    if top or left:
+        args.append(f"padding={(top, left)!r}")
+    extend = (max(-bottom, 0), max(-right, 0))
+    if extend != (0, 0):
+        args.append(f"output_padding={extend!r}")
+    if not a.use_bias:
+        args.append("bias=False")
+    call = em.add(node, f"nn.ConvTranspose2d({', '.join(args)})",
+                  params={"kernel": ("weight", conv_to_torch, conv_from_torch),
+                          "bias": ("bias", same, same)})
+    y = f"{call}({xs[0].channels_first()})"
+    if bottom > top or right > left:
+        oh, ow, _ = em.out_shape(node)
+        y = f"{y}[:, :, :{oh}, :{ow}]"
+    return _activate(em, node, Value(y, nchw=True, rank=3))
 
 
 @LOWERINGS("maxpool2d")
@@ -405,6 +520,108 @@ def global_avgpool2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
 @LOWERINGS("global_maxpool2d")
 def global_maxpool2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
     return Value(f"{xs[0].channels_first()}.amax(dim=(2, 3))")
+
+
+def _ncw(x: Value) -> str:
+    return f"{atom(x.expr)}.transpose(1, 2)"  # [N, T, C] ↔ [N, C, T]
+
+
+@LOWERINGS("conv1d")
+def conv1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    cin = em.in_shape(node)[1]
+    before, after = pads_1d(a, em.in_shape(node)[0])
+    args = [str(cin), str(a.filters), f"kernel_size={a.kernel}"]
+    if a.strides != 1:
+        args.append(f"stride={a.strides}")
+    if a.dilation != 1:
+        args.append(f"dilation={a.dilation}")
+    x = _ncw(xs[0])
+    if before == after:
+        if before:
+            args.append(f"padding={before}")
+    else:  # TF `same` puts the odd step after, `causal` pads before only: pad by hand
+        x = f"F.pad({x}, {(before, after)!r})"
+    if not a.use_bias:
+        args.append("bias=False")
+    call = em.add(node, f"nn.Conv1d({', '.join(args)})",
+                  params={"kernel": ("weight", conv1d_torch, conv1d_torch),
+                          "bias": ("bias", same, same)})
+    return _activate(em, node, Value(f"{call}({x}).transpose(1, 2)", rank=2))
+
+
+@LOWERINGS("maxpool1d")
+def maxpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    before, after = pads_1d(a, em.in_shape(node)[0])
+    args = [str(a.kernel), f"stride={a.strides}"]
+    x = _ncw(xs[0])
+    if before == after and before <= a.kernel // 2:
+        if before:
+            args.append(f"padding={before}")  # nn.MaxPool1d pads with -inf
+    else:  # asymmetric TF `same`: pad with -inf so a padded value is never the max
+        x = f"F.pad({x}, {(before, after)!r}, value=float(\"-inf\"))"
+    call = em.add(node, f"nn.MaxPool1d({', '.join(args)})")
+    return Value(f"{call}({x}).transpose(1, 2)", rank=2)
+
+
+@LOWERINGS("avgpool1d")
+def avgpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    before, after = pads_1d(a, em.in_shape(node)[0])
+    args = [str(a.kernel), f"stride={a.strides}"]
+    x = _ncw(xs[0])
+    if before == after and before <= a.kernel // 2:
+        if before:
+            args += [f"padding={before}", "count_include_pad=False"]
+        call = em.add(node, f"nn.AvgPool1d({', '.join(args)})")
+        return Value(f"{call}({x}).transpose(1, 2)", rank=2)
+    # Asymmetric TF `same`: average the zero-padded input, divided by the share of real
+    # steps per window (the same pool over ones), so padding is not counted.
+    call = em.add(node, f"nn.AvgPool1d({', '.join(args)})")
+    xv, real = em.fresh(f"{em.attrs[node.name]}_in"), em.fresh(f"{em.attrs[node.name]}_real")
+    pads = (before, after)
+    em.forward += [f"# {comment(node.name)} pads unevenly (TF `same`): divide by the real steps",
+                   f"{xv} = {x}",
+                   f"{real} = {call}(F.pad(torch.ones_like({xv}[:, :1]), {pads!r}))"]
+    return Value(f"({call}(F.pad({xv}, {pads!r})) / {real}).transpose(1, 2)", rank=2)
+
+
+@LOWERINGS("global_avgpool1d")
+def global_avgpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(f"{atom(xs[0].expr)}.mean(dim=1)")
+
+
+@LOWERINGS("global_maxpool1d")
+def global_maxpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    return Value(f"{atom(xs[0].expr)}.amax(dim=1)")
+
+
+@LOWERINGS("upsampling2d")
+def upsampling2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    a = node.attrs
+    sh, sw = pair(a.size)
+    x = xs[0]
+    if a.interpolation == "nearest":  # exact repeats, in the value's own layout
+        dims = (2, 3) if x.nchw else (1, 2)
+        expr = atom(x.expr)
+        if sh != 1:
+            expr = f"{expr}.repeat_interleave({sh}, dim={dims[0]})"
+        if sw != 1:
+            expr = f"{expr}.repeat_interleave({sw}, dim={dims[1]})"
+        return Value(expr, x.nchw, 3)
+    # half-pixel centres, clamped at the edges: Keras's (TensorFlow's) bilinear resize
+    call = em.add(node, f"nn.Upsample(scale_factor={(float(sh), float(sw))!r}, "
+                        "mode=\"bilinear\", align_corners=False)")
+    return Value(f"{call}({x.channels_first()})", nchw=True, rank=3)
+
+
+@LOWERINGS("zero_padding2d")
+def zero_padding2d(em: Emitter, node: Node, xs: list[Value]) -> Value:
+    top, bottom, left, right = zero_pads(node.attrs.padding)
+    x = xs[0]
+    pads = (left, right, top, bottom) if x.nchw else (0, 0, left, right, top, bottom)
+    return Value(f"F.pad({x.expr}, {pads!r})", x.nchw, 3)
 
 
 @LOWERINGS("flatten")
