@@ -390,6 +390,12 @@ CASES: list[Case] = [
                               "s = add(e, f)\nn = layer_norm(s)\nd = dropout(n, 0.2)\n"
                               "p = position_embedding(d, 6)\nq = sinusoidal_position(p)\n"
                               "c = concat(q, e)\nrelu(c)", [5], [5], dtypes=("i64", "i32")),
+    # global_avgpool1d uses a mask: the mean over real steps only (Keras's)
+    case("masked_global_avgpool1d", "e = embedding(x, 9, 4, mask_zero=true)\n"
+                                    "h = dense(e, 3, activation=tanh)\nglobal_avgpool1d(h)",
+         [6], dtypes=("i64",)),
+    case("masked_global_avgpool1d_dynamic", "embedding(9, 3, mask_zero=true)\nglobal_avgpool1d",
+         [None], dtypes=("i64",)),
     # positions added to sequences: learned (x + embeddings[:T]) and sin/cos (Vaswani et al.)
     case("position_embedding", "position_embedding(6)", [6, 4]),
     case("position_embedding_shorter", "embedding(10, 4)\nposition_embedding(8)", [5],

@@ -135,6 +135,11 @@ class GlobalAvgPool1D(GlobalPool1D):
     window = "avgpool1d"
     decomposes_into = ("avgpool1d", "flatten")
 
+    def masking(self, a):
+        # Keras's GlobalAveragePooling1D: the mean over real steps only (an all-padding
+        # sample gives 0/0, NaN, there too)
+        return "use"
+
 
 @register
 class GlobalMaxPool1D(GlobalPool1D):

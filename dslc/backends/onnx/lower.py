@@ -570,7 +570,20 @@ def avgpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
 
 @LOWERINGS("global_avgpool1d")
 def global_avgpool1d(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
-    return _global_pool(ctx, xs[0], "ReduceMean")  # over axis 1, the steps
+    mask = ctx.mask_of(node.inputs[0])
+    if mask is None:
+        return _global_pool(ctx, xs[0], "ReduceMean")  # over axis 1, the steps
+    # the mean over real steps only, as Keras's GlobalAveragePooling1D
+    from onnx import TensorProto
+
+    steps = ctx.const("steps_axis", np.array([1], np.int64))
+    real = ctx.value("Cast", [mask], 2, role="real", to=TensorProto.FLOAT)
+    real = ctx.value("Unsqueeze", [real.name, ctx.const("last", np.array([-1], np.int64))], 3,
+                     role="real_steps")
+    kept = ctx.value("Mul", [xs[0].name, real.name], 3, role="kept")
+    total = ctx.value("ReduceSum", [kept.name, steps], 2, role="total", keepdims=0)
+    count = ctx.value("ReduceSum", [real.name, steps], 2, role="count", keepdims=0)
+    return ctx.value("Div", [total.name, count.name], 2)
 
 
 @LOWERINGS("global_maxpool1d")

@@ -315,7 +315,12 @@ def avgpool1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
 
 @LOWERINGS("global_avgpool1d")
 def global_avgpool1d(ctx: Context, node: Node, xs: list[Array]) -> Array:
-    return xs[0].mean(axis=1)
+    mask = ctx.mask_of(node.inputs[0])
+    if mask is None:
+        return xs[0].mean(axis=1)
+    real = mask[:, :, None].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (xs[0] * real).sum(axis=1) / real.sum(axis=1)
 
 
 @LOWERINGS("global_maxpool1d")

@@ -589,7 +589,12 @@ def avgpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
 
 @LOWERINGS("global_avgpool1d")
 def global_avgpool1d(em: Emitter, node: Node, xs: list[Value]) -> Value:
-    return Value(f"{atom(xs[0].expr)}.mean(dim=1)")
+    mask = em.mask_of(node.inputs[0])
+    if mask is None:
+        return Value(f"{atom(xs[0].expr)}.mean(dim=1)")
+    # the mean over real steps only, as Keras's GlobalAveragePooling1D
+    real = f"{mask}.unsqueeze(-1).to({atom(xs[0].expr)}.dtype)"
+    return Value(f"({atom(xs[0].expr)} * {real}).sum(dim=1) / {real}.sum(dim=1)")
 
 
 @LOWERINGS("global_maxpool1d")
