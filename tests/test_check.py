@@ -15,7 +15,7 @@ from dslc.diagnostics import DslError
 TOTALS = {
     "linear_regression": 2, "logistic_regression": 3, "mlp_784_256": 203_530,
     "mlp_784_64": 50_890, "cnn_small": 54_410, "cnn_mnist": 225_034, "cnn_wide": 693_962,
-    "rnn_simple": 1_121,
+    "rnn_simple": 1_121, "transformer_classifier": 17_922,
 }
 
 

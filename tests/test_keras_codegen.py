@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "keras"
 SPECS = sorted((ROOT / "specs").glob("*.dl"))
 GOLDEN_SPECS = [ROOT / "specs" / "digits_cnn.dl", ROOT / "specs" / "rnn_simple.dl",
+                ROOT / "specs" / "transformer_classifier.dl",
                 GOLDEN / "graph_ops.dl"]
 ALL_SPECS = [*SPECS, GOLDEN / "graph_ops.dl"]
 

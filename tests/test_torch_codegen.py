@@ -27,6 +27,7 @@ GOLDEN = ROOT / "tests" / "golden" / "torch"
 SPECS = sorted((ROOT / "specs").glob("*.dl"))
 EXAMPLES = sorted((ROOT / "examples").glob("*.dl"))
 GOLDEN_SPECS = [ROOT / "specs" / "digits_cnn.dl", ROOT / "specs" / "rnn_simple.dl",
+                ROOT / "specs" / "transformer_classifier.dl",
                 GOLDEN / "graph_features.dl"]
 
 

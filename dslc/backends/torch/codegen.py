@@ -1058,9 +1058,13 @@ def multi_head_attention(em: Emitter, node: Node, xs: list[Value]) -> Value:
     args.append(f"scale={1 / math.sqrt(kd)!r}")
     em.forward += [
         f"# {comment(node.name)}: {h} head(s); [N, T, d] → [N, heads, T, dim] per projection",
-        f"{q} = {mha}.query({query}).unflatten(-1, ({h}, {kd})).transpose(1, 2)",
-        f"{k} = {mha}.key({key}).unflatten(-1, ({h}, {kd})).transpose(1, 2)",
-        f"{v} = {mha}.value({value}).unflatten(-1, ({h}, {vd})).transpose(1, 2)",
+        # projection and split on lines of their own: long layer names stay readable
+        f"{q} = {mha}.query({query})",
+        f"{q} = {q}.unflatten(-1, ({h}, {kd})).transpose(1, 2)",
+        f"{k} = {mha}.key({key})",
+        f"{k} = {k}.unflatten(-1, ({h}, {kd})).transpose(1, 2)",
+        f"{v} = {mha}.value({value})",
+        f"{v} = {v}.unflatten(-1, ({h}, {vd})).transpose(1, 2)",
         f"{heads} = F.scaled_dot_product_attention({', '.join(args)})",
     ]
     return Value(f"{mha}.output({heads}.transpose(1, 2).flatten(2))", rank=2)
