@@ -220,8 +220,8 @@ def _syntax_error(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     if (tok.type == "EQUAL" and before is not None and before.value in KEYWORDS
             and before.type == before.value.upper()):  # `for = dense(x, 2)`
         return Diagnostic(f"`{before.value}` is a keyword, it cannot be used as a name",
-                          Span(file, before.line, before.column, before.end_line,
-                               before.end_column),
+                          Span(file, before.line or line, before.column or col,
+                               before.end_line, before.end_column),
                           f"choose another name; the keywords are {_keyword_list()}")
     message = f"unexpected {_describe(tok)}, expected {_expected(err.expected)}"
     hint = None
