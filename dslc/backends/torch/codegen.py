@@ -786,7 +786,9 @@ def _fused_masked(em: Emitter, node: Node, kernel: str, p: str, x: str, batch: V
         update={"return_sequences": True})}), kernel, p, steps, batch, what)
     count = f"{real}.cumsum(1)" if a.return_sequences else f"{real}.sum(1, keepdim=True)"
     em.forward += [
-        f"{last} = {count} - 1  # the last real step so far, among the real steps",
+        f"# {comment(node.name)}: step t gives the state after the last real step up to t "
+        "(zeros before the first): Keras carries the state over padding",
+        f"{last} = {count} - 1",
         f"{seq.expr} = {seq.expr}.gather(1, {last}.clamp(min=0).unsqueeze(-1).expand(-1, -1, "
         f"{a.units})).masked_fill({last}.unsqueeze(-1) < 0, 0.0)",
     ]
