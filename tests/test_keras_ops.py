@@ -18,6 +18,7 @@ from dslc.backends.keras.codegen import LOWERINGS  # noqa: E402
 from dslc.backends.keras.weights import to_canonical  # noqa: E402
 from dslc.compiler import compile_file, compile_text  # noqa: E402
 from dslc.diagnostics import DslError  # noqa: E402
+from dslc.verify import seeded_batch  # noqa: E402
 from dslc.weights import init_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,8 @@ def _weights(graph, seed=3):
 def _inputs(graph, n):
     rng = np.random.default_rng(0)
     return [rng.normal(size=(n, *(d or 7 for d in i.type.shape))).astype(np.float32)
-            for i in graph.inputs]
+            if i.type.is_float else seeded_batch(graph, n)[k]  # ids, with padding
+            for k, i in enumerate(graph.inputs)]
 
 
 def _same_as_reference(graph, weights, n=4):
