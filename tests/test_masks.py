@@ -45,8 +45,19 @@ def test_no_mask_without_mask_zero():
     assert padding_masks(g) == {}
 
 
+def test_recurrent_layers_consume_the_mask_and_pass_it_on_with_sequences():
+    g = model("e = embedding(tokens, 10, 4, mask_zero=true)\n"
+              "s = lstm(e, 3, return_sequences=true)\ng = gru(s, 3, go_backwards=true)\n"
+              "f = flatten(g)\noutput s, f")
+    masks = padding_masks(g)
+    assert masks["s"] == ("tokens",) and "g" not in masks
+    (msg,) = errors("e = embedding(tokens, 10, 4, mask_zero=true)\n"
+                    "s = simple_rnn(e, 3, return_sequences=true)\nflatten(s)")
+    assert "(flatten) cannot honour the padding mask" in msg
+
+
 @pytest.mark.parametrize("body,op", [
-    ("embedding(10, 4, mask_zero=true)\nsimple_rnn(3)", "simple_rnn"),
+    ("embedding(10, 4, mask_zero=true)\npermute([2, 1])", "permute"),
     ("embedding(10, 4, mask_zero=true)\nflatten", "flatten"),
     ("embedding(10, 4, mask_zero=true)\nreshape([24])", "reshape"),
     ("embedding(10, 4, mask_zero=true)\nreshape([6, 2, 2])\nglobal_avgpool2d", "reshape"),

@@ -35,14 +35,17 @@ class Case:
     inputs: tuple[Shape, ...]  # one shape per input, batch excluded; None is `?`
     shift: float = 0.0  # added to the float inputs (e.g. all-negative values for max pooling)
     dtypes: tuple[str, ...] = ()  # one dtype per input (default f32): `i64` for ids
+    # Where the ids' zeros (padding) fall: "" as `seeded_batch` puts them (the end of each
+    # sample), or a pattern of `PADDING` (the start, the middle, one sample all padding).
+    padding: str = ""
 
     def dtype(self, k: int) -> str:
         return self.dtypes[k] if k < len(self.dtypes) else "f32"
 
 
 def case(id: str, body: str, *inputs: list[int | None], shift: float = 0.0,
-         dtypes: tuple[str, ...] = ()) -> Case:
-    return Case(id, body, tuple(tuple(s) for s in inputs), shift, dtypes)
+         dtypes: tuple[str, ...] = (), padding: str = "") -> Case:
+    return Case(id, body, tuple(tuple(s) for s in inputs), shift, dtypes, padding)
 
 
 ACTS = activation_names()
@@ -396,6 +399,33 @@ CASES: list[Case] = [
          [6], dtypes=("i64",)),
     case("masked_global_avgpool1d_dynamic", "embedding(9, 3, mask_zero=true)\nglobal_avgpool1d",
          [None], dtypes=("i64",)),
+    # recurrent layers under a padding mask (Keras: a padded step carries the state and the
+    # last output over, zeros before the first real step), zeros at the end, start, middle
+    *[case(f"{op}_mask{suffix}", f"embedding(9, 3, mask_zero=true)\n{op}(4{attrs})", [6],
+           dtypes=("i64",), padding=padding)
+      for op in ("simple_rnn", "lstm", "gru")
+      for suffix, attrs, padding in [
+          ("_end_sequences", ", return_sequences=true", ""),
+          ("_middle", "", "middle"),
+          ("_middle_sequences", ", return_sequences=true", "middle"),
+          ("_start_backwards", ", go_backwards=true", "start"),
+          ("_middle_backwards_sequences", ", go_backwards=true, return_sequences=true",
+           "middle"),
+      ]],
+    # the step loops (activations the fused kernels lack) under a mask
+    case("simple_rnn_mask_loop", "embedding(9, 3, mask_zero=true)\n"
+         "simple_rnn(4, activation=sigmoid, return_sequences=true)", [6], dtypes=("i64",),
+         padding="middle"),
+    case("lstm_mask_loop_backwards", "embedding(9, 3, mask_zero=true)\n"
+         "lstm(4, activation=relu, go_backwards=true)", [6], dtypes=("i64",), padding="start"),
+    case("gru_mask_reset_before", "embedding(9, 3, mask_zero=true)\n"
+         "gru(4, reset_after=false, return_sequences=true)", [6], dtypes=("i64",),
+         padding="middle"),
+    case("recurrent_mask_stacked", "embedding(9, 3, mask_zero=true)\ndense(3, activation=relu)\n"
+         "lstm(4, return_sequences=true)\ngru(3, return_sequences=true, go_backwards=true)\n"
+         "simple_rnn(2)\ndense(2)", [7], dtypes=("i64",), padding="middle"),
+    case("recurrent_mask_dynamic_time", "embedding(9, 3, mask_zero=true)\nlstm(3)", [None],
+         dtypes=("i64",), padding="start"),
     # positions added to sequences: learned (x + embeddings[:T]) and sin/cos (Vaswani et al.)
     case("position_embedding", "position_embedding(6)", [6, 4]),
     case("position_embedding_shorter", "embedding(10, 4)\nposition_embedding(8)", [5],
@@ -459,9 +489,27 @@ def _weights(c: Case) -> dict[str, np.ndarray]:
     return weights
 
 
+# Case.padding: which steps of sample k (of BATCH = 3) are padding, given the length T
+PADDING = {
+    "start": lambda k, t: np.arange(t) < [1, 3, t][k],  # sample 2 all padding
+    "middle": lambda k, t: [(np.arange(t) % 2) == 1,  # every other step
+                            (np.arange(t) > 0) & (np.arange(t) < t - 1),  # real at both ends
+                            np.ones(t, bool)][k],  # all padding
+}
+
+
+def _padded(ids: np.ndarray, padding: str) -> np.ndarray:
+    if not padding or ids.ndim != 2:
+        return ids
+    out = np.where(ids == 0, 1, ids)  # no zeros but the pattern's
+    for k in range(len(out)):
+        out[k, PADDING[padding](k, out.shape[1])] = 0
+    return out
+
+
 @functools.cache
 def _batch(c: Case) -> tuple[np.ndarray, ...]:
-    return tuple(x + np.float32(c.shift) if x.dtype == np.float32 else x
+    return tuple(x + np.float32(c.shift) if x.dtype == np.float32 else _padded(x, c.padding)
                  for x in seeded_batch(graph_of(c), BATCH, seed=0))
 
 

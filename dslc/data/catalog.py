@@ -33,6 +33,11 @@ SOURCES: dict[str, SourceInfo] = {
                         "chance); int64 ids, or float one-hot `[length, vocab]` with one_hot",
                         {**SPLIT, "n": 2000, "length": 16, "vocab": 8, "one_hot": False},
                         classes=2),
+    "tokens": SourceInfo("variable-length token sequences padded with 0 at the end, markers "
+                         "A (id 1) and B (id 2) among fillers; label 1 when A occurs more often "
+                         "than B (an odd number of markers: never a tie); int64 ids `[max_len]`",
+                         {**SPLIT, "n": 2000, "max_len": 20, "min_len": 4, "vocab": 10},
+                         classes=2),
     "npz": SourceInfo("a .npz file with arrays `x` and `y` (or x_train/y_train/x_test/y_test)",
                       {**SPLIT, "path": None, "x": "x", "y": "y"}, positional=("path",),
                       labels="unknown"),

@@ -166,6 +166,34 @@ def order(args: dict, ctx: Context) -> Raw:
     return Raw(x, y)
 
 
+@source("tokens")
+def tokens(args: dict, ctx: Context) -> Raw:
+    """Sequences of `min_len`..`max_len` token ids (uniform), padded with 0 at the end to
+    `max_len` as text pipelines do. An odd number of them (1, 3, ... up to all)
+    are markers, A (id 1) or B (id 2), the rest fillers from 3..vocab-1; label 1 when A is the
+    majority. Classes are balanced. The label depends on counts anywhere in the sequence, so
+    a model that reads the padding as tokens gains nothing from it."""
+    n, max_len, vocab = (_count(args, k, ctx, m) for k, m in (("n", 2), ("max_len", 2),
+                                                               ("vocab", 4)))
+    min_len = _count(args, "min_len", ctx, 2)
+    if min_len > max_len:
+        raise DslError(f"`min_len` ({min_len}) must be at most `max_len` ({max_len})", ctx.span)
+    rng = ctx.rng()
+    y = rng.permutation(np.arange(n) % 2).astype(np.int64)
+    x = np.zeros((n, max_len), np.int64)
+    for k in range(n):
+        length = int(rng.integers(min_len, max_len + 1))
+        markers = 2 * int(rng.integers(0, (length + 1) // 2)) + 1  # odd, at most length
+        major = int(rng.integers(markers // 2 + 1, markers + 1))
+        row = rng.integers(3, vocab, size=length)
+        places = rng.permutation(length)[:markers]
+        a, b = (1, 2) if y[k] == 1 else (2, 1)
+        row[places[:major]] = a
+        row[places[major:]] = b
+        x[k, :length] = row
+    return Raw(x, y)
+
+
 # --- files ------------------------------------------------------------------------------------
 
 

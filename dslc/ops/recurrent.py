@@ -8,7 +8,7 @@ from pydantic import Field
 
 from dslc.ir.graph import ParamSpec, TensorType
 from dslc.ops.activation import Activation
-from dslc.ops.registry import UNIT_FORGET, Init, Op, OpAttrs, ShapeError, fmt, register
+from dslc.ops.registry import UNIT_FORGET, Init, Masking, Op, OpAttrs, ShapeError, fmt, register
 
 # Keras's dropout inside the recurrence has no fused form on any backend (cuDNN, torch.lstm
 # and ONNX's LSTM take none): refused rather than run as a slow step loop.
@@ -32,6 +32,12 @@ def _infer_recurrent(name: str, a, inputs: list[TensorType]) -> TensorType:
     return TensorType(shape=(a.units,))
 
 
+def _recurrent_masking(a) -> Masking:
+    """Keras: a masked step carries the state (and repeats the last output) over; a returned
+    sequence carries the mask on."""
+    return "use_keep" if a.return_sequences else "use"
+
+
 @register
 class SimpleRNN(Op):
     """Elman RNN over `[time, features]`: `h_t = act(x_t @ kernel + h_{t-1} @ recurrent_kernel + bias)`."""
@@ -53,6 +59,9 @@ class SimpleRNN(Op):
 
     def infer(self, a, inputs):
         return _infer_recurrent(self.name, a, inputs)
+
+    def masking(self, a):
+        return _recurrent_masking(a)
 
     def macs(self, node, inputs):
         steps = inputs[0].shape[0] or 1
@@ -105,6 +114,9 @@ class LSTM(Op):
     def infer(self, a, inputs):
         return _infer_recurrent(self.name, a, inputs)
 
+    def masking(self, a):
+        return _recurrent_masking(a)
+
     def macs(self, node, inputs):
         steps = inputs[0].shape[0] or 1
         return steps * (node.params["kernel"].size + node.params["recurrent_kernel"].size)
@@ -148,6 +160,9 @@ class GRU(Op):
 
     def infer(self, a, inputs):
         return _infer_recurrent(self.name, a, inputs)
+
+    def masking(self, a):
+        return _recurrent_masking(a)
 
     def macs(self, node, inputs):
         steps = inputs[0].shape[0] or 1

@@ -390,7 +390,14 @@ def simple_rnn(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("recurrent_initializer", _init(a.recurrent_init)),
         ("bias_initializer", _bias_init(a.bias_init, uses)),
     ], weights={"kernel": "kernel", "recurrent_kernel": "recurrent_kernel", "bias": "bias"},
-        uses=uses)
+        uses=uses, call_kwargs=_rnn_mask(ctx, node))
+
+
+def _rnn_mask(ctx: Context, node: Node) -> list[tuple[str, str]]:
+    """The padding mask, passed explicitly (Keras's recurrent layers consume it: a padded step
+    carries the state over)."""
+    mask = ctx.mask_of(node.inputs[0])
+    return [("mask", mask)] if mask else []
 
 
 def _gate_activation(ctx: Context, node: Node, name: str) -> str:
@@ -416,7 +423,7 @@ def lstm(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("recurrent_initializer", _init(a.recurrent_init)),
         ("bias_initializer", _bias_init(a.bias_init, uses)),
     ], weights={"kernel": "kernel", "recurrent_kernel": "recurrent_kernel", "bias": "bias"},
-        uses=uses)
+        uses=uses, call_kwargs=_rnn_mask(ctx, node))
 
 
 @LOWERINGS("gru")
@@ -436,7 +443,7 @@ def gru(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("recurrent_initializer", _init(a.recurrent_init)),
         ("bias_initializer", bias),
     ], weights={"kernel": "kernel", "recurrent_kernel": "recurrent_kernel", "bias": "bias"},
-        uses=uses)
+        uses=uses, call_kwargs=_rnn_mask(ctx, node))
 
 
 def _pooling(cls: str) -> Callable[[Context, Node, list[Call]], Call]:

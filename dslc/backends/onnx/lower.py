@@ -842,6 +842,10 @@ def _recurrent(ctx: Lowering, node: Node, x: Value, op: str, weights: list[str],
     `go_backwards` runs it in reverse; ONNX then gives the outputs in time order, Keras in
     reading order (last step first), so a returned sequence is flipped back."""
     a = node.attrs
+    mask = ctx.mask_of(node.inputs[0])
+    if mask is not None:
+        return _masked_steps(ctx, node, x, mask,
+                             lambda n, xc: _recurrent(ctx, n, xc, op, weights, attrs))
     if a.go_backwards:
         attrs = {**attrs, "direction": "reverse"}
     xt = ctx.value("Transpose", [x.name], 3, role="time_major", perm=[1, 0, 2])
@@ -858,6 +862,56 @@ def _recurrent(ctx: Lowering, node: Node, x: Value, op: str, weights: list[str],
     y_h = ctx.emit(op, [xt.name, *weights], outputs=2, **attrs)[1]  # [1, N, H]
     ctx.nodes[-1].output[0] = ""  # the full sequence is not needed
     return ctx.value("Squeeze", [y_h, axes], 2, role="squeeze")
+
+
+def _masked_steps(ctx: Lowering, node: Node, x: Value, mask: str,
+                  run: Callable[[Node, Value], Value]) -> Value:
+    """A recurrent layer under a padding mask, as Keras computes it (a padded step carries the
+    state over), with the recurrence `run` unmasked: each sample's real steps moved to the
+    front in order (a permutation from cumulative sums, ScatterElements, GatherND), one run
+    forward over them returning every step, then step t's output is the state after the last
+    real step up to t (zeros before the first). What the run computes after a sample's real
+    steps is never read. No `sequence_lens`: onnxruntime refuses a length of 0."""
+    from onnx import TensorProto
+
+    a = node.attrs
+    axes = ctx.const("time_axis", np.array([1], np.int64))
+    one, zero = ctx.const("one", np.array(1, np.int64)), ctx.const("zero", np.array(0, np.int64))
+    if a.go_backwards:  # reading order, last step first
+        start = ctx.const("last", np.array([-1], np.int64))
+        stop = ctx.const("before_first", np.array([np.iinfo(np.int64).min]))
+        step = ctx.const("step", np.array([-1], np.int64))
+        x = ctx.value("Slice", [x.name, start, stop, axes, step], 3, role="backwards")
+        mask = ctx.emit("Slice", [mask, start, stop, axes, step], role="mask_backwards")[0]
+    real = ctx.emit("Cast", [mask], role="real", to=TensorProto.INT64)[0]
+    pad = ctx.emit("Sub", [one, real], role="padded")[0]
+    reals = ctx.emit("CumSum", [real, one], role="reals_so_far")[0]
+    pads = ctx.emit("CumSum", [pad, one], role="pads_so_far")[0]
+    count = ctx.emit("ReduceSum", [real, axes], role="count", keepdims=1)[0]  # [N, 1]
+    slot = ctx.emit("Sub", [reals, one], role="real_slot")[0]  # among the real steps
+    behind = ctx.emit("Sub", [ctx.emit("Add", [count, pads], role="pad_slot")[0], one],
+                      role="pad_slot")[0]  # the padded steps after them
+    to = ctx.emit("Where", [mask, slot, behind], role="slot")[0]
+    t = ctx.emit("Sub", [ctx.emit("Add", [reals, pads], role="steps")[0], one], role="step")[0]
+    order = ctx.emit("ScatterElements", [t, to, t], role="order", axis=1)[0]  # slot → step
+    last = ctx.const("last_axis", np.array([-1], np.int64))
+    index = ctx.emit("Unsqueeze", [order, last], role="order_index")[0]
+    xc = ctx.value("GatherND", [x.name, index], 3, role="real_steps", batch_dims=1)
+    seq_node = node.model_copy(update={
+        "inputs": [xc.name],  # unmasked: the run is the plain recurrence
+        "attrs": a.model_copy(update={"return_sequences": True, "go_backwards": False})})
+    ys = run(seq_node, xc)  # [N, T, H]
+    at = slot if a.return_sequences else ctx.emit("Sub", [count, one], role="last_real")[0]
+    safe = ctx.emit("Max", [at, zero], role="clamped")[0]
+    got = ctx.emit("GatherND", [ys.name, ctx.emit("Unsqueeze", [safe, last], role="index")[0]],
+                   role="spread", batch_dims=1)[0]
+    started = ctx.emit("GreaterOrEqual", [at, zero], role="started")[0]
+    started = ctx.emit("Unsqueeze", [started, last], role="started")[0]
+    y = ctx.value("Where", [started, got, ctx.const("zeros", np.array(0, np.float32))], 3,
+                  role="carried")
+    if a.return_sequences:
+        return y
+    return ctx.value("Squeeze", [y.name, axes], 2, role="last")
 
 
 # The gate activations of lstm and gru (dslc/ops/recurrent.py's GateActivation) as ONNX RNN
@@ -935,6 +989,9 @@ def _scan_rnn(ctx: Lowering, node: Node, x: Value) -> Value:
     from onnx import TensorProto, helper, numpy_helper
 
     a = node.attrs
+    mask = ctx.mask_of(node.inputs[0])
+    if mask is not None:
+        return _masked_steps(ctx, node, x, mask, lambda n, xc: _scan_rnn(ctx, n, xc))
     h = a.units
     xw = ctx.value("MatMul", [x.name, ctx.param(node, "kernel")], 3, role="input_proj")
     if a.use_bias:

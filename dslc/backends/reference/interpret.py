@@ -469,9 +469,10 @@ def simple_rnn(ctx: Context, node: Node, xs: list[Array]) -> Array:
     kernel, recurrent = ctx.param(node, "kernel"), ctx.param(node, "recurrent_kernel")
     bias = ctx.bias(node)  # one bias (Keras's form, docs/weights.md)
     h = np.zeros((len(x), a.units))  # h_0 = 0
+    keep = _step_mask(ctx, node, x)
     steps = []
     for t in _times(node, x):
-        h = ctx.activation(node, x[:, t] @ kernel + h @ recurrent + bias)
+        h = np.where(keep[:, t], ctx.activation(node, x[:, t] @ kernel + h @ recurrent + bias), h)
         steps.append(h)
     return _recurrent_output(node, x, h, steps)
 
@@ -480,6 +481,13 @@ def _times(node: Node, x: Array) -> range:
     """The steps in reading order: `go_backwards` reads the last one first."""
     n = x.shape[1]
     return range(n - 1, -1, -1) if node.attrs.go_backwards else range(n)
+
+
+def _step_mask(ctx: Context, node: Node, x: Array) -> Array:
+    """`[N, T, 1]`: whether step t of sample n is real. Keras: at a padded step the state
+    (and so the output) stays the previous one; before the first real step it is zeros."""
+    mask = ctx.mask_of(node.inputs[0])
+    return np.ones(x.shape[:2] + (1,), bool) if mask is None else mask[:, :, None]
 
 
 def _recurrent_output(node: Node, x: Array, h: Array, steps: list[Array]) -> Array:
@@ -504,6 +512,7 @@ def lstm(ctx: Context, node: Node, xs: list[Array]) -> Array:
     act, gate = a.activation, a.recurrent_activation
     h = np.zeros((len(x), u))
     c = np.zeros((len(x), u))
+    keep = _step_mask(ctx, node, x)
     steps = []
     for t in _times(node, x):
         z = x[:, t] @ kernel + h @ recurrent + bias
@@ -511,8 +520,9 @@ def lstm(ctx: Context, node: Node, xs: list[Array]) -> Array:
         f = _gate(ctx, node, gate, z[:, u:2 * u])
         g = _gate(ctx, node, act, z[:, 2 * u:3 * u])
         o = _gate(ctx, node, gate, z[:, 3 * u:])
-        c = f * c + i * g
-        h = o * _gate(ctx, node, act, c)
+        c_next = f * c + i * g
+        h = np.where(keep[:, t], o * _gate(ctx, node, act, c_next), h)
+        c = np.where(keep[:, t], c_next, c)
         steps.append(h)
     return _recurrent_output(node, x, h, steps)
 
@@ -532,6 +542,7 @@ def gru(ctx: Context, node: Node, xs: list[Array]) -> Array:
         b_in = b_rec = np.zeros(3 * u)
     act, gate = a.activation, a.recurrent_activation
     h = np.zeros((len(x), u))
+    keep = _step_mask(ctx, node, x)
     steps = []
     for t in _times(node, x):
         xw = x[:, t] @ kernel + b_in
@@ -541,7 +552,7 @@ def gru(ctx: Context, node: Node, xs: list[Array]) -> Array:
             hh = _gate(ctx, node, act, xw[:, 2 * u:] + r * (h @ recurrent[:, 2 * u:] + b_rec[2 * u:]))
         else:
             hh = _gate(ctx, node, act, xw[:, 2 * u:] + (r * h) @ recurrent[:, 2 * u:])
-        h = z * h + (1 - z) * hh
+        h = np.where(keep[:, t], z * h + (1 - z) * hh, h)
         steps.append(h)
     return _recurrent_output(node, x, h, steps)
 

@@ -860,15 +860,18 @@ def lstm(em: Emitter, node: Node, xs: list[Value]) -> Value:
     u = a.units
     p = _rnn_weights(em, node, 4, (4 * u,), (transpose, transpose), (same, same))
     x = _read_order(em, node, xs[0])
+    real = _reading_mask(em, node)
     if (a.activation, a.recurrent_activation) == FUSED_GATES:
-        return _fused(em, node, "lstm", p, x, xs[0],
-                      "the fused LSTM kernel, gates i, f, g, o as Keras's i, f, c, o")
+        return (_fused_masked if real else _fused)(
+            em, node, "lstm", p, x, xs[0],
+            "the fused LSTM kernel, gates i, f, g, o as Keras's i, f, c, o", *[real] if real else [])
     # Gate activations the kernel lacks: a step loop
     inputs, h, c, t = em.fresh("inputs"), em.fresh("h"), em.fresh("c"), em.fresh("t")
     i, f, g, o = em.fresh("i"), em.fresh("f"), em.fresh("g"), em.fresh("o")
     bias = f", {p}.{RNN_BIAS}" if a.use_bias else ""
     steps = em.fresh("steps") if a.return_sequences else None
     ra, act = a.recurrent_activation, a.activation
+    carry = _carry(em, real, t, [h, c])
     em.forward += [
         f"# {comment(node.name)}: LSTM ({act}, gates {ra}), gates i, f, c, o; a step loop: "
         "torch's fused kernel applies tanh and sigmoid only",
@@ -877,11 +880,13 @@ def lstm(em: Emitter, node: Node, xs: list[Value]) -> Value:
         f"{c} = {h}",
         *([f"{steps} = []"] if steps else []),
         f"for {t} in range({inputs}.shape[1]):",
+        *carry[0],
         f"    {i}, {f}, {g}, {o} = ({inputs}[:, {t}] + F.linear({h}, {p}.{RNN_W_HH}))"
         ".chunk(4, dim=1)",
         f"    {c} = {_gate(em, node, ra, f)} * {c} + {_gate(em, node, ra, i)} * "
         f"{_gate(em, node, act, g)}",
         f"    {h} = {_gate(em, node, ra, o)} * {_gate(em, node, act, c)}",
+        *carry[1],
         *([f"    {steps}.append({h})"] if steps else []),
     ]
     return Value(f"torch.stack({steps}, dim=1)", rank=2) if steps else Value(h)
@@ -895,9 +900,11 @@ def gru(em: Emitter, node: Node, xs: list[Value]) -> Value:
     p = _rnn_weights(em, node, 3, bias_shape, (gru_to_torch, gru_from_torch),
                      (gru_gates, gru_gates))
     x = _read_order(em, node, xs[0])
+    real = _reading_mask(em, node)
     if a.reset_after and (a.activation, a.recurrent_activation) == FUSED_GATES:
-        return _fused(em, node, "gru", p, x, xs[0],
-                      "the fused GRU kernel (Keras's reset_after), gates r, z, n")
+        return (_fused_masked if real else _fused)(
+            em, node, "gru", p, x, xs[0],
+            "the fused GRU kernel (Keras's reset_after), gates r, z, n", *[real] if real else [])
     # reset_after=false (no torch kernel resets before the matmul) or other gate activations
     inputs, h, t = em.fresh("inputs"), em.fresh("h"), em.fresh("t")
     r, z, n, rec = em.fresh("r"), em.fresh("z"), em.fresh("n"), em.fresh("rec")
@@ -905,6 +912,7 @@ def gru(em: Emitter, node: Node, xs: list[Value]) -> Value:
     ra, act = a.recurrent_activation, a.activation
     in_bias = (f", {p}.{RNN_BIAS}[0]" if a.reset_after else f", {p}.{RNN_BIAS}") \
         if a.use_bias else ""
+    carry = _carry(em, real, t, [h])
     lines = [
         f"# {comment(node.name)}: GRU ({act}, gates {ra}, reset_after={a.reset_after}), "
         "gates r, z, n; a step loop: torch's fused kernel is reset_after with tanh and sigmoid",
@@ -912,6 +920,7 @@ def gru(em: Emitter, node: Node, xs: list[Value]) -> Value:
         f"{h} = {inputs}.new_zeros({inputs}.shape[0], {u})",
         *([f"{steps} = []"] if steps else []),
         f"for {t} in range({inputs}.shape[1]):",
+        *carry[0],
         f"    {r}, {z}, {n} = {inputs}[:, {t}].chunk(3, dim=1)",
     ]
     if a.reset_after:
@@ -931,6 +940,7 @@ def gru(em: Emitter, node: Node, xs: list[Value]) -> Value:
             f"    {n} = {_gate(em, node, act, f'{n} + F.linear({r} * {h}, {w_hh}[{2 * u}:])')}",
         ]
     lines += [f"    {h} = {z} * {h} + (1 - {z}) * {n}",
+              *carry[1],
               *([f"    {steps}.append({h})"] if steps else [])]
     em.forward += lines
     return Value(f"torch.stack({steps}, dim=1)", rank=2) if steps else Value(h)
@@ -959,6 +969,54 @@ def _fused(em: Emitter, node: Node, kernel: str, p: str, x: str, batch: Value, w
     return Value(seq, rank=2) if a.return_sequences else Value(f"{h}[0]")
 
 
+def _reading_mask(em: Emitter, node: Node) -> str | None:
+    """The padding mask of the recurrent layer's input in reading order (a variable), or None."""
+    mask = em.mask_of(node.inputs[0])
+    if mask is None or not node.attrs.go_backwards:
+        return mask
+    real = em.fresh(f"{mask}_backwards")
+    em.forward.append(f"{real} = {mask}.flip(1)")
+    return real
+
+
+def _carry(em: Emitter, real: str | None, t: str, states: list[str]) -> tuple[list[str], list[str]]:
+    """A step loop's first and last lines under a padding mask (none without one). Keras: at a
+    padded step the states (and so the output) stay what they were."""
+    if real is None:
+        return [], []
+    before = [em.fresh(f"{s}_before") for s in states]
+    return ([f"    {', '.join(before)} = {', '.join(states)}"],
+            [f"    {s} = torch.where({real}[:, {t}, None], {s}, {b})"
+             for s, b in zip(states, before, strict=True)])
+
+
+def _fused_masked(em: Emitter, node: Node, kernel: str, p: str, x: str, batch: Value, what: str,
+                  real: str) -> Value:
+    """The fused kernel under a padding mask, as Keras computes it (a padded step carries the
+    state over): each sample's real steps moved to the front in order, one run over them,
+    then step t's output is the state after the last real step up to t (zeros before the
+    first). What the kernel computes after a sample's real steps is never read."""
+    a = node.attrs
+    order, steps, last = em.fresh("order"), em.fresh("real_steps"), em.fresh("last_real")
+    em.forward += [
+        f"# {comment(node.name)}: padding: each sample's real steps first, in order",
+        f"{order} = (~{real}).int().argsort(dim=1, stable=True)",
+        f"{steps} = {atom(x)}.gather(1, {order}.unsqueeze(-1).expand(-1, -1, "
+        f"{em.in_shape(node)[1]}))",
+    ]
+    seq = _fused(em, node.model_copy(update={"attrs": a.model_copy(
+        update={"return_sequences": True})}), kernel, p, steps, batch, what)
+    count = f"{real}.cumsum(1)" if a.return_sequences else f"{real}.sum(1, keepdim=True)"
+    em.forward += [
+        f"# {comment(node.name)}: step t gives the state after the last real step up to t "
+        "(zeros before the first): Keras carries the state over padding",
+        f"{last} = {count} - 1",
+        f"{seq.expr} = {seq.expr}.gather(1, {last}.clamp(min=0).unsqueeze(-1).expand(-1, -1, "
+        f"{a.units})).masked_fill({last}.unsqueeze(-1) < 0, 0.0)",
+    ]
+    return Value(seq.expr, rank=2) if a.return_sequences else Value(f"{seq.expr}[:, 0]")
+
+
 @LOWERINGS("simple_rnn")
 def simple_rnn(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
@@ -966,9 +1024,12 @@ def simple_rnn(em: Emitter, node: Node, xs: list[Value]) -> Value:
     # Keras's form, one bias: the kernel's recurrent bias is zeros (see lstm below)
     p = _rnn_weights(em, node, 1, (u,), (transpose, transpose), (same, same))
     x = _read_order(em, node, xs[0])
+    real = _reading_mask(em, node)
     if a.activation in ("tanh", "relu"):
-        return _fused(em, node, f"rnn_{a.activation}", p, x, xs[0], "the fused RNN kernel, h_t = "
-                      f"{a.activation}(x_t @ kernel + bias + h_(t-1) @ recurrent_kernel)")
+        return (_fused_masked if real else _fused)(
+            em, node, f"rnn_{a.activation}", p, x, xs[0], "the fused RNN kernel, h_t = "
+            f"{a.activation}(x_t @ kernel + bias + h_(t-1) @ recurrent_kernel)",
+            *[real] if real else [])
     # activations torch's kernels lack: a step loop
     inputs, h, t = em.fresh("inputs"), em.fresh("h"), em.fresh("t")
     steps = em.fresh("steps") if a.return_sequences else None
@@ -982,7 +1043,9 @@ def simple_rnn(em: Emitter, node: Node, xs: list[Value]) -> Value:
     ]
     if steps:
         em.forward.append(f"{steps} = []")
-    em.forward += [f"for {t} in range({inputs}.shape[1]):", f"    {h} = {step}"]
+    carry = _carry(em, real, t, [h])
+    em.forward += [f"for {t} in range({inputs}.shape[1]):", *carry[0], f"    {h} = {step}",
+                   *carry[1]]
     if steps:
         em.forward.append(f"    {steps}.append({h})")
         return Value(f"torch.stack({steps}, dim=1)", rank=2)
