@@ -327,6 +327,12 @@ class Generator:
         """A target shape: a factorisation of the input's size, maybe with one -1."""
         s = self.src
         shape = shapes[0] if shapes else (1,)
+        if key == "dims":  # permute's: an order of the input's axes (1-based)
+            dims = list(range(1, len(shape) + 1))
+            for i in range(len(dims) - 1, 0, -1):
+                j = s.integer(0, i)
+                dims[i], dims[j] = dims[j], dims[i]
+            return dims
         total = math.prod(d if d is not None else 1 for d in shape)
         dims: list[int] = []
         for _ in range(s.integer(1, 3) - 1):

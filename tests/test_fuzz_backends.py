@@ -29,7 +29,7 @@ def _frameworks() -> None:
 def test_generated_models_are_valid_and_cover_the_registry():
     """The generator writes valid models (a discard is rare, never the rule) and reaches every
     registered op, every activation fused into a layer, and every construct of the language."""
-    generated = [generate(RandomSource(seed)) for seed in range(300)]
+    generated = [generate(RandomSource(seed)) for seed in range(500)]
     ops: set[str] = set()
     fused: set[str] = set()
     discarded = 0

@@ -305,6 +305,22 @@ CASES: list[Case] = [
                           "simple_rnn(2, go_backwards=true)", [5, 2]),
     case("gru_dynamic_time", "gru(4)", [None, 3]),
     case("gru_one_step", "gru(3)", [1, 2]),
+    # bidirectional (Keras's Bidirectional): forward_* and backward_* weights, the backward
+    # sequence flipped back to time order before the merge
+    *[case(f"{op}_bidirectional_{mode}{tail}", f"{op}(3, bidirectional={mode}{attrs})", [4, 2])
+      for op in ("simple_rnn", "lstm", "gru") for mode in ("concat", "sum", "mul", "ave")
+      for tail, attrs in (("", ""), ("_sequences", ", return_sequences=true"))],
+    case("rnn_bidirectional_gelu_sequences",
+         "simple_rnn(3, activation=gelu, bidirectional=concat, return_sequences=true)", [4, 2]),
+    case("lstm_bidirectional_linear_gates", "lstm(3, recurrent_activation=linear, "
+                                            "bidirectional=sum, return_sequences=true)", [4, 2]),
+    case("gru_bidirectional_reset_before_no_bias",
+         "gru(3, reset_after=false, use_bias=false, bidirectional=ave, return_sequences=true)",
+         [4, 2]),
+    case("lstm_bidirectional_stacked", "lstm(3, bidirectional=concat, return_sequences=true)\n"
+                                       "gru(2, bidirectional=mul)\ndense(2)", [5, 2]),
+    case("gru_bidirectional_dynamic_time", "gru(3, bidirectional=concat, return_sequences=true)\n"
+                                           "lstm(2, bidirectional=concat)", [None, 2]),
     # layer_norm: the last axis (an image's channels, NCHW inside torch and ONNX), epsilon pinned
     case("layer_norm", "layer_norm", [6]),
     case("layer_norm_sequence_epsilon", "dense(4)\nlayer_norm(epsilon=0.5)", [5, 3]),

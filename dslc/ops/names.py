@@ -49,6 +49,9 @@ WRITTEN_OTHERWISE = {
                   "`activation=` of the layer before",
     "input": "declare inputs as `input name: f32[...]`",
     "inputlayer": "declare inputs as `input name: f32[...]`",
+    "bidirectional": "write it as an attribute of the recurrent layer, e.g. "
+                     "`lstm(64, bidirectional=concat)` (Keras's merge_mode: concat, sum, mul, "
+                     "ave)",
 }
 
 

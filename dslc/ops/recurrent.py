@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from dslc.ir.graph import ParamSpec, TensorType
+from dslc.ir.graph import Node, ParamSpec, TensorType
 from dslc.ops.activation import Activation
 from dslc.ops.registry import UNIT_FORGET, Init, Masking, Op, OpAttrs, ShapeError, fmt, register
 
@@ -18,6 +18,60 @@ NO_RECURRENT_DROPOUT = {
     "dropout": "input dropout inside the layer is not supported yet; put a `dropout` layer "
                "before it",
 }
+
+
+# `bidirectional` (Keras's `Bidirectional(layer, merge_mode=...)`): a forward layer and a
+# backward one (`go_backwards`) with their own weights, `forward_kernel`, ...,
+# `backward_kernel`, ... (Keras's forward_layer then backward_layer). With
+# `return_sequences` the backward layer's outputs are flipped back to time order before the
+# merge (as Keras does); the last states are merged as they are.
+Bidirectional = Literal["none", "concat", "sum", "mul", "ave"]
+DIRECTIONS = ("forward", "backward")
+
+
+def direction_node(node: Node, direction: str) -> Node:
+    """One direction of a bidirectional layer as the unidirectional layer it runs: the same
+    name, `go_backwards` for the backward one, its parameters under their own keys."""
+    attrs = node.attrs.model_copy(update={"bidirectional": "none",
+                                          "go_backwards": direction == "backward"})
+    prefix = f"{direction}_"
+    params = {k.removeprefix(prefix): v for k, v in node.params.items() if k.startswith(prefix)}
+    return node.model_copy(update={"attrs": attrs, "params": params})
+
+
+def bidirectional(cls: type[Op]) -> type[Op]:
+    """Adds `bidirectional` to a recurrent layer's shape, parameters, MACs and masking (the
+    layer's own rules are those of one direction)."""
+    infer, params, macs, masking = cls.infer, cls.params, cls.macs, cls.masking
+
+    def infer_both(self, a, inputs):
+        if a.bidirectional != "none" and a.go_backwards:
+            raise ShapeError("`go_backwards` and `bidirectional` cannot be combined "
+                             "(Keras refuses it: the backward layer already reads "
+                             "the sequence last step first)", "drop `go_backwards=true`")
+        out = infer(self, a, inputs)
+        if a.bidirectional == "concat":  # the two directions side by side
+            out = out.model_copy(update={"shape": (*out.shape[:-1], 2 * a.units)})
+        return out
+
+    def params_both(self, a, inputs):
+        p = params(self, a, inputs)
+        if a.bidirectional == "none":
+            return p
+        return {f"{d}_{k}": spec for d in DIRECTIONS for k, spec in p.items()}
+
+    def macs_both(self, node, inputs):
+        if node.attrs.bidirectional == "none":
+            return macs(self, node, inputs)
+        return sum(macs(self, direction_node(node, d), inputs) for d in DIRECTIONS)
+
+    def masking_both(self, a):
+        # a padding mask would have to shift the backward layer's start: not done yet
+        return "none" if a.bidirectional != "none" else masking(self, a)
+
+    cls.infer, cls.params, cls.macs = infer_both, params_both, macs_both  # type: ignore[method-assign]
+    cls.masking = masking_both  # type: ignore[method-assign]
+    return cls
 
 
 def _infer_recurrent(name: str, a, inputs: list[TensorType]) -> TensorType:
@@ -39,6 +93,7 @@ def _recurrent_masking(a) -> Masking:
 
 
 @register
+@bidirectional
 class SimpleRNN(Op):
     """Elman RNN over `[time, features]`: `h_t = act(x_t @ kernel + h_{t-1} @ recurrent_kernel + bias)`."""
 
@@ -52,6 +107,7 @@ class SimpleRNN(Op):
         activation: Activation = "tanh"
         return_sequences: bool = False
         go_backwards: bool = False
+        bidirectional: Bidirectional = "none"
         use_bias: bool = True
         kernel_init: Init = "glorot_uniform"
         recurrent_init: Init = "orthogonal"
@@ -87,6 +143,7 @@ GateActivation = Literal["tanh", "sigmoid", "relu", "linear"]
 
 
 @register
+@bidirectional
 class LSTM(Op):
     """LSTM over `[time, features]` (Keras's): `c_t = f*c_(t-1) + i*act(.)`, `h_t = o*act(c_t)`.
 
@@ -105,6 +162,7 @@ class LSTM(Op):
         recurrent_activation: GateActivation = "sigmoid"
         return_sequences: bool = False
         go_backwards: bool = False
+        bidirectional: Bidirectional = "none"
         use_bias: bool = True
         unit_forget_bias: bool = True
         kernel_init: Init = "glorot_uniform"
@@ -134,6 +192,7 @@ class LSTM(Op):
 
 
 @register
+@bidirectional
 class GRU(Op):
     """GRU over `[time, features]` (Keras's): `h_t = z*h_(t-1) + (1-z)*act(.)`, two gates z, r.
 
@@ -152,6 +211,7 @@ class GRU(Op):
         recurrent_activation: GateActivation = "sigmoid"
         return_sequences: bool = False
         go_backwards: bool = False
+        bidirectional: Bidirectional = "none"
         use_bias: bool = True
         reset_after: bool = True
         kernel_init: Init = "glorot_uniform"

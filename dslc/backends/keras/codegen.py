@@ -24,6 +24,7 @@ from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.backends.pysource import Names, comment, docstring, identifier, public, quote
 from dslc.ir.graph import Graph, Input, Node
 from dslc.ops import get_op
+from dslc.ops.recurrent import direction_node
 from dslc.ops.registry import pair
 from dslc.ops.spatial import zero_pads
 from dslc.passes.masks import padding_masks
@@ -62,6 +63,8 @@ class Call:
     # (`mask=<ctx.mask_of(...)>`, `use_causal_mask=True`).
     spread: bool = False
     call_kwargs: list[tuple[str, str]] = field(default_factory=list)
+    # A wrapper's layer (Bidirectional's), written as its first argument.
+    layer: Call | None = None
 
 
 @dataclass
@@ -377,7 +380,33 @@ def conv1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
     ], weights={"kernel": "kernel", "bias": "bias"}, uses=uses)
 
 
+# Keras's recurrent cells, whose variables a Bidirectional layer's paths name
+RNN_CELLS = {"simple_rnn": "simple_rnn_cell", "lstm": "lstm_cell", "gru": "gru_cell"}
+
+KerasRule = Callable[[Context, Node, list[Call]], Call]
+
+
+def _both_directions(rule: KerasRule) -> KerasRule:
+    """`bidirectional`: `keras.layers.Bidirectional(<the layer>, merge_mode=...)`. Keras
+    rebuilds the layer as `forward_<name>` and `backward_<name>` (go_backwards) under it."""
+    def run(ctx: Context, node: Node, xs: list[Call]) -> Call:
+        a = node.attrs
+        if a.bidirectional == "none":
+            return rule(ctx, node, xs)
+        inner = rule(ctx, direction_node(node, "forward"), xs)
+        inner.kwargs.append(("name", quote(node.name)))
+        weights: dict[str, str] = {}
+        for d in ("forward", "backward"):
+            sub = f"{d}_{node.name.removeprefix(f'{d}_')}/{RNN_CELLS[node.op]}"
+            weights |= {f"{d}_{k}": f"{sub}/{v}" for k, v in inner.weights.items()}
+        return Call("keras.layers.Bidirectional", [],
+                    [("merge_mode", quote(a.bidirectional))],
+                    weights=weights, uses=inner.uses, layer=inner)
+    return run
+
+
 @LOWERINGS("simple_rnn")
+@_both_directions
 def simple_rnn(ctx: Context, node: Node, xs: list[Call]) -> Call:
     a = node.attrs
     uses: list[Function] = []
@@ -409,6 +438,7 @@ def _gate_activation(ctx: Context, node: Node, name: str) -> str:
 
 
 @LOWERINGS("lstm")
+@_both_directions
 def lstm(ctx: Context, node: Node, xs: list[Call]) -> Call:
     a = node.attrs
     uses: list[Function] = []
@@ -427,6 +457,7 @@ def lstm(ctx: Context, node: Node, xs: list[Call]) -> Call:
 
 
 @LOWERINGS("gru")
+@_both_directions
 def gru(ctx: Context, node: Node, xs: list[Call]) -> Call:
     a = node.attrs
     uses: list[Function] = []
@@ -804,10 +835,23 @@ def model_function(graph: Graph) -> str:
     return identifier(f"build_{graph.name}")
 
 
-def _exploded(items: list[str], depth: int) -> str:
+def _exploded(items: list[str], depth: int, layer: Call | None = None) -> str:
     """`items` one a line at `depth` indents, each with the trailing comma that keeps ruff
-    format from joining them again."""
-    return "".join(f"{INDENT * depth}{item},\n" for item in items)
+    format from joining them again; `layer`'s item (a wrapped layer) exploded in turn when its
+    line would not fit."""
+    out = ""
+    for item in items:
+        line = f"{INDENT * depth}{item},"
+        if layer is not None and item == _inline(layer) and len(line) > LINE:
+            inner = [*layer.args, *(f"{k}={v}" for k, v in layer.kwargs)]
+            line = f"{INDENT * depth}{layer.cls}(\n{_exploded(inner, depth + 1)}{INDENT * depth}),"
+        out += line + "\n"
+    return out
+
+
+def _inline(call: Call) -> str:
+    """A layer as one expression (a wrapper's argument)."""
+    return f"{call.cls}({', '.join([*call.args, *(f'{k}={v}' for k, v in call.kwargs)])})"
 
 
 def _assign(target: str, value: Callable[[int], str]) -> str:
@@ -821,6 +865,8 @@ def _assign(target: str, value: Callable[[int], str]) -> str:
 
 def _render_call(target: str, call: Call, layer_name: str, inputs: list[str]) -> str:
     items = [*call.args, *(f"{k}={v}" for k, v in call.kwargs), f"name={quote(layer_name)}"]
+    if call.layer is not None:
+        items.insert(0, _inline(call.layer))
     arg = inputs[0] if len(inputs) == 1 else f"[{', '.join(inputs)}]"
     if call.spread or call.call_kwargs:
         inputs = [*(inputs if call.spread else [arg]), *(f"{k}={v}" for k, v in call.call_kwargs)]
@@ -830,7 +876,7 @@ def _render_call(target: str, call: Call, layer_name: str, inputs: list[str]) ->
         return line
 
     def value(d: int) -> str:
-        head = f"{call.cls}(\n{_exploded(items, d + 1)}{INDENT * d})"
+        head = f"{call.cls}(\n{_exploded(items, d + 1, call.layer)}{INDENT * d})"
         if len(f"{INDENT * d})({arg})") <= LINE:
             return f"{head}({arg})"
         if len(inputs) == 1:  # one long name: on a line of its own

@@ -366,6 +366,9 @@ def rnn(ctx: Importer, step: Step) -> list[Value | None]:
     if x.axes != ((1, 0, 2) if layout == 0 else (0, 1, 2)):
         raise step.fail(f"reads a tensor of ONNX shape {_dims(x.onnx_shape)} as a sequence, "
                         "but its axes are not the spec tensor's [time, features]")
+    if step.attrs.get("direction", "forward") == "bidirectional":
+        raise step.fail("runs `bidirectional`; not imported yet (a spec writes it "
+                        "`simple_rnn(units, bidirectional=concat)`, Keras's Bidirectional)")
     if step.attrs.get("direction", "forward") != "forward":
         raise step.fail(f"runs `{step.attrs['direction']}`; dslc's simple_rnn runs forward")
     if "clip" in step.attrs:

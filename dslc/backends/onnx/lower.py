@@ -21,13 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.ir.graph import Graph, Node, Shape
 from dslc.ops.conv import pads_1d, pads_2d, transpose_crops
+from dslc.ops.recurrent import DIRECTIONS, direction_node
 from dslc.ops.registry import pair
 from dslc.ops.spatial import zero_pads
 from dslc.passes.masks import padding_masks
@@ -819,7 +820,54 @@ def rnn_activation(ctx: Lowering, node: Node) -> dict[str, Any] | None:
     return out
 
 
+# `bidirectional` (Keras's Bidirectional): the layer's own rule once per direction (the
+# backward one is `go_backwards`, ONNX's direction=reverse), each reading its own weights
+# (`<layer>.forward_kernel`, ...), then Keras's merge. Two nodes rather than one
+# direction=bidirectional node: the Scan form (activations the RNN op lacks) needs them anyway.
+class _DirectionLowering:
+    """A Lowering whose `param` reads one direction's weights."""
+
+    def __init__(self, ctx: Lowering, node: Node, direction: str):
+        self._ctx, self._node, self._direction = ctx, node, direction
+
+    def param(self, node: Node, key: str, convert: Convert | None = None) -> str:
+        return self._ctx.param(self._node, f"{self._direction}_{key}", convert)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+
+OnnxRule = Callable[[Lowering, Node, list[Value]], Value]
+
+
+def _both_directions(rule: OnnxRule) -> OnnxRule:
+    def run(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
+        a = node.attrs
+        if a.bidirectional == "none":
+            return rule(ctx, node, xs)
+        y, y_rev = (rule(cast(Lowering, _DirectionLowering(ctx, node, d)), direction_node(node, d),
+                         xs) for d in DIRECTIONS)
+        rank = y.rank
+        if a.return_sequences:  # the backward outputs back in time order, as Keras's
+            y_rev = ctx.value("Slice", [y_rev.name, ctx.const("last", np.array([-1], np.int64)),
+                                        ctx.const("before_first",
+                                                  np.array([np.iinfo(np.int64).min])),
+                                        ctx.const("time", np.array([1], np.int64)),
+                                        ctx.const("step", np.array([-1], np.int64))],
+                              rank, role="time_order")
+        if a.bidirectional == "concat":
+            return ctx.value("Concat", [y.name, y_rev.name], rank, role="merge", axis=-1)
+        op = {"sum": "Add", "ave": "Add", "mul": "Mul"}[a.bidirectional]
+        merged = ctx.value(op, [y.name, y_rev.name], rank, role="merge")
+        if a.bidirectional == "ave":
+            half = ctx.const("half", np.array(0.5, np.float32))
+            merged = ctx.value("Mul", [merged.name, half], rank, role="average")
+        return merged
+    return run
+
+
 @LOWERINGS("simple_rnn")
+@_both_directions
 def simple_rnn(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
     x = xs[0]
@@ -945,6 +993,7 @@ LSTM_ONNX_ORDER = [0, 3, 1, 2]
 
 
 @LOWERINGS("lstm")
+@_both_directions
 def lstm(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
     u = a.units
@@ -966,6 +1015,7 @@ def lstm(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
 
 
 @LOWERINGS("gru")
+@_both_directions
 def gru(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     """ONNX's GRU has Keras's gate order (z, r, h); linear_before_reset=1 is reset_after."""
     a = node.attrs

@@ -8,6 +8,7 @@ from the formula, not with dslc/ops' helpers.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from dslc.backends.base import Feed
 from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph, Input, Node
+from dslc.ops.recurrent import direction_node
 from dslc.passes.masks import padding_masks
 
 Array = np.ndarray
@@ -462,7 +464,36 @@ def minimum(ctx: Context, node: Node, xs: list[Array]) -> Array:
     return np.minimum.reduce(xs)
 
 
+Rule = Callable[[Context, Node, list[Array]], Array]
+
+
+def _both_directions(rule: Rule) -> Rule:
+    """`bidirectional` (Keras's Bidirectional): the layer once forward and once backward, each
+    with its own weights; a returned sequence of the backward one is flipped back to time
+    order, then the two are merged."""
+    def run(ctx: Context, node: Node, xs: list[Array]) -> Array:
+        mode = node.attrs.bidirectional
+        if mode == "none":
+            return rule(ctx, node, xs)
+        ys = []
+        for d in ("forward", "backward"):
+            view = copy.copy(ctx)
+            view.weights = {f"{node.name}.{k}": ctx.weights[f"{node.name}.{d}_{k}"]
+                            for k in direction_node(node, d).params}
+            ys.append(rule(view, direction_node(node, d), xs))
+        y, y_rev = ys
+        if node.attrs.return_sequences:
+            y_rev = y_rev[:, ::-1]
+        if mode == "concat":
+            return np.concatenate([y, y_rev], axis=-1)
+        if mode == "mul":
+            return y * y_rev
+        return y + y_rev if mode == "sum" else (y + y_rev) / 2
+    return run
+
+
 @LOWERINGS("simple_rnn")
+@_both_directions
 def simple_rnn(ctx: Context, node: Node, xs: list[Array]) -> Array:
     x = xs[0]
     a = node.attrs
@@ -502,6 +533,7 @@ def _gate(ctx: Context, node: Node, name: str, v: Array) -> Array:
 
 
 @LOWERINGS("lstm")
+@_both_directions
 def lstm(ctx: Context, node: Node, xs: list[Array]) -> Array:
     """Keras's LSTM, gate blocks i, f, c, o along the last axis of each weight."""
     x = xs[0]
@@ -528,6 +560,7 @@ def lstm(ctx: Context, node: Node, xs: list[Array]) -> Array:
 
 
 @LOWERINGS("gru")
+@_both_directions
 def gru(ctx: Context, node: Node, xs: list[Array]) -> Array:
     """Keras's GRU, gate blocks z, r, h. reset_after: the bias is [input, recurrent] and the
     reset gate scales `h @ U_h + b_rh`; else one bias and the reset gate scales `h` first."""

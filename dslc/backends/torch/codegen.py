@@ -21,7 +21,7 @@ import re
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import dslc
 from dslc.backends.lowering import LoweringTable, activation_node
@@ -30,6 +30,7 @@ from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph, Node, ParamSpec, Shape
 from dslc.ops import ending_activation
 from dslc.ops.conv import pads_1d, pads_2d, transpose_crops
+from dslc.ops.recurrent import DIRECTIONS, direction_node
 from dslc.ops.registry import pair
 from dslc.ops.spatial import zero_pads
 from dslc.passes.masks import padding_masks
@@ -803,6 +804,53 @@ LOWERINGS.add("minimum", _folded("torch.minimum"))
 
 
 
+# `bidirectional` (Keras's Bidirectional): the layer's own rule once per direction, each with
+# its weights under `forward_layer` / `backward_layer` of one nn.ModuleDict (Keras's names).
+# Two kernel calls rather than one `bidirectional=True` call: the step loops (gate
+# activations the kernels lack) need them anyway, and the weights stay one set per direction.
+class _DirectionEmitter:
+    """An Emitter whose `add` keeps the direction's submodule for the layer's ModuleDict."""
+
+    def __init__(self, em: Emitter, node: Node, key: str):
+        self._em, self._node, self.key = em, node, key
+        self.ctor, self.params = "", cast(Declared, {})
+
+    def add(self, node: Node, ctor: str, params: Declared | None = None) -> str:
+        self.ctor, self.params = ctor, dict(params or {})
+        return f"{self._em.module(self._node)}.{self.key}"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._em, name)
+
+
+TorchRule = Callable[[Emitter, Node, list[Value]], Value]
+
+
+def _both_directions(rule: TorchRule) -> TorchRule:
+    def run(em: Emitter, node: Node, xs: list[Value]) -> Value:
+        a = node.attrs
+        if a.bidirectional == "none":
+            return rule(em, node, xs)
+        em.forward.append(f"# {comment(node.name)}: bidirectional ({a.bidirectional}), a forward "
+                          "layer and a backward one (reading the last step first)")
+        parts, ys = [], []
+        params: Declared = {}
+        for d in DIRECTIONS:
+            sub = _DirectionEmitter(em, node, f"{d}_layer")
+            ys.append(rule(cast(Emitter, sub), direction_node(node, d), xs))
+            parts.append(f'    "{sub.key}": ' + sub.ctor.replace("\n", "\n    ") + ",")
+            params |= {f"{d}_{k}": (f"{sub.key}.{name}", to, back)
+                       for k, (name, to, back) in sub.params.items()}
+        em.add(node, "nn.ModuleDict({\n" + "\n".join(parts) + "\n})", params=params)
+        y, y_rev = atom(ys[0].expr), atom(ys[1].expr)
+        if a.return_sequences:  # the backward outputs back in time order, as Keras's
+            y_rev = f"{y_rev}.flip(1)"
+        merged = {"concat": f"torch.cat([{y}, {y_rev}], dim=-1)", "sum": f"{y} + {y_rev}",
+                  "mul": f"{y} * {y_rev}", "ave": f"({y} + {y_rev}) / 2"}[a.bidirectional]
+        return Value(merged, rank=ys[0].rank)
+    return run
+
+
 # lstm and gru hold their weights in torch's RNN layout and call the fused kernels
 # (`torch.lstm`, `torch.gru`: what nn.LSTM and nn.GRU call) with them. Not nn.LSTM itself: it
 # owns two biases where Keras's LSTM has one, and a frozen second bias would add parameters
@@ -855,6 +903,7 @@ def _read_order(em: Emitter, node: Node, x: Value) -> str:
 
 
 @LOWERINGS("lstm")
+@_both_directions
 def lstm(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
     u = a.units
@@ -893,6 +942,7 @@ def lstm(em: Emitter, node: Node, xs: list[Value]) -> Value:
 
 
 @LOWERINGS("gru")
+@_both_directions
 def gru(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
     u = a.units
@@ -1018,6 +1068,7 @@ def _fused_masked(em: Emitter, node: Node, kernel: str, p: str, x: str, batch: V
 
 
 @LOWERINGS("simple_rnn")
+@_both_directions
 def simple_rnn(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
     u = a.units
