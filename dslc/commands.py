@@ -30,6 +30,34 @@ def batch_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"not a whole number or `full`: {text!r}") from None
 
 
+def memory_size(text: str) -> str:
+    """argparse type: a size such as 512M or 8G (dslc/data/lazy.py)."""
+    import argparse
+
+    from dslc.data.lazy import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+MAX_MEMORY_HELP = ("features of .npy/.npz data larger than this (as float32) stay on disk, "
+                   "memory-mapped and read a batch at a time, e.g. 512M, 8G (default: "
+                   "$DSLC_MAX_MEMORY, else half the machine's memory)")
+
+
+def use_max_memory(args) -> None:
+    """--max-memory reaches the data loaders as DSLC_MAX_MEMORY (they run in any command)."""
+    import os
+
+    from dslc.data.lazy import ENV
+
+    if getattr(args, "max_memory", None):
+        os.environ[ENV] = args.max_memory
+
+
 def register(sub, commands: dict) -> None:
     # Each flag offers the backends that can do what it asks (see dslc/backends/base.py).
     targets, trainers, runners = (backend_names(emits=True), backend_names(trains=True),
@@ -76,6 +104,7 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--tensorboard", action="store_true",
                    help="write TensorBoard event files (scalars, weight histograms, the graph) "
                         "to OUT/tensorboard")
+    p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     commands["train"] = cmd_train
 
     p = sub.add_parser("eval", help="loss and metrics on the test split")
@@ -87,6 +116,7 @@ def register(sub, commands: dict) -> None:
                    help="where to run; auto: a CUDA GPU if there is one (default cpu)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
+    p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     commands["eval"] = cmd_eval
 
     p = sub.add_parser("export", help="ONNX with trained weights")
@@ -252,12 +282,14 @@ def cmd_compile(args) -> int:
 def cmd_train(args) -> int:
     from dslc.train.run import train_command
 
+    use_max_memory(args)
     return train_command(args)
 
 
 def cmd_eval(args) -> int:
     from dslc.train.run import eval_command
 
+    use_max_memory(args)
     return eval_command(args)
 
 

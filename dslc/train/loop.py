@@ -6,7 +6,9 @@ seeded shuffling and augmentation, validation, metrics, progress, checkpoints, `
 and the stop on a NaN/inf loss. What the loop relies on, beyond the protocol's docstrings:
 
 - Batches are numpy: `train_epoch(x, y, batch_size, on_batch)` gets float32 features
-  `[N, *input_shape]` (channels-last) already shuffled and augmented for this epoch, and the
+  `[N, *input_shape]` (channels-last) already shuffled and augmented for this epoch — an
+  array, or a `dslc.data.lazy.LazyArray` for data on disk: slice it one batch at a time
+  (`x[start:stop]` reads that batch), never all at once — and the
   labels as `dslc.data.loaders.load_dataset` gives them (int64 class indices `[N]`, float32
   one-hot `[N, C]` or targets `[N, k]`); `dslc.train.targets.shape_targets` shapes them for a
   loss. `batch_size` may be `None`: full batch (gradient descent), one step per epoch.
@@ -44,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslc.data.lazy import LazyArray, take
 from dslc.data.loaders import Dataset, augment
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
@@ -156,9 +159,10 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
                 trainer.set_lr(lr)
             rng = np.random.default_rng([seed % 2**63, epoch, 2])
             order = rng.permutation(n) if cfg.shuffle else np.arange(n)
-            x, y = data.x_train[order], data.y_train[order]
-            if cfg.augment:
-                x = augment(x, cfg.augment, rng)
+            x, y = take(data.x_train, order), data.y_train[order]
+            if cfg.augment:  # on disk: batch by batch, as the trainer reads them
+                x = (x.augmented(cfg.augment, rng) if isinstance(x, LazyArray)
+                     else augment(x, cfg.augment, rng))
             trainer.begin_epoch(epoch)
             steps = [0]
 
@@ -176,7 +180,7 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
                 raise _diverged(train_loss, epoch, steps[0], result.history, ckpt)
             row: dict = {"epoch": epoch + 1, "loss": float(train_loss)}
             if cfg.metrics:
-                pred = trainer.predict(data.x_train[probe])
+                pred = trainer.predict(take(data.x_train, probe))
                 row.update(epoch_metrics(cfg, data.y_train[probe], pred, with_loss=False))
             if data.x_val is not None and data.y_val is not None:
                 row.update(epoch_metrics(cfg, data.y_val, trainer.predict(data.x_val), "val_"))

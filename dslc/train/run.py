@@ -133,6 +133,12 @@ def train_command(args) -> int:
         f"test samples; {epochs} epochs, batch {batch or 'full'}")
     for line in regularisation_notes(graph, cfg, data):
         progress.message(line)
+    from dslc.data.lazy import human, is_lazy, memory_cap
+
+    if is_lazy(data.x_train):
+        progress.message(f"features stay on disk (memory-mapped: {human(data.x_train.nbytes)} "
+                         f"of training features, over the memory cap of {human(memory_cap())});"
+                         " each batch is read as it trains")
     meta = {"model": graph.name, "spec_digest": spec.digest, "run_digest": run_digest(graph, cfg),
             "batch": batch}
     t0 = time.perf_counter()
@@ -259,7 +265,7 @@ def evaluate(spec, graph, cfg, weights_path: str, backend_name: str, device: str
     seed = int(meta["seed"]) if str(meta.get("seed", "")).lstrip("-").isdigit() else cfg.seed
     data = _dataset(spec, graph, cfg, seed)
     runtime = get_backend(backend_name).build(graph, weights, device=device)
-    pred = np.asarray(runtime.predict(data.x_test))
+    pred = predict_split(runtime.predict, data.x_test)
     classify = cfg.loss.name in CE
     names = list(dict.fromkeys(cfg.metrics + (CLASS_METRICS if classify else ["mse", "mae"])))
     report = {
@@ -276,6 +282,16 @@ def evaluate(spec, graph, cfg, weights_path: str, backend_name: str, device: str
         if classes:
             report["classes"] = classes
     return report
+
+
+def predict_split(predict, x) -> np.ndarray:
+    """`predict(x)`; for data on disk, block by block (each well under the memory cap)."""
+    from dslc.data.lazy import is_lazy, memory_cap
+
+    if not is_lazy(x):
+        return np.asarray(predict(x))
+    rows = max(1, memory_cap() // 8 // max(1, x.nbytes // max(1, len(x))))
+    return np.concatenate([np.asarray(predict(x[i:i + rows])) for i in range(0, len(x), rows)])
 
 
 def eval_command(args) -> int:

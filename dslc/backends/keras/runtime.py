@@ -17,6 +17,7 @@ from dslc.backends.base import Feed
 from dslc.backends.keras.codegen import generate, model_function
 from dslc.backends.keras.quiet import import_keras
 from dslc.backends.keras.weights import assign, model_variables, read
+from dslc.data.lazy import is_lazy
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 
@@ -82,7 +83,8 @@ def feed(graph: Graph, x: Feed) -> list[np.ndarray]:
         xs = list(x) if isinstance(x, list | tuple) else [x]
     if len(xs) != len(graph.inputs):
         raise DslError(f"model `{graph.name}` takes {len(graph.inputs)} input(s), got {len(xs)}")
-    return [np.asarray(a, dtype=np.float32) for a in xs]
+    # Data on disk (dslc/data/lazy.py) stays there: the batch loops read it a slice at a time.
+    return [a if is_lazy(a) else np.asarray(a, dtype=np.float32) for a in xs]
 
 
 def inference_fn(model: Any, graph: Graph, all_outputs: bool = False) -> Callable[..., Any]:

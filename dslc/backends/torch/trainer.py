@@ -23,17 +23,20 @@ follow the IR's pinned values:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dslc.backends.base import Trainer
+from dslc.data.lazy import is_lazy
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import TrainConfig
 from dslc.ops.registry import SMALL_BATCH_MACS, graph_macs
+from dslc.train.prefetch import prefetch
 from dslc.train.regularisation import class_weights, decays, output_classes, sample_weights
 from dslc.train.targets import shape_targets
 from dslc.weights import init_weights
@@ -189,14 +192,13 @@ class TorchTrainer(Trainer):
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
-    def train_epoch(self, x: np.ndarray, y: np.ndarray, batch_size: int | None,
+    def train_epoch(self, x: Any, y: np.ndarray, batch_size: int | None,
                     on_batch: Callable[[int, float], None]) -> float:
         n = len(x)
         batch_size = batch_size or n  # None: full batch (gradient descent)
         if not self._threads_set:
             choose_threads(self.graph, batch_size, n, self.device)
             self._threads_set = True
-        xt = self._tensor(np.asarray(x, dtype=np.float32))
         yt = self._tensor(shape_targets(y, self.config.loss, self.out_shape))
         cw = class_weights(self.config, y, output_classes(self.config.loss, self.out_shape))
         sw = sample_weights(y, cw)
@@ -205,8 +207,8 @@ class TorchTrainer(Trainer):
         module, opt, loss_fn, logits = self.module, self.optimizer, self.loss_fn, self.logits
         module.train()
         total = 0.0
-        for start in range(0, n, batch_size):
-            xb, yb = xt[start:start + batch_size], yt[start:start + batch_size]
+        for start, xb in self._batches(x, batch_size):
+            yb = yt[start:start + batch_size]
             opt.zero_grad(set_to_none=True)
             out = module(xb, logits=True) if logits else module(xb)
             if wt is None:
@@ -221,6 +223,15 @@ class TorchTrainer(Trainer):
             total += value * len(xb)
             on_batch(len(xb), value)
         return total / n if n else float("nan")
+
+    def _batches(self, x: Any, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """(start, features on the device) for each batch, in order. Data on disk is read
+        one batch at a time, the next while this one trains."""
+        def read() -> Iterator[tuple[int, torch.Tensor]]:
+            for start in range(0, len(x), batch_size):
+                yield start, self._tensor(np.asarray(x[start:start + batch_size], np.float32))
+
+        return prefetch(read()) if is_lazy(x) else read()
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         self.module.eval()
