@@ -105,6 +105,20 @@ def register(sub, commands: dict) -> None:
                    help="write TensorBoard event files (scalars, weight histograms, the graph) "
                         "to OUT/tensorboard")
     p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="mixed precision: float32 weights, bf16/fp16 arithmetic (torch "
+                        "autocast, fp16 with a gradient scaler; Keras's mixed policies); "
+                        "default fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (torch; compiles once, so it pays "
+                        "off on long runs; the short last batch runs eagerly)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N local processes with torch DistributedDataParallel "
+                        "(torchrun; gloo on CPU, nccl on CUDA); the spec's batch is the "
+                        "global batch")
+    p.add_argument("--distributed", action="store_true",
+                   help="this process is one of a torchrun group (`torchrun ... -m dslc "
+                        "train SPEC --distributed`, several nodes: docs/scale.md)")
     commands["train"] = cmd_train
 
     p = sub.add_parser("eval", help="loss and metrics on the test split")

@@ -112,13 +112,14 @@ def epoch_metrics(cfg: TrainConfig, y: np.ndarray, pred: np.ndarray, prefix: str
 def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, backend: str,
         epochs: int, batch: int | None, seed: int, resume: bool = False,
         progress: Progress | None = None, meta: dict | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None) -> LoopResult:
+        on_epoch: Callable[[int, dict], None] | None = None, write: bool = True) -> LoopResult:
     """Train `trainer` for `epochs` (in total, counting resumed ones), checkpointing each
     epoch to `out/checkpoint.safetensors`. Raises `Diverged` on a NaN/inf loss, leaving the
     last good checkpoint in place, and `Interrupted` on Ctrl-C. With early stopping the run may
     end sooner (`result.stopped`), and with `restore_best` the trainer holds the best epoch's
     weights on return (`result.weights_epoch`). `on_epoch(epoch, row)` runs
-    after each epoch's checkpoint (0-based epoch, its history row)."""
+    after each epoch's checkpoint (0-based epoch, its history row). `write=False` (the other
+    processes of a distributed run) writes no checkpoint and calls no `on_epoch`."""
     progress = progress or Progress()
     result = LoopResult()
     ckpt = out / CHECKPOINT
@@ -196,12 +197,13 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
             more = {"schedule": schedule.state(),
                     "early_stopping": stopper.state() if stopper is not None else None}
             best = stopper.best_weights if stopper is not None else None
-            save_checkpoint(ckpt, trainer.get_weights(), trainer.optimizer_state(),
-                            {**(meta or {}), "backend": backend, "epoch": epoch + 1,
-                             "seed": seed, "history": result.history, **more},
-                            extra={"best": best} if best else None)
+            if write:
+                save_checkpoint(ckpt, trainer.get_weights(), trainer.optimizer_state(),
+                                {**(meta or {}), "backend": backend, "epoch": epoch + 1,
+                                 "seed": seed, "history": result.history, **more},
+                                extra={"best": best} if best else None)
             saved = epoch + 1
-            if on_epoch is not None:  # --diagnose, --tensorboard, dslc tune's pruning
+            if on_epoch is not None and write:  # --diagnose, --tensorboard, dslc tune's pruning
                 on_epoch(epoch, row)
             if stop and stopper is not None:
                 progress.message(stopper.message())

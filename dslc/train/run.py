@@ -23,7 +23,7 @@ from dslc.train.metrics import (
     predicted_labels,
     true_labels,
 )
-from dslc.train.progress import Progress
+from dslc.train.progress import Progress, Silent
 from dslc.tune.space import refuse as refuse_space
 from dslc.weights import load_weights, read_weights, save_weights
 
@@ -82,6 +82,42 @@ def _check_label_range(data, graph, cfg) -> None:
 
 
 def train_command(args) -> int:
+    from dslc.train import distributed
+
+    if getattr(args, "nproc", None) and not distributed.in_torchrun():
+        # Check the spec here, once, before starting processes that would each report it.
+        _load(args)
+        return distributed.launch(getattr(args, "argv", None) or _argv(args), args.nproc)
+    group = distributed.setup(args.device) if distributed.wanted(args) else None
+    try:
+        return _train(args, group)
+    finally:
+        if group is not None:
+            distributed.shutdown()
+
+
+def _argv(args) -> list[str]:
+    """The train command line of `args` (when the CLI's own argv is not at hand)."""
+    argv = ["train", args.spec]
+    for flag in ("backend", "device", "epochs", "batch", "seed", "out", "model", "precision",
+                 "max_memory"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(value)]
+    for flag in ("resume", "force", "diagnose", "tensorboard", "compile"):
+        if getattr(args, flag, False):
+            argv.append(f"--{flag}")
+    return argv
+
+
+def _train(args, group) -> int:
+    from dslc.backends.base import TrainOptions
+
+    writes = group is None or group.writes  # under DDP only rank 0 writes and prints
+    device = args.device if group is None else group.device
+    options = TrainOptions(precision=getattr(args, "precision", None) or "fp32",
+                           compile=bool(getattr(args, "compile", False)),
+                           distributed=group is not None)
     spec, graph, cfg = _load(args)
     out = Path(args.out) if args.out else Path("runs") / graph.name
     seed = cfg.seed if args.seed is None else args.seed
@@ -120,17 +156,27 @@ def train_command(args) -> int:
                            f"{state.get('backend')}, not {args.backend}",
                            hint=f"resume with `--backend {state.get('backend')}`")
     backend = get_backend(args.backend)
+    backend.check_options(options)
     backend.require()  # a missing framework is found without importing it
     # The data first: its errors come in a moment, importing a framework takes seconds.
     data = _dataset(spec, graph, cfg, seed)
-    trainer = backend.make_trainer(graph, cfg, args.device, seed)
-    on_epoch, diagnoser = _watchers(args, backend, graph, cfg, data, out, seed, trainer)
-    progress = Progress()
+    if group is not None:
+        from dslc.train.distributed import barrier
+
+        barrier()  # every process has checked --out before rank 0 writes to it
+    trainer = backend.make_trainer(graph, cfg, device, seed, options)
+    on_epoch, diagnoser = (_watchers(args, backend, graph, cfg, data, out, seed, trainer)
+                           if writes else (None, None))
+    progress = Progress() if writes else Silent()
     n_val = 0 if data.x_val is None else len(data.x_val)
     progress.message(
         f"training {graph.name} ({graph.param_count:,} params) with {args.backend} on "
         f"{trainer.device}: {len(data.x_train)} train, {n_val} validation, {len(data.x_test)} "
-        f"test samples; {epochs} epochs, batch {batch or 'full'}")
+        f"test samples; {epochs} epochs, batch {batch or 'full'}"
+        + (f", {options.precision}" if options.precision != "fp32" else "")
+        + (", torch.compile" if options.compile else "")
+        + (f"; {group.world} processes (DDP, {batch or 'full'} samples a step in all)"
+           if group is not None else ""))
     for line in regularisation_notes(graph, cfg, data):
         progress.message(line)
     from dslc.data.lazy import human, is_lazy, memory_cap
@@ -145,23 +191,28 @@ def train_command(args) -> int:
     try:
         result = fit(trainer, graph, cfg, data, out=out, backend=args.backend, epochs=epochs,
                      batch=batch, seed=seed, resume=args.resume, progress=progress, meta=meta,
-                     on_epoch=on_epoch)
+                     on_epoch=on_epoch, write=writes)
     except Diverged as err:
         if diagnoser is not None:
             diagnoser.diverged(trainer, err)  # names the first layer whose output is not finite
-        _write_after_divergence(out, spec, graph, err, seed, args.backend, data)
+        if writes:
+            _write_after_divergence(out, spec, graph, err, seed, args.backend, data)
         raise
     except Interrupted as stop:
         raise KeyboardInterrupt(_how_to_resume(args, out, stop.epoch, epochs)) from None
     weights = trainer.get_weights()
     test = epoch_metrics(cfg, data.y_test, trainer.predict(data.x_test))
     history = result.history
+    if not writes:
+        return 0
     written = _write_run(out, spec, graph, weights, history, seed, args.backend, data)
     outputs.write_json(out / "metrics.json", {
         "test": test,
         "final_epoch": history[-1] if history else None,
         "model": graph.name, "backend": args.backend, "device": trainer.device, "seed": seed,
-        "epochs": len(history), "batch": batch,
+        "epochs": len(history), "batch": batch, "precision": options.precision,
+        **({"compile": True} if options.compile else {}),
+        **({"processes": group.world} if group is not None else {}),
         "samples": {"train": len(data.x_train), "validation": n_val, "test": len(data.x_test)},
         "train_seconds": round(result.seconds, 3),
         "total_seconds": round(time.perf_counter() - t0, 3),

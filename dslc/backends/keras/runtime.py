@@ -65,11 +65,28 @@ def resolve_device(device: str) -> tuple[str, str]:
     return "cpu", "/CPU:0"
 
 
-def build_model(graph: Graph, tf_device: str) -> Any:
+# Keras's mixed-precision policies: float32 variables, bf16/fp16 computation.
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def build_model(graph: Graph, tf_device: str, precision: str = "fp32") -> Any:
+    """The generated model; layers built under `precision`'s dtype policy, which is set for
+    the build only (the global policy is put back)."""
     tf = tensorflow()
+    keras = import_keras()
     builder = load_generated(graph)
-    with tf.device(tf_device):
-        return builder()
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(POLICIES[precision])
+    try:
+        with tf.device(tf_device):
+            return builder()
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    """Outputs of a mixed-precision model (bfloat16, float16) as float32."""
+    return a if a.dtype == np.float32 else a.astype(np.float32)
 
 
 def feed(graph: Graph, x: Feed) -> list[np.ndarray]:
@@ -116,19 +133,21 @@ def predict_all_batches(fn: Callable[..., Any], xs: list[np.ndarray], tf_device:
     parts = []
     with tf.device(tf_device):
         for start in range(0, n, batch_size):
-            parts.append([y.numpy() for y in fn(*(a[start:start + batch_size] for a in xs))])
+            parts.append([_f32(y.numpy())
+                          for y in fn(*(a[start:start + batch_size] for a in xs))])
         if not parts:
-            return [y.numpy() for y in fn(*(a[:0] for a in xs))]
+            return [_f32(y.numpy()) for y in fn(*(a[:0] for a in xs))]
     return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
 
 
 class KerasRuntime:
     """A built model in inference mode; inputs channels-last float32 `[N, ...]`."""
 
-    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu"):
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu",
+                 precision: str = "fp32"):
         self.graph = graph
         self.device, self._tf_device = resolve_device(device)
-        self.model = build_model(graph, self._tf_device)
+        self.model = build_model(graph, self._tf_device, precision)
         self.variables = model_variables(self.model, graph)
         assign(self.variables, weights, graph.name)
         self._infer = inference_fn(self.model, graph)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dslc.backends.base import Trainer
+from dslc.backends.base import Trainer, TrainOptions
 from dslc.backends.keras.quiet import import_keras
 from dslc.backends.keras.runtime import (
     build_model,
@@ -100,7 +100,10 @@ def choose_threads(tf: Any, graph: Graph, batch: int | None, device: str) -> Non
 class KerasTrainer(Trainer):
     """Model, loss and optimizer for one training run, starting from `init_weights(seed)`."""
 
-    def __init__(self, graph: Graph, config: TrainConfig, device: str = "cpu", seed: int = 0):
+    def __init__(self, graph: Graph, config: TrainConfig, device: str = "cpu", seed: int = 0,
+                 options: TrainOptions | None = None):
+        options = options or TrainOptions()
+        self.precision = options.precision
         keras = import_keras()
         self.tf = tensorflow()
         keras.utils.set_random_seed(seed)
@@ -110,7 +113,7 @@ class KerasTrainer(Trainer):
         out_shape = graph.type_of(graph.outputs[0]).shape
         self._out_shape = tuple(out_shape)
         with self.tf.device(self._tf_device):
-            self.model = build_model(graph, self._tf_device)
+            self.model = build_model(graph, self._tf_device, self.precision)
             self.variables = model_variables(self.model, graph)
             assign(self.variables, init_weights(graph, seed), graph.name)
             self.loss_fn = make_loss(keras, config.loss, int(out_shape[-1] or 1))
@@ -118,9 +121,16 @@ class KerasTrainer(Trainer):
             if config.optimizer.name == "adamw":  # decay kernels only (regularisation.py)
                 self.optimizer.exclude_from_weight_decay(
                     var_list=[v for k, v in self.variables.items() if not decays(k)])
+            if self.precision == "fp16":  # dynamic loss scaling, Keras's mixed_float16 rule
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
         self._l2 = (config.optimizer.weight_decay
                     if config.optimizer.name != "adamw" else 0.0)
+        if self.precision == "fp16" and (config.clip_value or config.clip_norm or self._l2):
+            # They would act on the scaled gradients, which only the optimizer unscales.
+            raise DslError("keras at --precision fp16 trains without gradient clipping and "
+                           f"{config.optimizer.name} weight decay", config.span,
+                           "use --precision bf16 (no loss scaling), or the torch backend")
         kernels = {v.path for k, v in self.variables.items() if decays(k)}
         self._decay = [v.path in kernels for v in self.model.trainable_variables]
         self._steps: dict[tuple[Any, ...], Callable[..., Any]] = {}
@@ -161,7 +171,8 @@ class KerasTrainer(Trainer):
                     pred = pred[0]
                 loss = loss_fn(y_true, pred) if w is None else loss_fn(y_true, pred,
                                                                        sample_weight=w)
-            grads = tape.gradient(loss, variables)
+                scaled = opt.scale_loss(loss)  # the loss itself but at fp16
+            grads = tape.gradient(scaled, variables)
             if cfg.clip_value:  # regularisation.py: value, then global norm, then decay
                 grads = [tf.clip_by_value(g, -cfg.clip_value, cfg.clip_value) for g in grads]
             if cfg.clip_norm:
