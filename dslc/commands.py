@@ -175,6 +175,9 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="with --bench: intra-op threads of onnxruntime and torch alike "
                         "(default: each framework's own choice)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="onnxruntime's CUDA provider for cuda/auto when installed "
+                        "(onnxruntime-gpu), else the CPU with a note saying so (default cpu)")
     p.add_argument("--spec", help="with --bench: the .dl spec the model was exported from")
     p.add_argument("--weights", help="with --bench: the weights it was exported with")
     commands["run"] = cmd_run
@@ -184,10 +187,18 @@ def register(sub, commands: dict) -> None:
     p.add_argument("spec", help="the .dl file")
     p.add_argument("--weights", help="a weights.safetensors file (default: seeded initial "
                                      "weights)")
-    p.add_argument("--atol", "--tol", dest="atol", type=float, default=1e-5,
-                   help="absolute tolerance (as numpy.allclose)")
-    p.add_argument("--rtol", type=float, default=1e-6,
-                   help="relative tolerance, times |reference| (as numpy.allclose)")
+    p.add_argument("--atol", "--tol", dest="atol", type=float, default=None,
+                   help="absolute tolerance (as numpy.allclose; default 1e-5 at fp32, 5e-3 at "
+                        "fp16, 4e-2 at bf16)")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="relative tolerance, times |reference| (as numpy.allclose; default "
+                        "1e-6 at fp32, 5e-3 at fp16, 4e-2 at bf16)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="run the frameworks in mixed precision (torch autocast, Keras mixed "
+                        "policies; onnx runs fp32 only and is skipped); default fp32")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where the frameworks run (the reference runs on the CPU); "
+                        "default cpu")
     p.add_argument("--seed", type=seed, default=0, help="seed of the batch and initial weights")
     p.add_argument("--batch", type=int, default=8, help="samples in the random batch")
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")

@@ -216,3 +216,43 @@ def test_cuda_channels_last_filters():
     graph = compile_text(CNN, "cnn.dl").model()
     runtime = build(graph, init_weights(graph, 0), "cuda")
     assert runtime.module.conv2d_1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+# --- verify --precision, run --device -----------------------------------------------------------
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_verify_at_mixed_precision_states_its_tolerance(spec, capsys, precision):
+    assert main(["verify", str(spec), "--precision", precision]) == 0
+    out = capsys.readouterr().out
+    from dslc.verify import PRECISION_TOLERANCE
+
+    tol = PRECISION_TOLERANCE[precision]
+    assert f"tolerance at {precision}: atol {tol.atol:g}, rtol {tol.rtol:g}" in out
+    assert "onnx: not run (runs at fp32 only" in out and "torch vs reference" in out
+    # The low precision shows: not bit-equal to the float64 reference, yet within bounds.
+    assert "torch vs reference  max abs diff 0.000e+00" not in out
+
+
+def test_verify_at_bf16_fails_a_tight_tolerance(spec, capsys):
+    assert main(["verify", str(spec), "--precision", "bf16", "--atol", "1e-6",
+                 "--rtol", "0"]) == 1
+
+
+def test_run_on_cuda_without_the_provider_falls_back_and_says_so(spec, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed: no fallback to see")
+    assert main(["compile", str(spec), "--target", "onnx", "-o", str(tmp_path)]) == 0
+    model = next(tmp_path.glob("*.onnx"))
+    np.save(tmp_path / "x.npy", np.zeros((2, 64), np.float32))
+    assert main(["run", str(model), "--input", str(tmp_path / "x.npy"), "--device", "cuda"]) == 0
+    err = capsys.readouterr().err
+    assert "no CUDA provider" in err and "running on the CPU" in err
+
+
+@needs_cuda
+def test_verify_on_cuda(spec, capsys):
+    for precision in ("fp32", "bf16"):
+        assert main(["verify", str(spec), "--device", "cuda", "--precision", precision]) == 0
