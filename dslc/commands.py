@@ -116,6 +116,9 @@ def register(sub, commands: dict) -> None:
                    help="train on N local processes with torch DistributedDataParallel "
                         "(torchrun; gloo on CPU, nccl on CUDA); the spec's batch is the "
                         "global batch")
+    p.add_argument("--devices", type=int, default=1, metavar="N",
+                   help="keras: a tf.distribute MirroredStrategy over N local devices (GPUs, "
+                        "or N logical CPU devices without them); the batch is split among them")
     p.add_argument("--distributed", action="store_true",
                    help="this process is one of a torchrun group (`torchrun ... -m dslc "
                         "train SPEC --distributed`, several nodes: docs/scale.md)")

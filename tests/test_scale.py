@@ -15,8 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from dslc.backends.torch.trainer import shard  # noqa: E402
 from dslc.cli import main  # noqa: E402
+from dslc.train.distributed import shard  # noqa: E402
 from dslc.weights import read_weights  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,3 +256,23 @@ def test_run_on_cuda_without_the_provider_falls_back_and_says_so(spec, tmp_path,
 def test_verify_on_cuda(spec, capsys):
     for precision in ("fp32", "bf16"):
         assert main(["verify", str(spec), "--device", "cuda", "--precision", precision]) == 0
+
+
+# --- Keras: MirroredStrategy --------------------------------------------------------------------
+
+def test_keras_two_mirrored_cpu_devices_equal_one(spec, tmp_path):
+    # Two logical CPU devices (TensorFlow splits the CPU only before it starts: a fresh process).
+    pytest.importorskip("keras")
+    for name, flags in (("one", []), ("two", ["--devices", "2"])):
+        done = run_dslc("train", str(spec), "--out", str(tmp_path / name), "--backend", "keras",
+                        *flags)
+        assert done.returncode == 0, done.stderr
+    assert "2 devices (MirroredStrategy)" in done.stdout + done.stderr
+    one = read_weights(tmp_path / "one" / "weights.safetensors")[0]
+    two = read_weights(tmp_path / "two" / "weights.safetensors")[0]
+    assert max_diff(two, one) < 1e-5
+
+
+def test_devices_is_for_keras(spec, tmp_path, capsys):
+    assert main(["train", str(spec), "--out", str(tmp_path / "t"), "--devices", "2"]) == 2
+    assert "--nproc" in capsys.readouterr().err

@@ -46,11 +46,14 @@ class TrainOptions:
       the forward and backward passes compute in the low format; fp16 scales the loss.
     - `compile`: torch.compile the training step (torch only).
     - `distributed`: one process of a torch.distributed group (DistributedDataParallel); the
-      process group is already initialised (dslc/train/distributed.py)."""
+      process group is already initialised (dslc/train/distributed.py).
+    - `devices`: replicas of a tf.distribute.MirroredStrategy in this process (Keras): local
+      GPUs, or logical CPU devices without them."""
 
     precision: str = "fp32"
     compile: bool = False
     distributed: bool = False
+    devices: int = 1  # Keras: MirroredStrategy over this many local devices
 
 
 class Runtime(Protocol):
@@ -123,6 +126,7 @@ class Backend:
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     compiles: ClassVar[bool] = False  # TrainOptions.compile
     distributes: ClassVar[bool] = False  # TrainOptions.distributed
+    mirrors: ClassVar[bool] = False  # TrainOptions.devices
 
     @property
     def lowerings(self) -> LoweringTable:
@@ -173,7 +177,12 @@ class Backend:
             raise DslError(f"--compile is for the torch backend; `{self.name}` does not compile",
                            hint="drop --compile")
         if options is not None and options.distributed and not self.distributes:
-            raise DslError(f"backend `{self.name}` does not train on several processes")
+            raise DslError(f"backend `{self.name}` does not train on several processes",
+                           hint="keras trains on several devices of one process with "
+                                "--devices N (docs/scale.md)")
+        if options is not None and options.devices > 1 and not self.mirrors:
+            raise DslError(f"--devices is Keras's MirroredStrategy; backend `{self.name}` "
+                           "trains on several devices with --nproc N (one process each)")
 
     def gradients(self, graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarray],
                   cotangents: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -40,6 +40,15 @@ class Group:
         return self.rank == 0
 
 
+def shard(size: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows [lo, hi) of a batch of `size` for process (or replica) `rank` of `world`:
+    contiguous, sizes differing by at most one (DistributedSampler's split of each global
+    batch)."""
+    base, extra = divmod(size, world)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
 def in_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 

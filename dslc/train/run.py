@@ -100,7 +100,7 @@ def _argv(args) -> list[str]:
     """The train command line of `args` (when the CLI's own argv is not at hand)."""
     argv = ["train", args.spec]
     for flag in ("backend", "device", "epochs", "batch", "seed", "out", "model", "precision",
-                 "max_memory"):
+                 "max_memory", "devices"):
         value = getattr(args, flag, None)
         if value is not None:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
@@ -117,7 +117,8 @@ def _train(args, group) -> int:
     device = args.device if group is None else group.device
     options = TrainOptions(precision=getattr(args, "precision", None) or "fp32",
                            compile=bool(getattr(args, "compile", False)),
-                           distributed=group is not None)
+                           distributed=group is not None,
+                           devices=getattr(args, "devices", None) or 1)
     spec, graph, cfg = _load(args)
     out = Path(args.out) if args.out else Path("runs") / graph.name
     seed = cfg.seed if args.seed is None else args.seed
@@ -176,7 +177,8 @@ def _train(args, group) -> int:
         + (f", {options.precision}" if options.precision != "fp32" else "")
         + (", torch.compile" if options.compile else "")
         + (f"; {group.world} processes (DDP, {batch or 'full'} samples a step in all)"
-           if group is not None else ""))
+           if group is not None else "")
+        + (f"; {options.devices} devices (MirroredStrategy)" if options.devices > 1 else ""))
     for line in regularisation_notes(graph, cfg, data):
         progress.message(line)
     from dslc.data.lazy import human, is_lazy, memory_cap
@@ -213,6 +215,7 @@ def _train(args, group) -> int:
         "epochs": len(history), "batch": batch, "precision": options.precision,
         **({"compile": True} if options.compile else {}),
         **({"processes": group.world} if group is not None else {}),
+        **({"devices": options.devices} if options.devices > 1 else {}),
         "samples": {"train": len(data.x_train), "validation": n_val, "test": len(data.x_test)},
         "train_seconds": round(result.seconds, 3),
         "total_seconds": round(time.perf_counter() - t0, 3),

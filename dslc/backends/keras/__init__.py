@@ -28,6 +28,7 @@ class KerasBackend(Backend):
     runs = True
     trains = True
     precisions = ("fp32", "bf16", "fp16")
+    mirrors = True
 
     @property
     def lowerings(self) -> LoweringTable:

@@ -65,6 +65,31 @@ def resolve_device(device: str) -> tuple[str, str]:
     return "cpu", "/CPU:0"
 
 
+def mirrored_devices(count: int, device: str) -> list[str]:
+    """`count` local devices for a MirroredStrategy: GPUs for cuda/auto when there are enough,
+    else `count` logical CPU devices (TensorFlow splits the CPU when asked before it starts;
+    on CPU they share its cores, which makes them a test of the distribution, not a speed-up)."""
+    tf = tensorflow()
+    gpus = tf.config.list_physical_devices("GPU")
+    if device in ("cuda", "auto") and len(gpus) >= count:
+        return [f"/GPU:{i}" for i in range(count)]
+    if device == "cuda":
+        raise DslError(f"--devices {count} on cuda, but TensorFlow sees {len(gpus)} GPU(s)",
+                       hint=f"use --devices {len(gpus)}, or --device cpu")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+    except RuntimeError:  # already started: use the logical CPUs it has, if enough
+        pass
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) < count:
+        raise DslError(f"--devices {count}: TensorFlow started with {len(cpus)} CPU device(s) "
+                       "and cannot split the CPU now", hint="run the training in a fresh "
+                       "process (the `dslc train` command does)")
+    return [f"/CPU:{i}" for i in range(count)]
+
+
 # Keras's mixed-precision policies: float32 variables, bf16/fp16 computation.
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from dslc.backends.keras.runtime import (
     build_model,
     feed,
     inference_fn,
+    mirrored_devices,
     predict_batches,
     resolve_device,
     tensorflow,
@@ -34,6 +36,7 @@ from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import Loss, Optimizer, TrainConfig
 from dslc.ops.registry import SMALL_BATCH_MACS, graph_macs
+from dslc.train.distributed import shard
 from dslc.train.regularisation import class_weights, decays, output_classes, sample_weights
 from dslc.train.targets import shape_targets
 from dslc.weights import init_weights
@@ -106,13 +109,21 @@ class KerasTrainer(Trainer):
         self.precision = options.precision
         keras = import_keras()
         self.tf = tensorflow()
+        # Before anything starts TensorFlow: splitting the CPU into devices is only possible then.
+        mirrored = (mirrored_devices(options.devices, device if device != "auto" else "auto")
+                    if options.devices > 1 else None)
         keras.utils.set_random_seed(seed)
         self.graph, self.config, self.seed = graph, config, seed
         self.device, self._tf_device = resolve_device(device)
         choose_threads(self.tf, graph, config.batch, self.device)
         out_shape = graph.type_of(graph.outputs[0]).shape
         self._out_shape = tuple(out_shape)
-        with self.tf.device(self._tf_device):
+        self.strategy = None
+        place: Any = self.tf.device(self._tf_device)
+        if options.devices > 1:  # variables mirrored on each device; batches split among them
+            self.strategy = self.tf.distribute.MirroredStrategy(mirrored)
+            place = self.strategy.scope()
+        with place:
             self.model = build_model(graph, self._tf_device, self.precision)
             self.variables = model_variables(self.model, graph)
             assign(self.variables, init_weights(graph, seed), graph.name)
@@ -152,7 +163,72 @@ class KerasTrainer(Trainer):
         key = (y.dtype.str, y.shape[1:])
         step = self._steps.get(key)
         if step is None:
-            step = self._steps[key] = self._make_step(y)
+            make = self._make_step if self.strategy is None else self._make_mirrored_step
+            step = self._steps[key] = make(y)
+        return step
+
+    def _make_mirrored_step(self, y: np.ndarray) -> Callable[..., Any]:
+        """One step on every replica of the MirroredStrategy: each takes its contiguous share
+        of the batch, its loss weighted by that share; the gradients are summed across
+        replicas (the gradient of the whole batch's mean, as on one device), then clipped and
+        decayed as on one device."""
+        tf, model, loss_fn, opt, l2 = self.tf, self.model, self.loss_fn, self.optimizer, self._l2
+        variables, decay, cfg = model.trainable_variables, self._decay, self.config
+        weighted = cfg.class_weight is not None
+        strategy = self.strategy
+        assert strategy is not None
+        replicas = strategy.num_replicas_in_sync
+
+        def replica_step(share: Any, y_true: Any, *xs: Any) -> Any:
+            w, xs = (xs[0], xs[1:]) if weighted else (None, xs)
+            with tf.GradientTape() as tape:
+                pred = model(xs[0] if len(xs) == 1 else list(xs), training=True)
+                if isinstance(pred, (list, tuple)):
+                    pred = pred[0]
+                loss = loss_fn(y_true, pred) if w is None else loss_fn(y_true, pred,
+                                                                       sample_weight=w)
+                # Keras divides a loss by the replica count inside a strategy
+                # (scale_loss_for_distribution); the share weights it instead. An empty share
+                # gives 0, not NaN.
+                loss = tf.reduce_sum(loss) * (share * replicas)
+                scaled = opt.scale_loss(loss)
+            grads = tape.gradient(scaled, variables)
+            grads = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, grads)
+            if cfg.clip_value:
+                grads = [tf.clip_by_value(g, -cfg.clip_value, cfg.clip_value) for g in grads]
+            if cfg.clip_norm:
+                scale = cfg.clip_norm / tf.maximum(tf.linalg.global_norm(grads), cfg.clip_norm)
+                grads = [g * scale for g in grads]
+            if l2:
+                grads = [g + l2 * v if d else g
+                         for g, v, d in zip(grads, variables, decay, strict=True)]
+            # Keras sums the replicas' gradients again: hand it 1/replicas of the total each.
+            opt.apply_gradients(zip([g / replicas for g in grads], variables, strict=True))
+            return loss
+
+        @tf.function(reduce_retracing=True)
+        def run(*args: Any) -> Any:
+            per = strategy.run(replica_step, args=args)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per, axis=None)
+
+        def step(y_batch: np.ndarray, *x_batches: Any) -> Any:
+            size = len(y_batch)
+            parts = [shard(size, r, replicas) for r in range(replicas)]
+
+            def split(a: Any, dtype: Any = None) -> Any:
+                return strategy.experimental_distribute_values_from_function(
+                    lambda ctx: tf.constant(np.asarray(
+                        a[parts[ctx.replica_id_in_sync_group][0]:
+                          parts[ctx.replica_id_in_sync_group][1]], dtype)))
+
+            shares = strategy.experimental_distribute_values_from_function(
+                lambda ctx: tf.constant((parts[ctx.replica_id_in_sync_group][1]
+                                         - parts[ctx.replica_id_in_sync_group][0]) / size,
+                                        tf.float32))
+            xs = [split(a, np.float32) for a in x_batches]
+            return run(shares, split(y_batch), *xs)
+
         return step
 
     def _make_step(self, y: np.ndarray) -> Callable[..., Any]:
@@ -208,7 +284,9 @@ class KerasTrainer(Trainer):
         batch_size = batch_size or max(n, 1)  # None: full batch (gradient descent)
         step = self._step_for(y)
         total = 0.0
-        with self.tf.device(self._tf_device):
+        # A MirroredStrategy places each replica itself.
+        place = self.tf.device(self._tf_device) if self.strategy is None else nullcontext()
+        with place:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 loss = float(step(y[start:stop], *(a[start:stop] for a in xs)))

@@ -37,6 +37,7 @@ from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import TrainConfig
 from dslc.ops.registry import SMALL_BATCH_MACS, graph_macs
+from dslc.train.distributed import shard
 from dslc.train.prefetch import prefetch
 from dslc.train.regularisation import class_weights, decays, output_classes, sample_weights
 from dslc.train.targets import shape_targets
@@ -54,14 +55,6 @@ _CLIP = 1e-7  # Keras's epsilon, for cross-entropy on probabilities (no fused fo
 class Batch:
     x: torch.Tensor
     shard: tuple[int, int]  # this process's rows within the global batch
-
-
-def shard(size: int, rank: int, world: int) -> tuple[int, int]:
-    """Rows [lo, hi) of a batch of `size` for process `rank` of `world`: contiguous, sizes
-    differing by at most one (DistributedSampler's split of each global batch)."""
-    base, extra = divmod(size, world)
-    lo = rank * base + min(rank, extra)
-    return lo, lo + base + (rank < extra)
 
 
 def make_optimizer(params, opt) -> torch.optim.Optimizer:
