@@ -68,7 +68,7 @@ def timeout() -> timedelta:
 
 def setup(device: str) -> Group:
     """Join the torchrun process group: gloo on CPU, nccl on CUDA (one GPU a process, by
-    local rank)."""
+    local rank; gloo when processes outnumber the GPUs and share them)."""
     if not in_torchrun():
         raise DslError("--distributed trains inside a torchrun process group, and there is none",
                        hint="use `dslc train SPEC --nproc N`, or `torchrun --nproc_per_node N "
@@ -77,6 +77,7 @@ def setup(device: str) -> Group:
     import torch.distributed as dist
 
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
@@ -85,9 +86,10 @@ def setup(device: str) -> Group:
                            hint="use `--device cpu` (gloo), or `auto`")
         device = f"cuda:{local % torch.cuda.device_count()}"
         torch.cuda.set_device(device)
+    # NCCL takes one GPU a process; more processes than GPUs share them over gloo.
+    nccl = device.startswith("cuda") and local_world <= torch.cuda.device_count()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
-                                timeout=timeout())
+        dist.init_process_group("nccl" if nccl else "gloo", timeout=timeout())
     if os.environ.get(FAIL_RANK) == str(dist.get_rank()):  # tests: a worker that dies
         os._exit(3)
     return Group(dist.get_rank(), dist.get_world_size(), device)
