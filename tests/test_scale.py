@@ -276,3 +276,10 @@ def test_keras_two_mirrored_cpu_devices_equal_one(spec, tmp_path):
 def test_devices_is_for_keras(spec, tmp_path, capsys):
     assert main(["train", str(spec), "--out", str(tmp_path / "t"), "--devices", "2"]) == 2
     assert "--nproc" in capsys.readouterr().err
+
+
+def test_nproc_with_keras_is_refused_before_starting_processes(spec, tmp_path, capsys):
+    assert main(["train", str(spec), "--out", str(tmp_path / "k"), "--backend", "keras",
+                 "--nproc", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "does not train on several processes" in err and "--devices" in err

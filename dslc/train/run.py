@@ -85,8 +85,14 @@ def train_command(args) -> int:
     from dslc.train import distributed
 
     if getattr(args, "nproc", None) and not distributed.in_torchrun():
-        # Check the spec here, once, before starting processes that would each report it.
+        # Check the spec and the backend here, once, before starting processes that would
+        # each report the same error.
+        from dslc.backends.base import TrainOptions
+
         _load(args)
+        get_backend(args.backend).check_options(TrainOptions(
+            precision=getattr(args, "precision", None) or "fp32", distributed=True,
+            compile=bool(getattr(args, "compile", False))))
         return distributed.launch(getattr(args, "argv", None) or _argv(args), args.nproc)
     group = distributed.setup(args.device) if distributed.wanted(args) else None
     try:
