@@ -27,6 +27,9 @@ from dslc.diagnostics import DslError, Span
 ENV = "DSLC_MAX_MEMORY"
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
+# A preprocessing step on rows read: (rows, its fitted parameters, span) -> rows.
+StepFn = Callable[[np.ndarray, dict, Span | None], np.ndarray]
+
 # Called with the bytes of each block a LazyArray materialises.
 READ_HOOKS: list[Callable[[int], None]] = []
 
@@ -86,7 +89,8 @@ class LazyArray:
     applied."""
 
     def __init__(self, base: np.ndarray, index: np.ndarray | None = None,
-                 sample_shape: tuple[int, ...] | None = None, steps: tuple[dict, ...] = (),
+                 sample_shape: tuple[int, ...] | None = None,
+                 steps: tuple[tuple[StepFn, dict], ...] = (),
                  augment: tuple[list, np.random.Generator] | None = None,
                  span: Span | None = None):
         self.base = base
@@ -149,9 +153,10 @@ class LazyArray:
             return self
         return self._with(index=self._positions(key))
 
-    def with_step(self, params: dict) -> LazyArray:
-        """Rows that get the fitted preprocessing step `params` after the earlier steps."""
-        return self._with(steps=(*self.steps, params))
+    def with_step(self, params: dict, apply: StepFn) -> LazyArray:
+        """Rows that get `apply(rows, params, span)` (a fitted preprocessing step) after the
+        earlier steps."""
+        return self._with(steps=(*self.steps, (apply, params)))
 
     def augmented(self, steps: list, rng: np.random.Generator) -> LazyArray:
         """Rows augmented as they are read, drawing from `rng` batch after batch."""
@@ -176,11 +181,8 @@ class LazyArray:
         out = np.array(block, dtype=np.float32).reshape(count, *self.sample_shape)
         for hook in READ_HOOKS:
             hook(out.nbytes)
-        if self.steps:
-            from dslc.data.preprocess import apply_array_step
-
-            for params in self.steps:
-                out = apply_array_step(out, params, self.span)
+        for apply, params in self.steps:
+            out = apply(out, params, self.span)
         if self.augmentation is not None:
             from dslc.data.augment import augment
 

@@ -43,7 +43,7 @@ def apply_feature_step(x: np.ndarray | LazyArray, params: dict,
                        span: Span | None = None) -> np.ndarray | LazyArray:
     """`x` with the step applied (on disk: recorded, applied to each batch read)."""
     if isinstance(x, LazyArray):
-        return x.with_step(params)
+        return x.with_step(params, apply_array_step)
     return apply_array_step(x, params, span)
 
 
