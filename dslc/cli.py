@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     parser = build_parser(check_only=given[:1] == ["check"])
     args = parser.parse_args(given)
+    args.argv = list(given)  # `dslc train --nproc N` starts N copies of this command
     if args.verbose:  # backends read it before importing their framework (keras/quiet.py)
         os.environ["DSLC_VERBOSE"] = "1"
     try:

@@ -30,6 +30,34 @@ def batch_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"not a whole number or `full`: {text!r}") from None
 
 
+def memory_size(text: str) -> str:
+    """argparse type: a size such as 512M or 8G (dslc/data/lazy.py)."""
+    import argparse
+
+    from dslc.data.lazy import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+MAX_MEMORY_HELP = ("features of .npy/.npz data larger than this (as float32) stay on disk, "
+                   "memory-mapped and read a batch at a time, e.g. 512M, 8G (default: "
+                   "$DSLC_MAX_MEMORY, else half the machine's memory)")
+
+
+def use_max_memory(args) -> None:
+    """--max-memory reaches the data loaders as DSLC_MAX_MEMORY (they run in any command)."""
+    import os
+
+    from dslc.data.lazy import ENV
+
+    if getattr(args, "max_memory", None):
+        os.environ[ENV] = args.max_memory
+
+
 def register(sub, commands: dict) -> None:
     # Each flag offers the backends that can do what it asks (see dslc/backends/base.py).
     targets, trainers, runners = (backend_names(emits=True), backend_names(trains=True),
@@ -76,6 +104,24 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--tensorboard", action="store_true",
                    help="write TensorBoard event files (scalars, weight histograms, the graph) "
                         "to OUT/tensorboard")
+    p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="mixed precision: float32 weights, bf16/fp16 arithmetic (torch "
+                        "autocast, fp16 with a gradient scaler; Keras's mixed policies); "
+                        "default fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (torch; compiles once, so it pays "
+                        "off on long runs; the short last batch runs eagerly)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N local processes with torch DistributedDataParallel "
+                        "(torchrun; gloo on CPU, nccl on CUDA); the spec's batch is the "
+                        "global batch")
+    p.add_argument("--devices", type=int, default=1, metavar="N",
+                   help="keras: a tf.distribute MirroredStrategy over N local devices (GPUs, "
+                        "or N logical CPU devices without them); the batch is split among them")
+    p.add_argument("--distributed", action="store_true",
+                   help="this process is one of a torchrun group (`torchrun ... -m dslc "
+                        "train SPEC --distributed`, several nodes: docs/scale.md)")
     commands["train"] = cmd_train
 
     p = sub.add_parser("eval", help="loss and metrics on the test split")
@@ -87,6 +133,7 @@ def register(sub, commands: dict) -> None:
                    help="where to run; auto: a CUDA GPU if there is one (default cpu)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
+    p.add_argument("--max-memory", type=memory_size, metavar="SIZE", help=MAX_MEMORY_HELP)
     commands["eval"] = cmd_eval
 
     p = sub.add_parser("export", help="ONNX with trained weights")
@@ -131,6 +178,9 @@ def register(sub, commands: dict) -> None:
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="with --bench: intra-op threads of onnxruntime and torch alike "
                         "(default: each framework's own choice)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="onnxruntime's CUDA provider for cuda/auto when installed "
+                        "(onnxruntime-gpu), else the CPU with a note saying so (default cpu)")
     p.add_argument("--spec", help="with --bench: the .dl spec the model was exported from")
     p.add_argument("--weights", help="with --bench: the weights it was exported with")
     commands["run"] = cmd_run
@@ -140,10 +190,18 @@ def register(sub, commands: dict) -> None:
     p.add_argument("spec", help="the .dl file")
     p.add_argument("--weights", help="a weights.safetensors file (default: seeded initial "
                                      "weights)")
-    p.add_argument("--atol", "--tol", dest="atol", type=float, default=1e-5,
-                   help="absolute tolerance (as numpy.allclose)")
-    p.add_argument("--rtol", type=float, default=1e-6,
-                   help="relative tolerance, times |reference| (as numpy.allclose)")
+    p.add_argument("--atol", "--tol", dest="atol", type=float, default=None,
+                   help="absolute tolerance (as numpy.allclose; default 1e-5 at fp32, 5e-3 at "
+                        "fp16, 4e-2 at bf16)")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="relative tolerance, times |reference| (as numpy.allclose; default "
+                        "1e-6 at fp32, 5e-3 at fp16, 4e-2 at bf16)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="run the frameworks in mixed precision (torch autocast, Keras mixed "
+                        "policies; onnx runs fp32 only and is skipped); default fp32")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                   help="where the frameworks run (the reference runs on the CPU); "
+                        "default cpu")
     p.add_argument("--seed", type=seed, default=0, help="seed of the batch and initial weights")
     p.add_argument("--batch", type=int, default=8, help="samples in the random batch")
     p.add_argument("--model", help="which model of the spec (default: the only or trained one)")
@@ -252,12 +310,14 @@ def cmd_compile(args) -> int:
 def cmd_train(args) -> int:
     from dslc.train.run import train_command
 
+    use_max_memory(args)
     return train_command(args)
 
 
 def cmd_eval(args) -> int:
     from dslc.train.run import eval_command
 
+    use_max_memory(args)
     return eval_command(args)
 
 

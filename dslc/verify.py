@@ -66,6 +66,18 @@ class Tolerance:
     rtol: float = 1e-6
 
 
+# The default tolerance at each precision (`verify --precision`). fp32 is the project's
+# promise. Mixed precision rounds every matmul/conv input to the low format: bf16 keeps 8
+# significant bits (relative step 2^-8 = 3.9e-3), fp16 11 (2^-11 = 4.9e-4); errors of a few
+# steps accumulate over the layers, so the bounds allow about ten (measured on specs/: the
+# largest gaps are in docs/scale.md).
+PRECISION_TOLERANCE = {
+    "fp32": Tolerance(),
+    "bf16": Tolerance(atol=4e-2, rtol=4e-2),
+    "fp16": Tolerance(atol=5e-3, rtol=5e-3),
+}
+
+
 @dataclass(frozen=True)
 class Diff:
     """How far `a` is from `b` (one output of two backends)."""
@@ -154,10 +166,12 @@ def _feed(xs: list[np.ndarray]) -> Feed:
 
 
 def _predict_all(name: str, graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarray],
-                 device: str) -> list[np.ndarray]:
+                 device: str, precision: str = "fp32") -> list[np.ndarray]:
     backend = get_backend(name)
+    # The reference is the float64 yardstick at every precision.
+    how = (device,) if name == REFERENCE or precision == "fp32" else (device, precision)
     try:
-        return [np.asarray(y) for y in backend.build(graph, weights, device).predict_all(_feed(xs))]
+        return [np.asarray(y) for y in backend.build(graph, weights, *how).predict_all(_feed(xs))]
     except DslError:
         raise
     except Exception as exc:  # a backend that cannot run this model is a finding, not a crash
@@ -173,21 +187,26 @@ def _pairs(names: list[str]) -> list[tuple[str, str]]:
 
 def run_backends(graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarray],
                  backends: list[str] | None = None, device: str = "cpu",
-                 tolerance: Tolerance | None = None) -> Report:
+                 tolerance: Tolerance | None = None, precision: str = "fp32") -> Report:
     """Every output of every backend (default: every one that runs and is installed) for the
     same batch, compared; and, for each framework that departs from the reference, the first
-    layer where it does."""
-    tol = tolerance or Tolerance()
+    layer where it does. At a `precision` other than fp32 the frameworks that have it run
+    mixed precision on `device`; the others are skipped, saying so."""
+    tol = tolerance or PRECISION_TOLERANCE[precision]
     names = backend_names(runs=True) if backends is None else list(backends)
     outputs: dict[str, list[np.ndarray]] = {}
     skipped: dict[str, str] = {}
     for name in names:
+        backend = get_backend(name)
+        if name != REFERENCE and precision not in backend.precisions:
+            skipped[name] = f"runs at {', '.join(backend.precisions)} only, not {precision}"
+            continue
         try:
-            get_backend(name).require()
+            backend.require()
         except DslError as exc:
             skipped[name] = str(exc)
             continue
-        outputs[name] = _predict_all(name, graph, weights, xs, device)
+        outputs[name] = _predict_all(name, graph, weights, xs, device, precision)
     pairs = {}
     for a, b in _pairs(list(outputs)):
         per = [compare(p, q, tol) for p, q in zip(outputs[a], outputs[b], strict=False)]
@@ -198,19 +217,21 @@ def run_backends(graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarr
     for (a, b), pair in pairs.items():
         if b == REFERENCE and not pair.ok:
             try:
-                report.divergences[a] = first_divergence(graph, weights, xs, a, tol, device)
+                report.divergences[a] = first_divergence(graph, weights, xs, a, tol, device,
+                                                         precision)
             except DslError as exc:  # the report stands without the location
                 report.divergences[a] = Divergence(a, None, note=f"could not locate: {exc}")
     return report
 
 
 def first_divergence(graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarray],
-                     backend: str, tol: Tolerance, device: str = "cpu") -> Divergence:
+                     backend: str, tol: Tolerance, device: str = "cpu",
+                     precision: str = "fp32") -> Divergence:
     """Run `backend` and the reference on a copy of `graph` whose outputs are all its layers;
     the first layer beyond tolerance."""
     probe = graph.model_copy(update={"outputs": [n.name for n in graph.nodes]})
     want = _predict_all(REFERENCE, probe, weights, xs, device)
-    got = _predict_all(backend, probe, weights, xs, device)
+    got = _predict_all(backend, probe, weights, xs, device, precision)
     if len(got) != len(want):
         return Divergence(backend, None, note=f"gave {len(got)} values for {len(want)} layers")
     for node, g, w in zip(probe.nodes, got, want, strict=True):
@@ -221,6 +242,9 @@ def first_divergence(graph: Graph, weights: dict[str, np.ndarray], xs: list[np.n
 
 
 def _check_args(args: argparse.Namespace) -> Tolerance:
+    default = PRECISION_TOLERANCE[getattr(args, "precision", None) or "fp32"]
+    args.atol = default.atol if args.atol is None else args.atol
+    args.rtol = default.rtol if args.rtol is None else args.rtol
     for flag, value in (("--atol (--tol)", args.atol), ("--rtol", args.rtol)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
             raise DslError(f"{flag} must be a finite number at least 0, got {value}")
@@ -241,7 +265,9 @@ def verify_command(args: argparse.Namespace) -> int:
     else:
         weights, source = init_weights(graph, args.seed), f"seeded init (seed {args.seed})"
     xs = seeded_batch(graph, args.batch, args.seed)
-    report = run_backends(graph, weights, xs, tolerance=tol)
+    precision = getattr(args, "precision", None) or "fp32"
+    device = getattr(args, "device", None) or "cpu"
+    report = run_backends(graph, weights, xs, tolerance=tol, device=device, precision=precision)
     if not any(name != REFERENCE for name in report.outputs):
         raise DslError("no framework backend is installed to verify against the reference",
                        hint="pip install 'dslc[torch]' (or keras, onnx)")
@@ -252,6 +278,9 @@ def verify_command(args: argparse.Namespace) -> int:
     label = "output" if len(graph.outputs) == 1 else "outputs"
     print(f"model {graph.name}: weights {source}, batch {args.batch} "
           f"(seed {args.seed}), {label} {shown}")
+    if precision != "fp32" or device != "cpu":
+        print(f"  frameworks at {precision} on {device}, the reference in float64; tolerance "
+              f"at {precision}: atol {tol.atol:g}, rtol {tol.rtol:g}")
     for name, why in report.skipped.items():
         print(f"  {name}: not run ({why})")
     width = max(len(f"{a} vs {b}") for a, b in report.pairs)

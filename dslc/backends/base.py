@@ -9,12 +9,15 @@ Capabilities:
 - `runs`: `build(graph, weights)` gives a `Runtime` for inference.
 - `trains`: `make_trainer(...)` gives a `Trainer` for dslc/train's loop, and `gradients(...)`
   differentiates the model (the op test matrix compares them across frameworks).
+- `precisions`: the number formats `build(..., precision=)` and `TrainOptions.precision` take
+  (fp32 always; bf16/fp16 as mixed precision: float32 weights, low-precision arithmetic).
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -30,6 +33,27 @@ if TYPE_CHECKING:
 # One array (one input), a list or tuple of arrays in the spec's input order, or a dict by
 # input name; arrays are channels-last float32 `[N, ...]`.
 Feed = Any
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a trainer runs, beyond the spec (`dslc train` flags; docs/scale.md).
+
+    - `precision`: mixed precision (`bf16`, `fp16`): weights and optimizer state stay float32,
+      the forward and backward passes compute in the low format; fp16 scales the loss.
+    - `compile`: torch.compile the training step (torch only).
+    - `distributed`: one process of a torch.distributed group (DistributedDataParallel); the
+      process group is already initialised (dslc/train/distributed.py).
+    - `devices`: replicas of a tf.distribute.MirroredStrategy in this process (Keras): local
+      GPUs, or logical CPU devices without them."""
+
+    precision: str = "fp32"
+    compile: bool = False
+    distributed: bool = False
+    devices: int = 1  # Keras: MirroredStrategy over this many local devices
 
 
 class Runtime(Protocol):
@@ -99,6 +123,10 @@ class Backend:
     emits: ClassVar[Literal["source", "model"] | None] = None
     runs: ClassVar[bool] = False
     trains: ClassVar[bool] = False
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    compiles: ClassVar[bool] = False  # TrainOptions.compile
+    distributes: ClassVar[bool] = False  # TrainOptions.distributed
+    mirrors: ClassVar[bool] = False  # TrainOptions.devices
 
     @property
     def lowerings(self) -> LoweringTable:
@@ -131,12 +159,30 @@ class Backend:
 
         return write_module(out, graph.name, self.generate(spec, graph), self.name, force)
 
-    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
+    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu",
+              precision: str = "fp32") -> Runtime:
         raise self._cannot("run a model")
 
     def make_trainer(self, graph: Graph, config: TrainConfig, device: str = "cpu",
-                     seed: int = 0) -> Trainer:
+                     seed: int = 0, options: TrainOptions | None = None) -> Trainer:
         raise self._cannot("train")
+
+    def check_options(self, options: TrainOptions | None, precision: str = "fp32") -> None:
+        """A clear error for what this backend cannot do (before it imports its framework)."""
+        precision = options.precision if options is not None else precision
+        if precision not in self.precisions:
+            raise DslError(f"backend `{self.name}` runs at {', '.join(self.precisions)}, not "
+                           f"{precision}")
+        if options is not None and options.compile and not self.compiles:
+            raise DslError(f"--compile is for the torch backend; `{self.name}` does not compile",
+                           hint="drop --compile")
+        if options is not None and options.distributed and not self.distributes:
+            raise DslError(f"backend `{self.name}` does not train on several processes",
+                           hint="keras trains on several devices of one process with "
+                                "--devices N (docs/scale.md)")
+        if options is not None and options.devices > 1 and not self.mirrors:
+            raise DslError(f"--devices is Keras's MirroredStrategy; backend `{self.name}` "
+                           "trains on several devices with --nproc N (one process each)")
 
     def gradients(self, graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarray],
                   cotangents: list[np.ndarray]) -> dict[str, np.ndarray]:

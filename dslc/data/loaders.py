@@ -12,6 +12,7 @@ import numpy as np
 
 from dslc.data.augment import augment
 from dslc.data.catalog import SOURCES
+from dslc.data.lazy import LazyArray, lazy_features, take, too_big
 from dslc.data.preprocess import apply_feature_step, apply_preprocessing, fit_feature_step, one_hot
 from dslc.data.sources import SOURCE_FNS, Context
 from dslc.diagnostics import DslError, Span
@@ -24,13 +25,17 @@ CLASS_LOSSES = {"binary_crossentropy", "categorical_crossentropy",
                 "sparse_categorical_crossentropy"}
 
 
+# In memory, or on disk when bigger than the memory cap (dslc/data/lazy.py).
+Features = np.ndarray | LazyArray
+
+
 @dataclass
 class Dataset:
-    x_train: np.ndarray
+    x_train: Features
     y_train: np.ndarray
-    x_val: np.ndarray | None
+    x_val: Features | None
     y_val: np.ndarray | None
-    x_test: np.ndarray
+    x_test: Features
     y_test: np.ndarray
     num_classes: int | None
     preprocessing: dict = field(default_factory=lambda: {"steps": [], "labels": []})
@@ -64,14 +69,15 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
     def features(a: np.ndarray) -> np.ndarray:
         return _id_features(a, input_dtype, span) if ids else _features(a, span)
 
-    x, y = features(raw.x), _labels(raw.y, info.labels, loss, span)
+    x, y = features(raw.x), _labels(np.array(raw.y), info.labels, loss, span)
     _same_length(x, y, "", span)
     split_rng = np.random.default_rng([seed % 2**63, 1])
     if raw.test is not None:
-        x_test, y_test = features(raw.test[0]), _labels(raw.test[1], info.labels, loss, span)
+        x_test = features(raw.test[0])
+        y_test = _labels(np.array(raw.test[1]), info.labels, loss, span)
         _same_length(x_test, y_test, "test ", span)
         order = split_rng.permutation(len(x))
-        x_train, y_train = x[order], y[order]
+        x_train, y_train = take(x, order), y[order]
     else:
         test = args.get("test")
         test = 0.2 if test is None else float(test)
@@ -86,7 +92,7 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
             raise DslError(f"validation={cfg.validation} of {len(x_train)} training samples "
                            f"leaves {left}", cfg.span)
         cut = len(x_train) - n_val
-        x_train, x_val = x_train[:cut], x_train[cut:]
+        x_train, x_val = take(x_train, slice(None, cut)), take(x_train, slice(cut, None))
         y_train, y_val = y_train[:cut], y_train[cut:]
     if len(x_train) == 0:
         raise DslError("the training split is empty", span)
@@ -117,6 +123,7 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
         x_val = None if x_val is None else apply_feature_step(x_val, params, step.span)
         feature_steps.append(params)
 
+    # ids are cast in memory; float features that are LazyArrays stay on disk, as they are
     cast = _f32 if not ids else (lambda a: np.ascontiguousarray(a, NUMPY_DTYPES[input_dtype]))
     return Dataset(x_train=cast(x_train), y_train=y_train,
                    x_val=None if x_val is None else cast(x_val), y_val=y_val,
@@ -125,11 +132,15 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
                    classes=raw.classes, classes_from=raw.classes_from)
 
 
-def _f32(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float32)
+def _f32(a: Features) -> Features:
+    return a if isinstance(a, LazyArray) else np.ascontiguousarray(a, dtype=np.float32)
 
 
-def _features(x: np.ndarray, span: Span | None) -> np.ndarray:
+def _features(x: np.ndarray, span: Span | None) -> Features:
+    """float32 `[N, ...]` features; on disk (a LazyArray) when a memory-mapped file's would
+    exceed the memory cap (dslc/data/lazy.py)."""
+    if isinstance(x, np.memmap) and x.ndim >= 1 and too_big(x):
+        return lazy_features(x, span)
     x = np.asarray(x)
     if x.dtype.kind not in "biuf":
         raise DslError(f"features must be numbers, got an array of {x.dtype}", span)
@@ -211,7 +222,7 @@ def _labels(y: np.ndarray, kind: str, loss: str, span: Span | None) -> np.ndarra
     return labels
 
 
-def _same_length(x: np.ndarray, y: np.ndarray, what: str, span: Span | None) -> None:
+def _same_length(x: Features, y: np.ndarray, what: str, span: Span | None) -> None:
     if len(x) != len(y):
         raise DslError(f"{what}features and labels differ in length: {len(x)} samples, "
                        f"{len(y)} labels", span)
@@ -222,10 +233,10 @@ def _split(x, y, test: float, rng: np.random.Generator):
     order = rng.permutation(len(x))
     cut = len(x) - round(len(x) * test)
     train, held = order[:cut], order[cut:]
-    return x[train], y[train], x[held], y[held]
+    return take(x, train), y[train], take(x, held), y[held]
 
 
-def _reshape(x: np.ndarray, shape: tuple[int | None, ...], span: Span | None) -> np.ndarray:
+def _reshape(x: Features, shape: tuple[int | None, ...], span: Span | None) -> Features:
     """`x` as `[N, *shape]`: as is when the known dimensions agree, else reshaped when the
     per-sample sizes match (8x8 digits → [8, 8, 1] or [64])."""
     sample = x.shape[1:]

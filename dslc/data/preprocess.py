@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from dslc.data.lazy import LazyArray, streaming_moments
 from dslc.diagnostics import DslError, Span
 from dslc.ir.train import Step
 
 
-def fit_feature_step(step: Step, x_train: np.ndarray) -> dict:
-    """The parameters of one feature step, fitted on `x_train` [N, ...]."""
+def fit_feature_step(step: Step, x_train: np.ndarray | LazyArray) -> dict:
+    """The parameters of one feature step, fitted on `x_train` [N, ...] (on disk: in one
+    streaming pass)."""
     if step.name == "scale":
         factor = step.args.get("factor")
         if isinstance(factor, bool) or not isinstance(factor, int | float):
@@ -25,16 +27,28 @@ def fit_feature_step(step: Step, x_train: np.ndarray) -> dict:
         if len(x_train) == 0:
             raise DslError("`standardize` needs training samples, the training split is empty",
                            step.span)
-        x64 = x_train.astype(np.float64)
-        mean = x64.mean(axis=0)
-        std = x64.std(axis=0)
+        if isinstance(x_train, LazyArray):
+            mean, std = streaming_moments(x_train)
+        else:
+            x64 = x_train.astype(np.float64)
+            mean = x64.mean(axis=0)
+            std = x64.std(axis=0)
         std[std == 0] = 1.0  # constant features (e.g. blank border pixels) stay finite
         return {"name": "standardize", "mean": mean.astype(np.float32).tolist(),
                 "std": std.astype(np.float32).tolist()}
     raise DslError(f"unknown preprocessing step `{step.name}`", step.span)
 
 
-def apply_feature_step(x: np.ndarray, params: dict, span: Span | None = None) -> np.ndarray:
+def apply_feature_step(x: np.ndarray | LazyArray, params: dict,
+                       span: Span | None = None) -> np.ndarray | LazyArray:
+    """`x` with the step applied (on disk: recorded, applied to each batch read)."""
+    if isinstance(x, LazyArray):
+        return x.with_step(params, apply_array_step)
+    return apply_array_step(x, params, span)
+
+
+def apply_array_step(x: np.ndarray, params: dict, span: Span | None = None) -> np.ndarray:
+    """`apply_feature_step` on an array in memory."""
     name = params.get("name")
     if name == "scale":
         return x * np.float32(params["factor"])
@@ -54,7 +68,7 @@ def apply_preprocessing(x: np.ndarray, params: dict, span: Span | None = None) -
     steps (one_hot) do not touch features and are skipped."""
     out = np.asarray(x, dtype=np.float32)
     for step in params.get("steps", []):
-        out = apply_feature_step(out, step, span)
+        out = apply_array_step(out, step, span)
     return out.astype(np.float32, copy=False)
 
 

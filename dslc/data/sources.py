@@ -200,7 +200,7 @@ def tokens(args: dict, ctx: Context) -> Raw:
 @source("npz")
 def npz(args: dict, ctx: Context) -> Raw:
     path = ctx.existing(args["path"], "npz file")
-    arrays = load_npz(path, ctx.span)
+    arrays = load_npz(path, ctx.span, mmap=True)  # loaders.py reads what fits the memory cap
     split = ("x_train", "y_train", "x_test", "y_test")
     if "x_train" in arrays and "y_train" in arrays:
         missing = [k for k in split if k not in arrays]
@@ -218,8 +218,8 @@ def npz(args: dict, ctx: Context) -> Raw:
 
 @source("npy")
 def npy(args: dict, ctx: Context) -> Raw:
-    x = load_npy(ctx.existing(args["x"], "features file"), ctx.span)
-    y = load_npy(ctx.existing(args["y"], "labels file"), ctx.span)
+    x = load_npy(ctx.existing(args["x"], "features file"), ctx.span, mmap=True)
+    y = load_npy(ctx.existing(args["y"], "labels file"), ctx.span, mmap=True)
     return Raw(x, y)
 
 

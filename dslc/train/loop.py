@@ -6,7 +6,9 @@ seeded shuffling and augmentation, validation, metrics, progress, checkpoints, `
 and the stop on a NaN/inf loss. What the loop relies on, beyond the protocol's docstrings:
 
 - Batches are numpy: `train_epoch(x, y, batch_size, on_batch)` gets float32 features
-  `[N, *input_shape]` (channels-last) already shuffled and augmented for this epoch, and the
+  `[N, *input_shape]` (channels-last) already shuffled and augmented for this epoch — an
+  array, or a `dslc.data.lazy.LazyArray` for data on disk: slice it one batch at a time
+  (`x[start:stop]` reads that batch), never all at once — and the
   labels as `dslc.data.loaders.load_dataset` gives them (int64 class indices `[N]`, float32
   one-hot `[N, C]` or targets `[N, k]`); `dslc.train.targets.shape_targets` shapes them for a
   loss. `batch_size` may be `None`: full batch (gradient descent), one step per epoch.
@@ -44,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dslc.data.lazy import LazyArray, take
 from dslc.data.loaders import Dataset, augment
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
@@ -109,13 +112,14 @@ def epoch_metrics(cfg: TrainConfig, y: np.ndarray, pred: np.ndarray, prefix: str
 def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, backend: str,
         epochs: int, batch: int | None, seed: int, resume: bool = False,
         progress: Progress | None = None, meta: dict | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None) -> LoopResult:
+        on_epoch: Callable[[int, dict], None] | None = None, write: bool = True) -> LoopResult:
     """Train `trainer` for `epochs` (in total, counting resumed ones), checkpointing each
     epoch to `out/checkpoint.safetensors`. Raises `Diverged` on a NaN/inf loss, leaving the
     last good checkpoint in place, and `Interrupted` on Ctrl-C. With early stopping the run may
     end sooner (`result.stopped`), and with `restore_best` the trainer holds the best epoch's
     weights on return (`result.weights_epoch`). `on_epoch(epoch, row)` runs
-    after each epoch's checkpoint (0-based epoch, its history row)."""
+    after each epoch's checkpoint (0-based epoch, its history row). `write=False` (the other
+    processes of a distributed run) writes no checkpoint and calls no `on_epoch`."""
     progress = progress or Progress()
     result = LoopResult()
     ckpt = out / CHECKPOINT
@@ -156,9 +160,10 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
                 trainer.set_lr(lr)
             rng = np.random.default_rng([seed % 2**63, epoch, 2])
             order = rng.permutation(n) if cfg.shuffle else np.arange(n)
-            x, y = data.x_train[order], data.y_train[order]
-            if cfg.augment:
-                x = augment(x, cfg.augment, rng)
+            x, y = take(data.x_train, order), data.y_train[order]
+            if cfg.augment:  # on disk: batch by batch, as the trainer reads them
+                x = (x.augmented(cfg.augment, rng) if isinstance(x, LazyArray)
+                     else augment(x, cfg.augment, rng))
             trainer.begin_epoch(epoch)
             steps = [0]
 
@@ -176,7 +181,7 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
                 raise _diverged(train_loss, epoch, steps[0], result.history, ckpt)
             row: dict = {"epoch": epoch + 1, "loss": float(train_loss)}
             if cfg.metrics:
-                pred = trainer.predict(data.x_train[probe])
+                pred = trainer.predict(take(data.x_train, probe))
                 row.update(epoch_metrics(cfg, data.y_train[probe], pred, with_loss=False))
             if data.x_val is not None and data.y_val is not None:
                 row.update(epoch_metrics(cfg, data.y_val, trainer.predict(data.x_val), "val_"))
@@ -192,12 +197,13 @@ def fit(trainer, graph: Graph, cfg: TrainConfig, data: Dataset, *, out: Path, ba
             more = {"schedule": schedule.state(),
                     "early_stopping": stopper.state() if stopper is not None else None}
             best = stopper.best_weights if stopper is not None else None
-            save_checkpoint(ckpt, trainer.get_weights(), trainer.optimizer_state(),
-                            {**(meta or {}), "backend": backend, "epoch": epoch + 1,
-                             "seed": seed, "history": result.history, **more},
-                            extra={"best": best} if best else None)
+            if write:
+                save_checkpoint(ckpt, trainer.get_weights(), trainer.optimizer_state(),
+                                {**(meta or {}), "backend": backend, "epoch": epoch + 1,
+                                 "seed": seed, "history": result.history, **more},
+                                extra={"best": best} if best else None)
             saved = epoch + 1
-            if on_epoch is not None:  # --diagnose, --tensorboard, dslc tune's pruning
+            if on_epoch is not None and write:  # --diagnose, --tensorboard, dslc tune's pruning
                 on_epoch(epoch, row)
             if stop and stopper is not None:
                 progress.message(stopper.message())

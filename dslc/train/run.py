@@ -23,7 +23,7 @@ from dslc.train.metrics import (
     predicted_labels,
     true_labels,
 )
-from dslc.train.progress import Progress
+from dslc.train.progress import Progress, Silent
 from dslc.tune.space import refuse as refuse_space
 from dslc.weights import load_weights, read_weights, save_weights
 
@@ -83,6 +83,49 @@ def _check_label_range(data, graph, cfg) -> None:
 
 
 def train_command(args) -> int:
+    from dslc.train import distributed
+
+    if getattr(args, "nproc", None) and not distributed.in_torchrun():
+        # Check the spec and the backend here, once, before starting processes that would
+        # each report the same error.
+        from dslc.backends.base import TrainOptions
+
+        _load(args)
+        get_backend(args.backend).check_options(TrainOptions(
+            precision=getattr(args, "precision", None) or "fp32", distributed=True,
+            compile=bool(getattr(args, "compile", False))))
+        return distributed.launch(getattr(args, "argv", None) or _argv(args), args.nproc)
+    group = distributed.setup(args.device) if distributed.wanted(args) else None
+    try:
+        return _train(args, group)
+    finally:
+        if group is not None:
+            distributed.shutdown()
+
+
+def _argv(args) -> list[str]:
+    """The train command line of `args` (when the CLI's own argv is not at hand)."""
+    argv = ["train", args.spec]
+    for flag in ("backend", "device", "epochs", "batch", "seed", "out", "model", "precision",
+                 "max_memory", "devices"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(value)]
+    for flag in ("resume", "force", "diagnose", "tensorboard", "compile"):
+        if getattr(args, flag, False):
+            argv.append(f"--{flag}")
+    return argv
+
+
+def _train(args, group) -> int:
+    from dslc.backends.base import TrainOptions
+
+    writes = group is None or group.writes  # under DDP only rank 0 writes and prints
+    device = args.device if group is None else group.device
+    options = TrainOptions(precision=getattr(args, "precision", None) or "fp32",
+                           compile=bool(getattr(args, "compile", False)),
+                           distributed=group is not None,
+                           devices=getattr(args, "devices", None) or 1)
     spec, graph, cfg = _load(args)
     out = Path(args.out) if args.out else Path("runs") / graph.name
     seed = cfg.seed if args.seed is None else args.seed
@@ -121,42 +164,65 @@ def train_command(args) -> int:
                            f"{state.get('backend')}, not {args.backend}",
                            hint=f"resume with `--backend {state.get('backend')}`")
     backend = get_backend(args.backend)
+    backend.check_options(options)
     backend.require()  # a missing framework is found without importing it
     # The data first: its errors come in a moment, importing a framework takes seconds.
     data = _dataset(spec, graph, cfg, seed)
-    trainer = backend.make_trainer(graph, cfg, args.device, seed)
-    on_epoch, diagnoser = _watchers(args, backend, graph, cfg, data, out, seed, trainer)
-    progress = Progress()
+    if group is not None:
+        from dslc.train.distributed import barrier
+
+        barrier()  # every process has checked --out before rank 0 writes to it
+    trainer = backend.make_trainer(graph, cfg, device, seed, options)
+    on_epoch, diagnoser = (_watchers(args, backend, graph, cfg, data, out, seed, trainer)
+                           if writes else (None, None))
+    progress = Progress() if writes else Silent()
     n_val = 0 if data.x_val is None else len(data.x_val)
     progress.message(
         f"training {graph.name} ({graph.param_count:,} params) with {args.backend} on "
         f"{trainer.device}: {len(data.x_train)} train, {n_val} validation, {len(data.x_test)} "
-        f"test samples; {epochs} epochs, batch {batch or 'full'}")
+        f"test samples; {epochs} epochs, batch {batch or 'full'}"
+        + (f", {options.precision}" if options.precision != "fp32" else "")
+        + (", torch.compile" if options.compile else "")
+        + (f"; {group.world} processes (DDP, {batch or 'full'} samples a step in all)"
+           if group is not None else "")
+        + (f"; {options.devices} devices (MirroredStrategy)" if options.devices > 1 else ""))
     for line in regularisation_notes(graph, cfg, data):
         progress.message(line)
+    from dslc.data.lazy import human, is_lazy, memory_cap
+
+    if is_lazy(data.x_train):
+        progress.message(f"features stay on disk (memory-mapped: {human(data.x_train.nbytes)} "
+                         f"of training features, over the memory cap of {human(memory_cap())});"
+                         " each batch is read as it trains")
     meta = {"model": graph.name, "spec_digest": spec.digest, "run_digest": run_digest(graph, cfg),
             "batch": batch}
     t0 = time.perf_counter()
     try:
         result = fit(trainer, graph, cfg, data, out=out, backend=args.backend, epochs=epochs,
                      batch=batch, seed=seed, resume=args.resume, progress=progress, meta=meta,
-                     on_epoch=on_epoch)
+                     on_epoch=on_epoch, write=writes)
     except Diverged as err:
         if diagnoser is not None:
             diagnoser.diverged(trainer, err)  # names the first layer whose output is not finite
-        _write_after_divergence(out, spec, graph, err, seed, args.backend, data)
+        if writes:
+            _write_after_divergence(out, spec, graph, err, seed, args.backend, data)
         raise
     except Interrupted as stop:
         raise KeyboardInterrupt(_how_to_resume(args, out, stop.epoch, epochs)) from None
     weights = trainer.get_weights()
     test = epoch_metrics(cfg, data.y_test, trainer.predict(data.x_test))
     history = result.history
+    if not writes:
+        return 0
     written = _write_run(out, spec, graph, weights, history, seed, args.backend, data)
     outputs.write_json(out / "metrics.json", {
         "test": test,
         "final_epoch": history[-1] if history else None,
         "model": graph.name, "backend": args.backend, "device": trainer.device, "seed": seed,
-        "epochs": len(history), "batch": batch,
+        "epochs": len(history), "batch": batch, "precision": options.precision,
+        **({"compile": True} if options.compile else {}),
+        **({"processes": group.world} if group is not None else {}),
+        **({"devices": options.devices} if options.devices > 1 else {}),
         "samples": {"train": len(data.x_train), "validation": n_val, "test": len(data.x_test)},
         "train_seconds": round(result.seconds, 3),
         "total_seconds": round(time.perf_counter() - t0, 3),
@@ -260,7 +326,7 @@ def evaluate(spec, graph, cfg, weights_path: str, backend_name: str, device: str
     seed = int(meta["seed"]) if str(meta.get("seed", "")).lstrip("-").isdigit() else cfg.seed
     data = _dataset(spec, graph, cfg, seed)
     runtime = get_backend(backend_name).build(graph, weights, device=device)
-    pred = np.asarray(runtime.predict(data.x_test))
+    pred = predict_split(runtime.predict, data.x_test)
     classify = cfg.loss.name in CE
     names = list(dict.fromkeys(cfg.metrics + (CLASS_METRICS if classify else ["mse", "mae"])))
     report = {
@@ -277,6 +343,16 @@ def evaluate(spec, graph, cfg, weights_path: str, backend_name: str, device: str
         if classes:
             report["classes"] = classes
     return report
+
+
+def predict_split(predict, x) -> np.ndarray:
+    """`predict(x)`; for data on disk, block by block (each well under the memory cap)."""
+    from dslc.data.lazy import is_lazy, memory_cap
+
+    if not is_lazy(x):
+        return np.asarray(predict(x))
+    rows = max(1, memory_cap() // 8 // max(1, x.nbytes // max(1, len(x))))
+    return np.concatenate([np.asarray(predict(x[i:i + rows])) for i in range(0, len(x), rows)])
 
 
 def eval_command(args) -> int:

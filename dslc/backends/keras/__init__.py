@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dslc.backends.base import Backend, Runtime, Trainer
+from dslc.backends.base import Backend, Runtime, Trainer, TrainOptions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,6 +27,8 @@ class KerasBackend(Backend):
     emits = "source"
     runs = True
     trains = True
+    precisions = ("fp32", "bf16", "fp16")
+    mirrors = True
 
     @property
     def lowerings(self) -> LoweringTable:
@@ -39,18 +41,21 @@ class KerasBackend(Backend):
 
         return generate(spec, graph)
 
-    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
+    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu",
+              precision: str = "fp32") -> Runtime:
+        self.check_options(None, precision)
         self.require()
         from .runtime import KerasRuntime
 
-        return KerasRuntime(graph, weights, device)
+        return KerasRuntime(graph, weights, device, precision)
 
     def make_trainer(self, graph: Graph, config: TrainConfig, device: str = "cpu",
-                     seed: int = 0) -> Trainer:
+                     seed: int = 0, options: TrainOptions | None = None) -> Trainer:
+        self.check_options(options)
         self.require()
         from .trainer import KerasTrainer
 
-        return KerasTrainer(graph, config, device, seed)
+        return KerasTrainer(graph, config, device, seed, options)
 
     def gradients(self, graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarray],
                   cotangents: list[np.ndarray]) -> dict[str, np.ndarray]:

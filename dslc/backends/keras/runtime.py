@@ -17,6 +17,7 @@ from dslc.backends.base import Feed
 from dslc.backends.keras.codegen import generate, model_function
 from dslc.backends.keras.quiet import import_keras
 from dslc.backends.keras.weights import assign, model_variables, read
+from dslc.data.lazy import is_lazy
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 
@@ -64,11 +65,53 @@ def resolve_device(device: str) -> tuple[str, str]:
     return "cpu", "/CPU:0"
 
 
-def build_model(graph: Graph, tf_device: str) -> Any:
+def mirrored_devices(count: int, device: str) -> list[str]:
+    """`count` local devices for a MirroredStrategy: GPUs for cuda/auto when there are enough,
+    else `count` logical CPU devices (TensorFlow splits the CPU when asked before it starts;
+    on CPU they share its cores, which makes them a test of the distribution, not a speed-up)."""
     tf = tensorflow()
+    gpus = tf.config.list_physical_devices("GPU")
+    if device in ("cuda", "auto") and len(gpus) >= count:
+        return [f"/GPU:{i}" for i in range(count)]
+    if device == "cuda":
+        raise DslError(f"--devices {count} on cuda, but TensorFlow sees {len(gpus)} GPU(s)",
+                       hint=f"use --devices {len(gpus)}, or --device cpu")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+    except RuntimeError:  # already started: use the logical CPUs it has, if enough
+        pass
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) < count:
+        raise DslError(f"--devices {count}: TensorFlow started with {len(cpus)} CPU device(s) "
+                       "and cannot split the CPU now", hint="run the training in a fresh "
+                       "process (the `dslc train` command does)")
+    return [f"/CPU:{i}" for i in range(count)]
+
+
+# Keras's mixed-precision policies: float32 variables, bf16/fp16 computation.
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def build_model(graph: Graph, tf_device: str, precision: str = "fp32") -> Any:
+    """The generated model; layers built under `precision`'s dtype policy, which is set for
+    the build only (the global policy is put back)."""
+    tf = tensorflow()
+    keras = import_keras()
     builder = load_generated(graph)
-    with tf.device(tf_device):
-        return builder()
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(POLICIES[precision])
+    try:
+        with tf.device(tf_device):
+            return builder()
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    """Outputs of a mixed-precision model (bfloat16, float16) as float32."""
+    return a if a.dtype == np.float32 else a.astype(np.float32)
 
 
 def feed(graph: Graph, x: Feed) -> list[np.ndarray]:
@@ -83,7 +126,9 @@ def feed(graph: Graph, x: Feed) -> list[np.ndarray]:
         xs = list(x) if isinstance(x, list | tuple) else [x]
     if len(xs) != len(graph.inputs):
         raise DslError(f"model `{graph.name}` takes {len(graph.inputs)} input(s), got {len(xs)}")
-    return [np.asarray(a, dtype=i.type.numpy_dtype) for i, a in zip(graph.inputs, xs, strict=True)]
+    # Data on disk (dslc/data/lazy.py) stays there: the batch loops read it a slice at a time.
+    return [a if is_lazy(a) else np.asarray(a, dtype=i.type.numpy_dtype)
+            for i, a in zip(graph.inputs, xs, strict=True)]
 
 
 def inference_fn(model: Any, graph: Graph, all_outputs: bool = False) -> Callable[..., Any]:
@@ -116,19 +161,21 @@ def predict_all_batches(fn: Callable[..., Any], xs: list[np.ndarray], tf_device:
     parts = []
     with tf.device(tf_device):
         for start in range(0, n, batch_size):
-            parts.append([y.numpy() for y in fn(*(a[start:start + batch_size] for a in xs))])
+            parts.append([_f32(y.numpy())
+                          for y in fn(*(a[start:start + batch_size] for a in xs))])
         if not parts:
-            return [y.numpy() for y in fn(*(a[:0] for a in xs))]
+            return [_f32(y.numpy()) for y in fn(*(a[:0] for a in xs))]
     return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
 
 
 class KerasRuntime:
     """A built model in inference mode; inputs channels-last float32 `[N, ...]`."""
 
-    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu"):
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu",
+                 precision: str = "fp32"):
         self.graph = graph
         self.device, self._tf_device = resolve_device(device)
-        self.model = build_model(graph, self._tf_device)
+        self.model = build_model(graph, self._tf_device, precision)
         self.variables = model_variables(self.model, graph)
         assign(self.variables, weights, graph.name)
         self._infer = inference_fn(self.model, graph)

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
-from dslc.backends.base import Trainer
+from dslc.backends.base import Trainer, TrainOptions
 from dslc.backends.keras.quiet import import_keras
 from dslc.backends.keras.runtime import (
     build_model,
     feed,
     inference_fn,
+    mirrored_devices,
     predict_batches,
     resolve_device,
     tensorflow,
@@ -34,6 +36,7 @@ from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import Loss, Optimizer, TrainConfig
 from dslc.ops.registry import SMALL_BATCH_MACS, graph_macs
+from dslc.train.distributed import shard
 from dslc.train.regularisation import class_weights, decays, output_classes, sample_weights
 from dslc.train.targets import shape_targets
 from dslc.weights import init_weights
@@ -100,17 +103,28 @@ def choose_threads(tf: Any, graph: Graph, batch: int | None, device: str) -> Non
 class KerasTrainer(Trainer):
     """Model, loss and optimizer for one training run, starting from `init_weights(seed)`."""
 
-    def __init__(self, graph: Graph, config: TrainConfig, device: str = "cpu", seed: int = 0):
+    def __init__(self, graph: Graph, config: TrainConfig, device: str = "cpu", seed: int = 0,
+                 options: TrainOptions | None = None):
+        options = options or TrainOptions()
+        self.precision = options.precision
         keras = import_keras()
         self.tf = tensorflow()
+        # Before anything starts TensorFlow: splitting the CPU into devices is only possible then.
+        mirrored = (mirrored_devices(options.devices, device if device != "auto" else "auto")
+                    if options.devices > 1 else None)
         keras.utils.set_random_seed(seed)
         self.graph, self.config, self.seed = graph, config, seed
         self.device, self._tf_device = resolve_device(device)
         choose_threads(self.tf, graph, config.batch, self.device)
         out_shape = graph.type_of(graph.outputs[0]).shape
         self._out_shape = tuple(out_shape)
-        with self.tf.device(self._tf_device):
-            self.model = build_model(graph, self._tf_device)
+        self.strategy = None
+        place: Any = self.tf.device(self._tf_device)
+        if options.devices > 1:  # variables mirrored on each device; batches split among them
+            self.strategy = self.tf.distribute.MirroredStrategy(mirrored)
+            place = self.strategy.scope()
+        with place:
+            self.model = build_model(graph, self._tf_device, self.precision)
             self.variables = model_variables(self.model, graph)
             assign(self.variables, init_weights(graph, seed), graph.name)
             self.loss_fn = make_loss(keras, config.loss, int(out_shape[-1] or 1))
@@ -118,9 +132,16 @@ class KerasTrainer(Trainer):
             if config.optimizer.name == "adamw":  # decay kernels only (regularisation.py)
                 self.optimizer.exclude_from_weight_decay(
                     var_list=[v for k, v in self.variables.items() if not decays(k)])
+            if self.precision == "fp16":  # dynamic loss scaling, Keras's mixed_float16 rule
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
         self._l2 = (config.optimizer.weight_decay
                     if config.optimizer.name != "adamw" else 0.0)
+        if self.precision == "fp16" and (config.clip_value or config.clip_norm or self._l2):
+            # They would act on the scaled gradients, which only the optimizer unscales.
+            raise DslError("keras at --precision fp16 trains without gradient clipping and "
+                           f"{config.optimizer.name} weight decay", config.span,
+                           "use --precision bf16 (no loss scaling), or the torch backend")
         kernels = {v.path for k, v in self.variables.items() if decays(k)}
         self._decay = [v.path in kernels for v in self.model.trainable_variables]
         self._steps: dict[tuple[Any, ...], Callable[..., Any]] = {}
@@ -142,7 +163,73 @@ class KerasTrainer(Trainer):
         key = (y.dtype.str, y.shape[1:])
         step = self._steps.get(key)
         if step is None:
-            step = self._steps[key] = self._make_step(y)
+            make = self._make_step if self.strategy is None else self._make_mirrored_step
+            step = self._steps[key] = make(y)
+        return step
+
+    def _make_mirrored_step(self, y: np.ndarray) -> Callable[..., Any]:
+        """One step on every replica of the MirroredStrategy: each takes its contiguous share
+        of the batch, its loss weighted by that share; the gradients are summed across
+        replicas (the gradient of the whole batch's mean, as on one device), then clipped and
+        decayed as on one device."""
+        tf, model, loss_fn, opt, l2 = self.tf, self.model, self.loss_fn, self.optimizer, self._l2
+        variables, decay, cfg = model.trainable_variables, self._decay, self.config
+        weighted = cfg.class_weight is not None
+        strategy = self.strategy
+        assert strategy is not None
+        replicas = strategy.num_replicas_in_sync
+
+        def replica_step(share: Any, y_true: Any, *xs: Any) -> Any:
+            w, xs = (xs[0], xs[1:]) if weighted else (None, xs)
+            with tf.GradientTape() as tape:
+                pred = model(xs[0] if len(xs) == 1 else list(xs), training=True)
+                if isinstance(pred, (list, tuple)):
+                    pred = pred[0]
+                loss = loss_fn(y_true, pred) if w is None else loss_fn(y_true, pred,
+                                                                       sample_weight=w)
+                # Keras divides a loss by the replica count inside a strategy
+                # (scale_loss_for_distribution); the share weights it instead. An empty share
+                # gives 0, not NaN.
+                loss = tf.reduce_sum(loss) * (share * replicas)
+                scaled = opt.scale_loss(loss)
+            grads = tape.gradient(scaled, variables)
+            grads = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, grads)
+            if cfg.clip_value:
+                grads = [tf.clip_by_value(g, -cfg.clip_value, cfg.clip_value) for g in grads]
+            if cfg.clip_norm:
+                scale = cfg.clip_norm / tf.maximum(tf.linalg.global_norm(grads), cfg.clip_norm)
+                grads = [g * scale for g in grads]
+            if l2:
+                grads = [g + l2 * v if d else g
+                         for g, v, d in zip(grads, variables, decay, strict=True)]
+            # Keras sums the replicas' gradients again: hand it 1/replicas of the total each.
+            opt.apply_gradients(zip([g / replicas for g in grads], variables, strict=True))
+            return loss
+
+        @tf.function(reduce_retracing=True)
+        def run(*args: Any) -> Any:
+            per = strategy.run(replica_step, args=args)
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per, axis=None)
+
+        def step(y_batch: np.ndarray, *x_batches: Any) -> Any:
+            size = len(y_batch)
+            parts = [shard(size, r, replicas) for r in range(replicas)]
+
+            def split(a: Any, dtype: Any = None) -> Any:
+                return strategy.experimental_distribute_values_from_function(
+                    lambda ctx: tf.constant(np.asarray(
+                        a[parts[ctx.replica_id_in_sync_group][0]:
+                          parts[ctx.replica_id_in_sync_group][1]], dtype)))
+
+            shares = strategy.experimental_distribute_values_from_function(
+                lambda ctx: tf.constant((parts[ctx.replica_id_in_sync_group][1]
+                                         - parts[ctx.replica_id_in_sync_group][0]) / size,
+                                        tf.float32))
+            xs = [split(a, i.type.numpy_dtype)
+                  for i, a in zip(self.graph.inputs, x_batches, strict=True)]
+            return run(shares, split(y_batch), *xs)
+
         return step
 
     def _make_step(self, y: np.ndarray) -> Callable[..., Any]:
@@ -162,7 +249,8 @@ class KerasTrainer(Trainer):
                     pred = pred[0]
                 loss = loss_fn(y_true, pred) if w is None else loss_fn(y_true, pred,
                                                                        sample_weight=w)
-            grads = tape.gradient(loss, variables)
+                scaled = opt.scale_loss(loss)  # the loss itself but at fp16
+            grads = tape.gradient(scaled, variables)
             if cfg.clip_value:  # regularisation.py: value, then global norm, then decay
                 grads = [tf.clip_by_value(g, -cfg.clip_value, cfg.clip_value) for g in grads]
             if cfg.clip_norm:
@@ -198,7 +286,9 @@ class KerasTrainer(Trainer):
         batch_size = batch_size or max(n, 1)  # None: full batch (gradient descent)
         step = self._step_for(y)
         total = 0.0
-        with self.tf.device(self._tf_device):
+        # A MirroredStrategy places each replica itself.
+        place = self.tf.device(self._tf_device) if self.strategy is None else nullcontext()
+        with place:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 loss = float(step(y[start:stop], *(a[start:stop] for a in xs)))

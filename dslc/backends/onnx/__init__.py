@@ -51,7 +51,9 @@ class OnnxBackend(Backend):
         path = out if out.suffix == ".onnx" else out / f"{graph.name}.onnx"
         return export(spec, graph, init_weights(graph, seed), path, force=force)
 
-    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
+    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu",
+              precision: str = "fp32") -> Runtime:
+        self.check_options(None, precision)
         self.require()
         from .export import to_model
         from .runtime import OnnxRuntime

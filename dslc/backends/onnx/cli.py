@@ -270,7 +270,7 @@ def check_external_data(model, model_path: Path) -> None:
                            hint="keep external data files beside the .onnx file")
 
 
-def load_session(path: Path):
+def load_session(path: Path, device: str = "cpu"):
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -289,7 +289,7 @@ def load_session(path: Path):
     from .runtime import make_session
 
     try:
-        return make_session(str(path))
+        return make_session(str(path), device)
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DslError(f"{path}: onnxruntime cannot load the model: {first}") from None
@@ -313,7 +313,7 @@ def run_command(args) -> int:
                 raise DslError(f"--output {args.output} is the {what} file; writing the outputs "
                                "there would destroy it", hint="choose another --output")
         check_output_path(Path(args.output), "outputs", args.force, "--output")
-    session = load_session(path)
+    session = load_session(path, getattr(args, "device", None) or "cpu")
     meta = dict(session.get_modelmeta().custom_metadata_map)
     sig = Signature.of(session)
     if not sig.inputs:
@@ -523,7 +523,8 @@ def run_bench(args, path: Path, session, feed: dict[str, np.ndarray], meta: dict
     if threads:
         from .runtime import make_session
 
-        session = make_session(str(path), threads=threads)
+        session = make_session(str(path), getattr(args, "device", None) or "cpu",
+                               threads=threads)
     one = {k: v[:1] for k, v in feed.items()}
     big = {k: resize(v, batch) for k, v in feed.items()}
     calls_one = {"onnxruntime": ort_call(session, one)}

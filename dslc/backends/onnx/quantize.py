@@ -82,7 +82,9 @@ def deploy_data(spec: Any, graph: Graph, seed: int, calibrate: int, record: dict
     data = load_dataset(cfg.model_copy(update={"preprocess": labels_only, "augment": []}),
                         tuple(graph.inputs[0].type.shape), Path(spec.path).parent, seed,
                         graph.inputs[0].type.dtype)
-    x_cal, x_test = data.x_train[:calibrate], data.x_test
+    # Features on disk (dslc/data/lazy.py): the calibration rows, and the test split if it
+    # fits the memory cap (else a clear error).
+    x_cal, x_test = np.asarray(data.x_train[:calibrate]), np.asarray(data.x_test)
     if record is not None:
         x_cal = apply_preprocessing(x_cal, record)
         x_test = x_test if raw else apply_preprocessing(x_test, record)

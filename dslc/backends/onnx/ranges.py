@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from dslc.data.lazy import is_lazy
 from dslc.diagnostics import DslError
 
 META_INPUT_RANGE = "dslc.input_range"  # JSON: {"min", "max", "mean"?, "background"?, "source"}
@@ -66,12 +67,22 @@ class InputRange:
         return cls(lo, hi, mean, background, kind)
 
     @classmethod
-    def measure(cls, x: np.ndarray, source: str) -> InputRange | None:
-        """The range of `x` (float32 samples); None when it holds no finite value."""
-        x = np.asarray(x, np.float64)
-        if x.size == 0 or not np.isfinite(x).all():
+    def measure(cls, x: Any, source: str) -> InputRange | None:
+        """The range of `x` (float32 samples, or a LazyArray on disk, read in blocks); None
+        when it holds no finite value."""
+        blocks = x.chunks() if is_lazy(x) else [x]
+        lo, hi, total, count = np.inf, -np.inf, 0.0, 0
+        for block in blocks:
+            b = np.asarray(block, np.float64)
+            if b.size == 0:
+                continue
+            if not np.isfinite(b).all():
+                return None
+            lo, hi = min(lo, float(b.min())), max(hi, float(b.max()))
+            total, count = total + float(b.sum()), count + b.size
+        if count == 0:
             return None
-        lo, hi, mean = float(x.min()), float(x.max()), float(x.mean())
+        mean = total / count
         background = None
         if hi > lo:
             f = (mean - lo) / (hi - lo)

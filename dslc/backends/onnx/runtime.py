@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnxruntime as ort
 
 from dslc.backends.base import Feed
 from dslc.diagnostics import DslError
 
+CUDA_MISSING = ("onnxruntime has no CUDA provider here (install onnxruntime-gpu, with CUDA and "
+                "cuDNN); running on the CPU")
+
 
 def providers(device: str | None) -> list[str]:
+    """The execution providers for `--device`: cuda and auto take onnxruntime's
+    CUDAExecutionProvider when installed; without it they fall back to the CPU, and
+    `make_session` says so."""
     if device in ("cpu", None):
         return ["CPUExecutionProvider"]
-    available = ort.get_available_providers()
-    if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
+    if device not in ("cuda", "auto") and not str(device).startswith("cuda"):
+        raise DslError(f"unknown device `{device}`", hint="devices are cpu, cuda and auto")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "auto":
-        return ["CPUExecutionProvider"]
-    raise DslError(f"device `{device}` is not available to onnxruntime",
-                   hint="install onnxruntime-gpu for CUDA, or use --device cpu")
+    return ["CPUExecutionProvider"]
 
 
 def session_options(threads: int = 0) -> ort.SessionOptions:
@@ -38,7 +44,23 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
 def make_session(model: bytes | str, device: str | None = "cpu",
                  threads: int = 0) -> ort.InferenceSession:
     """An onnxruntime session of a serialized model or a file, with dslc's options."""
-    return ort.InferenceSession(model, session_options(threads), providers=providers(device))
+    session = ort.InferenceSession(model, session_options(threads), providers=providers(device))
+    if device not in ("cpu", None) and "CUDAExecutionProvider" not in session.get_providers():
+        # Installed but unusable (no GPU, a driver or cuDNN missing) falls back the same way.
+        note(CUDA_MISSING if "CUDAExecutionProvider" not in ort.get_available_providers()
+             else "onnxruntime's CUDA provider could not start (no GPU, or CUDA/cuDNN "
+                  "missing); running on the CPU")
+    return session
+
+
+_NOTED: set[str] = set()
+
+
+def note(text: str) -> None:
+    """One `note:` line on stderr, once per process."""
+    if text not in _NOTED:
+        _NOTED.add(text)
+        print(f"note: {text}", file=sys.stderr)
 
 
 _NUMPY = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64,

@@ -26,7 +26,9 @@ class ReferenceBackend(Backend):
 
         return LOWERINGS
 
-    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
+    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu",
+              precision: str = "fp32") -> Runtime:
+        self.check_options(None, precision)
         from .interpret import Interpreter
 
         return Interpreter(graph, weights)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dslc.backends.base import Backend, Runtime, Trainer
+from dslc.backends.base import Backend, Runtime, Trainer, TrainOptions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,6 +33,9 @@ class TorchBackend(Backend):
     emits = "source"
     runs = True
     trains = True
+    precisions = ("fp32", "bf16", "fp16")
+    compiles = True
+    distributes = True
 
     @property
     def lowerings(self) -> LoweringTable:
@@ -45,19 +48,22 @@ class TorchBackend(Backend):
 
         return generate(spec, graph)
 
-    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu") -> Runtime:
+    def build(self, graph: Graph, weights: dict[str, np.ndarray], device: str = "cpu",
+              precision: str = "fp32") -> Runtime:
+        self.check_options(None, precision)
         self.require()
         from .runtime import build
 
-        return build(graph, weights, device)
+        return build(graph, weights, device, precision)
 
     def make_trainer(self, graph: Graph, config: TrainConfig, device: str = "cpu",
-                     seed: int = 0) -> Trainer:
+                     seed: int = 0, options: TrainOptions | None = None) -> Trainer:
+        self.check_options(options)
         self.require()
         from .runtime import resolve_device
         from .trainer import TorchTrainer
 
-        return TorchTrainer(graph, config, resolve_device(device), seed)
+        return TorchTrainer(graph, config, resolve_device(device), seed, options)
 
     def gradients(self, graph: Graph, weights: dict[str, np.ndarray], xs: list[np.ndarray],
                   cotangents: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -37,6 +37,28 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: str, precision: str) -> Any:
+    """torch.autocast for mixed precision on `device` (a no-op context at fp32)."""
+    dtype = AMP_DTYPES[precision]
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(kind, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def uses_conv2d(graph: Graph) -> bool:
+    return any("conv2d" in n.op for n in graph.nodes)
+
+
+def channels_last(module: torch.nn.Module, graph: Graph, device: str) -> None:
+    """On CUDA, 2-D convolutions in channels-last memory format (their fast cuDNN kernels):
+    the generated module's NHWC→NCHW permute already gives channels-last strides, so only the
+    filters move. On CPU the layout stays as generated."""
+    if device.startswith("cuda") and uses_conv2d(graph):
+        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
 def _import(model: str, source: str, cls: str) -> type[torch.nn.Module]:
     name = f"dslc_generated_{uuid.uuid4().hex}"
     with tempfile.TemporaryDirectory(prefix="dslc-torch-") as tmp:
@@ -97,11 +119,13 @@ def _feed(graph: Graph, x: Feed) -> list[np.ndarray]:
 class Runtime:
     """A built model in inference mode."""
 
-    def __init__(self, model: Model, device: str):
+    def __init__(self, model: Model, device: str, precision: str = "fp32"):
         self.graph = model.graph
         self.model = model
         self.module = model.module.eval()
         self.device = device
+        self.precision = precision
+        channels_last(self.module, self.graph, device)
 
     def predict(self, x: Feed, batch_size: int = 1024) -> np.ndarray:
         """The first output for `x`: one array, or for several inputs a list/tuple (the
@@ -113,7 +137,7 @@ class Runtime:
         xs = [np.ascontiguousarray(a, dtype=i.type.numpy_dtype)
               for i, a in zip(self.graph.inputs, _feed(self.graph, x), strict=True)]
         outs: list[list[np.ndarray]] = []
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, max(len(xs[0]), 1), batch_size):
                 batch = [torch.from_numpy(a[start:start + batch_size]).to(self.device)
                          for a in xs]
@@ -126,9 +150,10 @@ class Runtime:
         return self.model.canonical()
 
 
-def build(graph: Graph, weights: Mapping[str, np.ndarray], device: str = "cpu") -> Runtime:
+def build(graph: Graph, weights: Mapping[str, np.ndarray], device: str = "cpu",
+          precision: str = "fp32") -> Runtime:
     device = resolve_device(device)
-    return Runtime(Model(graph, weights, device), device)
+    return Runtime(Model(graph, weights, device), device, precision)
 
 
 def gradients(graph: Graph, weights: Mapping[str, np.ndarray], xs: list[np.ndarray],

@@ -23,27 +23,38 @@ follow the IR's pinned values:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dslc.backends.base import Trainer
+from dslc.backends.base import Trainer, TrainOptions
+from dslc.data.lazy import is_lazy
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph
 from dslc.ir.train import TrainConfig
 from dslc.ops.registry import SMALL_BATCH_MACS, graph_macs
+from dslc.train.distributed import shard
+from dslc.train.prefetch import prefetch
 from dslc.train.regularisation import class_weights, decays, output_classes, sample_weights
 from dslc.train.targets import shape_targets
 from dslc.weights import init_weights
 
-from .runtime import Model
+from .runtime import Model, autocast, channels_last
 
 CE = {"binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"}
 _STATE_KEYS = {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer",
                "square_avg", "grad_avg"}
 _CLIP = 1e-7  # Keras's epsilon, for cross-entropy on probabilities (no fused form available)
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor
+    shard: tuple[int, int]  # this process's rows within the global batch
 
 
 def make_optimizer(params, opt) -> torch.optim.Optimizer:
@@ -157,21 +168,46 @@ def choose_threads(graph: Graph, batch: int | None, n: int, device: str) -> None
 
 
 class TorchTrainer(Trainer):
-    """Module, loss and optimizer for one run, starting from `init_weights(graph, seed)`."""
+    """Module, loss and optimizer for one run, starting from `init_weights(graph, seed)`.
 
-    def __init__(self, graph: Graph, config: TrainConfig, device: str = "cpu", seed: int = 0):
+    `options` (dslc/backends/base.py `TrainOptions`): mixed precision through autocast (fp16
+    with a gradient scaler), `torch.compile` of the training step, and DistributedDataParallel
+    when the process belongs to a torch.distributed group (dslc/train/distributed.py)."""
+
+    def __init__(self, graph: Graph, config: TrainConfig, device: str = "cpu", seed: int = 0,
+                 options: TrainOptions | None = None):
         if len(graph.inputs) != 1 or len(graph.outputs) != 1:
             raise DslError(f"training needs one input and one output; `{graph.name}` has "
                            f"{len(graph.inputs)} and {len(graph.outputs)}")
+        options = options or TrainOptions()
         torch.manual_seed(seed)
         self.graph, self.config, self.device, self.seed = graph, config, device, seed
+        self.options = options
         self.model = Model(graph, init_weights(graph, seed), device)
         self.module = self.model.module
+        channels_last(self.module, graph, device)
         self.out_shape = tuple(graph.type_of(graph.outputs[0]).shape)
         self.loss_fn, self.logits = make_loss(config.loss, self.model.fused)
         groups, self.param_names = param_groups(self.model, config.optimizer.weight_decay)
         self.optimizer = make_optimizer(groups, config.optimizer)
         self._threads_set = False
+        self.precision = options.precision
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        # fp16's narrow range needs loss scaling; bf16 has float32's range and does not.
+        self.scaler = torch.amp.GradScaler(kind) if self.precision == "fp16" else None
+        self.rank, self.world = 0, 1
+        self.step_module: torch.nn.Module = self.module
+        if options.distributed:
+            import torch.distributed as dist
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+            ids = [torch.device(device).index or 0] if kind == "cuda" else None
+            self.step_module = DistributedDataParallel(self.module, device_ids=ids)
+        if options.compile:
+            # Full batches run compiled (static shapes); the epoch's short last batch runs the
+            # same parameters eagerly, so it never triggers a recompile.
+            self.step_module = torch.compile(self.step_module, dynamic=False)  # type: ignore[assignment]
 
     # weights -------------------------------------------------------------------------
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
@@ -189,45 +225,108 @@ class TorchTrainer(Trainer):
     def _tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
-    def train_epoch(self, x: np.ndarray, y: np.ndarray, batch_size: int | None,
+    def train_epoch(self, x: Any, y: np.ndarray, batch_size: int | None,
                     on_batch: Callable[[int, float], None]) -> float:
         n = len(x)
         batch_size = batch_size or n  # None: full batch (gradient descent)
         if not self._threads_set:
             choose_threads(self.graph, batch_size, n, self.device)
             self._threads_set = True
-        xt = self._tensor(np.asarray(x, dtype=self.graph.inputs[0].type.numpy_dtype))
         yt = self._tensor(shape_targets(y, self.config.loss, self.out_shape))
         cw = class_weights(self.config, y, output_classes(self.config.loss, self.out_shape))
         sw = sample_weights(y, cw)
         wt = None if sw is None else self._tensor(sw)
         cfg, params = self.config, list(self.module.parameters())
-        module, opt, loss_fn, logits = self.module, self.optimizer, self.loss_fn, self.logits
-        module.train()
+        opt, loss_fn, logits, scaler = self.optimizer, self.loss_fn, self.logits, self.scaler
+        self.module.train()
         total = 0.0
-        for start in range(0, n, batch_size):
-            xb, yb = xt[start:start + batch_size], yt[start:start + batch_size]
+        for start, stop, xb in self._batches(x, batch_size):
+            size = stop - start  # the global batch; this process's shard is rows lo:hi
+            lo, hi = start + xb.shard[0], start + xb.shard[1]
+            module = self.step_module if size == batch_size else self._eager()
             opt.zero_grad(set_to_none=True)
-            out = module(xb, logits=True) if logits else module(xb)
-            if wt is None:
-                loss = loss_fn(out, yb)
+            with autocast(self.device, self.precision):
+                out = module(xb.x, logits=True) if logits else module(xb.x)
+            out = out.float()  # the loss in float32, whatever the precision
+            if hi == lo:  # an empty shard still joins the gradient all-reduce
+                loss = out.sum() * 0.0
+            elif wt is None:
+                loss = loss_fn(out, yt[lo:hi])
             else:
-                loss = loss_fn(out, yb, wt[start:start + batch_size])
-            loss.backward()
+                loss = loss_fn(out, yt[lo:hi], wt[lo:hi])
+            if self.world > 1:
+                # DDP averages gradients over processes; weighting each shard's mean by its
+                # share makes that average the gradient of the global batch's mean.
+                loss = loss * ((hi - lo) * self.world / size)
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)  # clipping sees the true gradients
             if cfg.clip_value or cfg.clip_norm:
                 clip_gradients(params, cfg.clip_value, cfg.clip_norm)
-            opt.step()
-            value = loss.item()
-            total += value * len(xb)
-            on_batch(len(xb), value)
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)  # skipped when a gradient overflowed
+                scaler.update()
+            value = self._global_loss(loss)
+            total += value * size
+            on_batch(size, value)
         return total / n if n else float("nan")
 
+    def _eager(self) -> torch.nn.Module:
+        """The step module without torch.compile (same parameters, same DDP wrapper)."""
+        module = self.step_module
+        return getattr(module, "_orig_mod", module)
+
+    def _global_loss(self, loss: torch.Tensor) -> float:
+        """The global batch's mean loss: the shards' weighted losses averaged over processes."""
+        if self.world == 1:
+            return loss.item()
+        import torch.distributed as dist
+
+        value = loss.detach().clone()
+        dist.all_reduce(value)
+        return value.item() / self.world
+
+    def _batches(self, x: Any, batch_size: int) -> Iterator[tuple[int, int, Batch]]:
+        """(start, stop, this process's rows on the device) for each global batch, in order.
+        Data on disk is read one batch at a time, the next while this one trains; on CUDA
+        the batch goes through pinned memory with an asynchronous copy."""
+        cuda = self.device.startswith("cuda")
+
+        def read() -> Iterator[tuple[int, int, Batch]]:
+            for start in range(0, len(x), batch_size):
+                stop = min(start + batch_size, len(x))
+                lo, hi = shard(stop - start, self.rank, self.world)
+                xb = torch.from_numpy(np.ascontiguousarray(
+                    np.asarray(x[start + lo:start + hi], self.graph.inputs[0].type.numpy_dtype)))
+                yield start, stop, Batch(xb.pin_memory() if cuda else xb, (lo, hi))
+
+        batches = prefetch(read()) if cuda or is_lazy(x) else read()
+        for start, stop, b in batches:
+            yield start, stop, Batch(b.x.to(self.device, non_blocking=cuda), b.shard)
+
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Outputs for `x`. Under DDP each process predicts its shard of the rows and the
+        shards are gathered in order, so every process holds all of them."""
+        lo, hi = shard(len(x), self.rank, self.world)
+        part = self._predict_rows(x, lo, hi, batch_size)
+        if self.world == 1:
+            return part
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * self.world
+        dist.all_gather_object(parts, part)
+        return np.concatenate(parts)
+
+    def _predict_rows(self, x: Any, lo: int, hi: int, batch_size: int) -> np.ndarray:
         self.module.eval()
         outs = []
-        with torch.inference_mode():
-            for start in range(0, len(x), batch_size):
-                xb = self._tensor(np.asarray(x[start:start + batch_size],
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            for start in range(lo, hi, batch_size):
+                xb = self._tensor(np.asarray(x[start:min(start + batch_size, hi)],
                                              dtype=self.graph.inputs[0].type.numpy_dtype))
                 outs.append(self.module(xb).float().cpu().numpy())
         if not outs:
@@ -243,12 +342,22 @@ class TorchTrainer(Trainer):
                     out[f"{self.param_names[idx]}.{key}"] = value.detach().cpu().numpy().copy()
                 elif isinstance(value, int | float):
                     out[f"{self.param_names[idx]}.{key}"] = np.asarray(value, np.float64)
+        if self.scaler is not None:  # fp16's loss scale continues where it was
+            scaler = self.scaler.state_dict()
+            out["amp.scale"] = np.asarray(scaler["scale"], np.float64)
+            out["amp.growth_tracker"] = np.asarray(scaler["_growth_tracker"], np.float64)
         return out
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
         index = {name: i for i, name in enumerate(self.param_names)}
         params = dict(self.module.named_parameters())
         restored: dict[int, dict[str, torch.Tensor]] = {}
+        amp = {k: v for k, v in state.items() if k.startswith("amp.")}
+        state = {k: v for k, v in state.items() if not k.startswith("amp.")}
+        if self.scaler is not None and amp:
+            self.scaler.load_state_dict({**self.scaler.state_dict(),
+                                         "scale": float(np.ravel(amp["amp.scale"])[0]),
+                                         "_growth_tracker": int(np.ravel(amp["amp.growth_tracker"])[0])})
         for key, value in state.items():
             name, _, field = key.rpartition(".")
             if name not in index or field not in _STATE_KEYS:
