@@ -66,7 +66,7 @@ def load_dataset(cfg: TrainConfig, input_shape: tuple[int | None, ...], base_dir
 
     ids = input_dtype != "f32"
 
-    def features(a: np.ndarray) -> np.ndarray:
+    def features(a: np.ndarray) -> Features:
         return _id_features(a, input_dtype, span) if ids else _features(a, span)
 
     x, y = features(raw.x), _labels(np.array(raw.y), info.labels, loss, span)
