@@ -40,6 +40,16 @@ def test_keep_ops_carry_the_mask_and_merges_and_it():
     assert mask_makers(g)["p"] == ("e", "f")
 
 
+def test_attention_output_keeps_the_query_mask_alone():
+    g = model("e = embedding(tokens, 10, 4, mask_zero=true)\nq = dense(x, 4)\n"
+              "a = multi_head_attention(q, e, heads=1, key_dim=2)\n"
+              "b = multi_head_attention(e, q, heads=1, key_dim=2)\noutput a, b",
+              "input tokens: i64[5]\ninput x: f32[3, 2]")
+    masks = padding_masks(g)
+    assert "a" not in masks and masks["b"] == ("tokens",)
+    assert mask_makers(g)["b"] == ("e",)
+
+
 def test_no_mask_without_mask_zero():
     g = model("embedding(10, 4)\nsimple_rnn(3)")
     assert padding_masks(g) == {}
