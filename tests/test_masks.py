@@ -195,3 +195,15 @@ def test_keras_propagates_the_mask_through_keep_ops(op):
     mask = getattr(out, "_keras_mask", None)
     assert mask is not None, f"keras dropped the mask at {op}"
     np.testing.assert_array_equal(np.asarray(mask), ids != 0)
+
+
+def test_keras_keeps_the_query_mask_through_attention():
+    pytest.importorskip("keras")
+    from dslc.backends.keras.runtime import build_model
+
+    g = model("e = embedding(tokens, 10, 4, mask_zero=true)\n"
+              "h = multi_head_attention(e, e, heads=1, key_dim=2)\ndense(h, 3)")
+    ids = seeded_batch(g, 4, seed=0)[0]
+    mask = getattr(build_model(g, "/CPU:0")(ids), "_keras_mask", None)
+    assert mask is not None
+    np.testing.assert_array_equal(np.asarray(mask), ids != 0)
