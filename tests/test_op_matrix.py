@@ -300,6 +300,10 @@ CASES: list[Case] = [
                                               "multi_head_attention(e, e, heads=2, key_dim=2, "
                                               "causal=true, dropout=0.2)", [None],
          dtypes=("i64",)),
+    case("mha_masked_cross_causal", "e = embedding(x, 9, 4, mask_zero=true)\n"
+                                    "v = embedding(y, 7, 3, mask_zero=true)\n"
+                                    "multi_head_attention(e, v, heads=2, key_dim=2, causal=true)",
+         [4], [6], dtypes=("i64", "i64")),
     case("mha_masked_middle_zeros", "e = embedding(x, 10, 4, mask_zero=true)\n"
                                     "multi_head_attention(e, e, heads=2, key_dim=3)", [6],
          dtypes=("i64",), ids=([[3, 0, 5, 0, 2, 1], [0, 4, 0, 0, 7, 1]],)),
