@@ -372,8 +372,9 @@ class Generator:
         masking = op.masking(validated)
         if any(sig.masked for sig in sigs) and masking not in ("keep", "use", "use_keep"):
             return None  # the checker refuses a mask this op cannot honour
+        carriers = op.mask_carriers(validated, len(sigs))
         masked = masking == "make" or (masking in ("keep", "use_keep")
-                                       and any(sig.masked for sig in sigs))
+                                       and any(sigs[k].masked for k in carriers))
         return drawn, Sig(out.shape, tuple(DYNAMIC_DIM if d is None else d for d in run.shape),
                           out.dtype, masked)
 

@@ -40,6 +40,16 @@ def test_keep_ops_carry_the_mask_and_merges_and_it():
     assert mask_makers(g)["p"] == ("e", "f")
 
 
+def test_attention_output_keeps_the_query_mask_alone():
+    g = model("e = embedding(tokens, 10, 4, mask_zero=true)\nq = dense(x, 4)\n"
+              "a = multi_head_attention(q, e, heads=1, key_dim=2)\n"
+              "b = multi_head_attention(e, q, heads=1, key_dim=2)\noutput a, b",
+              "input tokens: i64[5]\ninput x: f32[3, 2]")
+    masks = padding_masks(g)
+    assert "a" not in masks and masks["b"] == ("tokens",)
+    assert mask_makers(g)["b"] == ("e",)
+
+
 def test_no_mask_without_mask_zero():
     g = model("embedding(10, 4)\nsimple_rnn(3)")
     assert padding_masks(g) == {}
@@ -195,4 +205,16 @@ def test_keras_propagates_the_mask_through_keep_ops(op):
     out = keras_model(ids)
     mask = getattr(out, "_keras_mask", None)
     assert mask is not None, f"keras dropped the mask at {op}"
+    np.testing.assert_array_equal(np.asarray(mask), ids != 0)
+
+
+def test_keras_keeps_the_query_mask_through_attention():
+    pytest.importorskip("keras")
+    from dslc.backends.keras.runtime import build_model
+
+    g = model("e = embedding(tokens, 10, 4, mask_zero=true)\n"
+              "h = multi_head_attention(e, e, heads=1, key_dim=2)\ndense(h, 3)")
+    ids = seeded_batch(g, 4, seed=0)[0]
+    mask = getattr(build_model(g, "/CPU:0")(ids), "_keras_mask", None)
+    assert mask is not None
     np.testing.assert_array_equal(np.asarray(mask), ids != 0)

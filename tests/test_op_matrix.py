@@ -38,14 +38,18 @@ class Case:
     # Where the ids' zeros (padding) fall: "" as `seeded_batch` puts them (the end of each
     # sample), or a pattern of `PADDING` (the start, the middle, one sample all padding).
     padding: str = ""
+    # Id rows that replace the first seeded samples of input k (e.g. all padding); () keeps them.
+    ids: tuple[tuple[tuple[int, ...], ...], ...] = ()
 
     def dtype(self, k: int) -> str:
         return self.dtypes[k] if k < len(self.dtypes) else "f32"
 
 
 def case(id: str, body: str, *inputs: list[int | None], shift: float = 0.0,
-         dtypes: tuple[str, ...] = (), padding: str = "") -> Case:
-    return Case(id, body, tuple(tuple(s) for s in inputs), shift, dtypes, padding)
+         dtypes: tuple[str, ...] = (), padding: str = "",
+         ids: tuple[list[list[int]], ...] = ()) -> Case:
+    rows = tuple(tuple(tuple(r) for r in k) for k in ids)
+    return Case(id, body, tuple(tuple(s) for s in inputs), shift, dtypes, padding, rows)
 
 
 ACTS = activation_names()
@@ -393,6 +397,71 @@ CASES: list[Case] = [
     case("mha_encoder_block", "h = multi_head_attention(x, x, heads=2, key_dim=3)\n"
                               "n = layer_norm(add(x, h))\nf = dense(n, 6, activation=relu)\n"
                               "dense(f, 4)\nflatten\ndense(2, activation=softmax)", [5, 4]),
+    # multi_head_attention with padding masks (Keras's): a padded query step sees nothing (uniform
+    # weights; zeros with dropout, Keras's masked softmax), no step sees a padded value/key step
+    case("mha_masked_self", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                            "multi_head_attention(e, e, heads=2, key_dim=3)", [6], dtypes=("i64",)),
+    case("mha_masked_self_dropout", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                                    "multi_head_attention(e, e, heads=2, key_dim=3, dropout=0.3)",
+         [6], dtypes=("i64",)),
+    case("mha_masked_value_only", "q = dense(y, 4)\ne = embedding(x, 9, 4, mask_zero=true)\n"
+                                  "multi_head_attention(q, e, heads=2, key_dim=2)", [5], [3, 3],
+         dtypes=("i64", "f32")),
+    case("mha_masked_query_only", "e = embedding(x, 9, 4, mask_zero=true)\nv = dense(y, 3)\n"
+                                  "multi_head_attention(e, v, heads=2, key_dim=2)", [5], [4, 2],
+         dtypes=("i64", "f32")),
+    case("mha_masked_query_only_dropout", "e = embedding(x, 9, 4, mask_zero=true)\n"
+                                          "multi_head_attention(e, y, heads=1, key_dim=2, "
+                                          "dropout=0.5)", [5], [4, 2], dtypes=("i64", "f32")),
+    case("mha_masked_key_given", "e = embedding(x, 9, 4, mask_zero=true)\n"
+                                 "v = embedding(y, 7, 3, mask_zero=true)\n"
+                                 "k = embedding(z, 8, 2, mask_zero=true)\n"
+                                 "multi_head_attention(e, v, k, heads=2, key_dim=2)", [4], [5], [5],
+         dtypes=("i64", "i64", "i32")),
+    case("mha_masked_causal", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                              "multi_head_attention(e, e, heads=2, key_dim=3, causal=true)", [6],
+         dtypes=("i64",)),
+    case("mha_masked_causal_dropout_dynamic", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                                              "multi_head_attention(e, e, heads=2, key_dim=2, "
+                                              "causal=true, dropout=0.2)", [None],
+         dtypes=("i64",)),
+    case("mha_masked_cross_causal", "e = embedding(x, 9, 4, mask_zero=true)\n"
+                                    "v = embedding(y, 7, 3, mask_zero=true)\n"
+                                    "multi_head_attention(e, v, heads=2, key_dim=2, causal=true)",
+         [4], [6], dtypes=("i64", "i64")),
+    case("mha_masked_middle_zeros", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                                    "multi_head_attention(e, e, heads=2, key_dim=3)", [6],
+         dtypes=("i64",), ids=([[3, 0, 5, 0, 2, 1], [0, 4, 0, 0, 7, 1]],)),
+    case("mha_masked_all_padding", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                                   "multi_head_attention(e, e, heads=2, key_dim=3)", [5],
+         dtypes=("i64",), ids=([[0, 0, 0, 0, 0]],)),
+    case("mha_masked_all_padding_dropout", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                                           "multi_head_attention(e, e, heads=2, key_dim=3, "
+                                           "dropout=0.1)", [5], dtypes=("i64",),
+         ids=([[0, 0, 0, 0, 0]],)),
+    case("mha_masked_all_padding_value", "e = embedding(y, 6, 3, mask_zero=true)\n"
+                                         "multi_head_attention(x, e, heads=2, key_dim=2)", [3, 4], [4],
+         dtypes=("f32", "i64"), ids=((), [[0, 0, 0, 0]])),
+    case("mha_masked_then_dense", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                                  "h = multi_head_attention(e, e, heads=2, key_dim=3)\n"
+                                  "dense(h, 3)", [6], dtypes=("i64",)),
+    case("mha_masked_encoder_block", "e = embedding(x, 10, 6, mask_zero=true)\n"
+                                     "h = multi_head_attention(e, e, heads=2, key_dim=3)\n"
+                                     "n = layer_norm(add(e, h))\nf = dense(n, 6, activation=relu)\n"
+                                     "layer_norm(add(n, dense(f, 6)))", [6], dtypes=("i64",)),
+    # Keras strips the masks off the tensors an attention layer is given: a later layer reading
+    # the same tensors must still be masked
+    case("mha_masked_shared_inputs", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                                     "a = multi_head_attention(e, e, heads=2, key_dim=2)\n"
+                                     "b = multi_head_attention(e, a, heads=1, key_dim=3)\n"
+                                     "add(a, b)", [5], dtypes=("i64",)),
+    case("mha_masked_encoder_decoder", "e = embedding(x, 10, 4, mask_zero=true)\n"
+                                       "d = embedding(y, 8, 4, mask_zero=true)\n"
+                                       "enc = multi_head_attention(e, e, heads=2, key_dim=2)\n"
+                                       "dec = multi_head_attention(d, d, heads=2, key_dim=2, "
+                                       "causal=true)\n"
+                                       "cross = multi_head_attention(dec, enc, heads=2, key_dim=2)\n"
+                                       "dense(cross, 3)", [5], [4], dtypes=("i64", "i32")),
     # embedding: integer ids (i32 or i64) → vectors; seeded ids stay below vocab, with padding
     case("embedding_sequence", "embedding(10, 4)", [6], dtypes=("i64",)),
     case("embedding_i32_dense", "embedding(7, 3)\ndense(2)", [5], dtypes=("i32",)),
@@ -525,8 +594,12 @@ def _padded(ids: np.ndarray, padding: str) -> np.ndarray:
 
 @functools.cache
 def _batch(c: Case) -> tuple[np.ndarray, ...]:
-    return tuple(x + np.float32(c.shift) if x.dtype == np.float32 else _padded(x, c.padding)
-                 for x in seeded_batch(graph_of(c), BATCH, seed=0))
+    xs = [x + np.float32(c.shift) if x.dtype == np.float32 else _padded(x, c.padding)
+          for x in seeded_batch(graph_of(c), BATCH, seed=0)]
+    for k, rows in enumerate(c.ids):
+        if rows:
+            xs[k][:len(rows)] = np.asarray(rows, xs[k].dtype)
+    return tuple(xs)
 
 
 def _feed(xs: tuple[np.ndarray, ...]) -> np.ndarray | list[np.ndarray]:

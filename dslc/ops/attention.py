@@ -35,6 +35,14 @@ class MultiHeadAttention(Op):
         kernel_init: Init = "glorot_uniform"
         bias_init: Init = "zeros"
 
+    # Padding masks as Keras's: a padded query step attends to nothing, nor does any step to
+    # a padded value (or key) step; the output keeps the query's mask.
+    def masking(self, attrs):
+        return "use_keep"
+
+    def mask_carriers(self, attrs, count):
+        return (0,)
+
     def infer(self, a, inputs):
         names = ("query", "value", "key")
         for name, t in zip(names, inputs, strict=False):

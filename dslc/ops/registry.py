@@ -101,6 +101,11 @@ class Op:
         See dslc/passes/masks.py."""
         return "none"
 
+    def mask_carriers(self, attrs: Any, count: int) -> tuple[int, ...]:
+        """For `keep` and `use_keep`: the inputs (of `count`) whose masks the output carries,
+        ANDed; all of them unless the op says otherwise (attention: the query's alone)."""
+        return tuple(range(count))
+
     def infer(self, attrs: Any, inputs: list[TensorType]) -> TensorType:  # pragma: no cover
         raise NotImplementedError
 

@@ -38,14 +38,16 @@ def _walk(graph: Graph) -> tuple[Masks, dict[str, tuple[str, ...]]]:
     masks: Masks = {}
     makers: dict[str, tuple[str, ...]] = {}
     for node in graph.nodes:
-        how = get_op(node.op).masking(node.attrs)
+        op = get_op(node.op)
+        how = op.masking(node.attrs)
         if how == "make":
             masks[node.name], makers[node.name] = (node.inputs[0],), (node.name,)
         elif how in ("keep", "use_keep"):
-            ids = _union(masks.get(i, ()) for i in node.inputs)
+            carriers = [node.inputs[k] for k in op.mask_carriers(node.attrs, len(node.inputs))]
+            ids = _union(masks.get(i, ()) for i in carriers)
             if ids:
                 masks[node.name] = ids
-                makers[node.name] = _union(makers.get(i, ()) for i in node.inputs)
+                makers[node.name] = _union(makers.get(i, ()) for i in carriers)
     return masks, makers
 
 

@@ -710,8 +710,26 @@ def multi_head_attention(ctx: Context, node: Node, xs: list[Call]) -> Call:
     kwargs += [("kernel_initializer", _init(a.kernel_init)),
                ("bias_initializer", _bias_init(a.bias_init, uses))]
     return Call("keras.layers.MultiHeadAttention", [], kwargs, weights=dict(_MHA_WEIGHTS),
-                uses=uses, spread=True,
-                call_kwargs=[("use_causal_mask", "True")] if a.causal else [])
+                uses=uses, spread=True, call_kwargs=_mha_masks(ctx, node))
+
+
+def _mha_masks(ctx: Context, node: Node) -> list[tuple[str, str]]:
+    """The call's mask arguments. Keras would find the padding masks on the inputs itself,
+    but its `call` strips them from the tensors it is given, so a later layer reading the
+    same tensor would see none: they are passed explicitly. `query_mask` is ignored by
+    `call` (it reads the query tensor's own), hence the query's as an `attention_mask`
+    `[N, Tq, 1]`, which Keras ANDs with the rest."""
+    masks = [ctx.mask_of(name) for name in node.inputs]
+    out = []
+    if masks[1] is not None:
+        out.append(("value_mask", masks[1]))
+    if len(masks) == 3 and masks[2] is not None:
+        out.append(("key_mask", masks[2]))
+    if masks[0] is not None:
+        out.append(("attention_mask", f"keras.ops.expand_dims({masks[0]}, -1)"))
+    if node.attrs.causal:
+        out.append(("use_causal_mask", "True"))
+    return out
 
 
 @LOWERINGS("embedding")

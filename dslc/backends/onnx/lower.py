@@ -1117,9 +1117,27 @@ def multi_head_attention(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
             true = numpy_helper.from_array(np.ones(1, np.bool_), "true")
             block = ctx.value("ConstantOfShape", [lengths.name], 2, role="all", value=true)
             allowed = ctx.value("Trilu", [block.name], 2, role="causal", upper=0).name
+    else:
+        allowed = None
+    # Padding masks, as Keras's: a padded query step sees nothing, no step a padded value
+    # (or key) step; `[N, T]` masks unsqueezed to `[N, 1, Tq, 1]` and `[N, 1, 1, Tv]`.
+    masks = [ctx.mask_of(name) for name in node.inputs]
+    for mask, axes in ((masks[0], [1, 3]), *((m, [1, 2]) for m in dict.fromkeys(masks[1:]))):
+        if mask is None:
+            continue
+        where = ctx.const("mask_axes", np.array(axes, np.int64))
+        part = ctx.value("Unsqueeze", [mask, where], 4, role="mask_by_head").name
+        allowed = part if allowed is None else ctx.value("And", [allowed, part], 4,
+                                                         role="allowed").name
+    if allowed is not None:
         masked = ctx.const("masked", np.array(-1e9, np.float32))  # Keras's masked softmax
         scores = ctx.value("Where", [allowed, scores.name, masked], 4, role="masked")
     weights = ctx.value("Softmax", [scores.name], 4, role="weights", axis=-1)
+    if allowed is not None and a.dropout:
+        # Keras's masked softmax (taken when dropout is set) zeroes masked weights after the
+        # softmax: a row that sees nothing gives zeros, not uniform weights.
+        zero = ctx.const("zero", np.array(0.0, np.float32))
+        weights = ctx.value("Where", [allowed, weights.name, zero], 4, role="kept_weights")
     y = ctx.value("MatMul", [weights.name, v.name], 4, role="attend")  # [N, heads, Tq, vd]
     y = ctx.value("Transpose", [y.name], 4, role="by_step", perm=[0, 2, 1, 3])
     merge = ctx.const("merge_heads", np.array([0, 0, heads * vd], np.int64))

@@ -603,12 +603,27 @@ def multi_head_attention(ctx: Context, node: Node, xs: list[Array]) -> Array:
     q = project("query", query) / math.sqrt(a.key_dim)  # Keras scales the query
     k, v = project("key", key), project("value", value)
     scores = np.einsum("nshk,nthk->nhts", k, q)
+    t, s = scores.shape[2:]
+    allowed = np.ones((len(query), t, s), np.bool_)
     if a.causal:  # query i sees keys 0..i (top-left aligned when the lengths differ)
-        t, s = scores.shape[2:]
-        allowed = np.arange(t)[:, None] >= np.arange(s)[None, :]
-        scores = np.where(allowed, scores, -1e9)  # Keras's masked softmax
+        allowed &= np.arange(t)[:, None] >= np.arange(s)[None, :]
+    # Padding masks, as Keras's: a padded query step sees nothing, no step sees a padded value
+    # or key step (the key's mask is the value's when no key is given).
+    masks = [ctx.mask_of(name) for name in node.inputs]
+    if masks[0] is not None:
+        allowed &= masks[0][:, :, None]
+    for m in masks[1:]:
+        if m is not None:
+            allowed &= m[:, None, :]
+    allowed = allowed[:, None]  # every head alike
+    scores = np.where(allowed, scores, -1e9)  # Keras's masked softmax
     e = np.exp(scores - scores.max(axis=-1, keepdims=True))
     weights = e / e.sum(axis=-1, keepdims=True)
+    # A row that sees nothing: uniform weights (softmax of equal scores) where Keras attends
+    # in one kernel (no dropout); with `dropout`, Keras's masked softmax zeroes masked weights
+    # after the softmax, so such a row gives zeros.
+    if a.dropout:
+        weights = np.where(allowed, weights, 0.0)
     heads = np.einsum("nhts,nshv->nthv", weights, v)  # dropout: the identity at inference
     y = np.einsum("nthv,hvo->nto", heads, ctx.param(node, "output_kernel"))
     return y + (ctx.param(node, "output_bias") if a.use_bias else 0.0)

@@ -1163,13 +1163,8 @@ def multi_head_attention(em: Emitter, node: Node, xs: list[Value]) -> Value:
     mha = em.add(node, f"nn.ModuleDict({{\n{mods}}})", params)
     query, value = xs[0].expr, xs[1].expr
     key = xs[2].expr if len(xs) == 3 else value
+    masks = [em.mask_of(name) for name in node.inputs]
     q, k, v, heads = (em.fresh(n) for n in ("q", "k", "v", "heads"))
-    args = [q, k, v]
-    if a.dropout:
-        args.append(f"dropout_p={float(a.dropout)!r} if self.training else 0.0")
-    if a.causal:
-        args.append("is_causal=True")  # query i sees keys 0..i, top-left aligned as Keras's
-    args.append(f"scale={1 / math.sqrt(kd)!r}")
     em.forward += [
         f"# {comment(node.name)}: {h} head(s); [N, T, d] → [N, heads, T, dim] per projection",
         # projection and split on lines of their own: long layer names stay readable
@@ -1179,9 +1174,48 @@ def multi_head_attention(em: Emitter, node: Node, xs: list[Value]) -> Value:
         f"{k} = {k}.unflatten(-1, ({h}, {kd})).transpose(1, 2)",
         f"{v} = {mha}.value({value})",
         f"{v} = {v}.unflatten(-1, ({h}, {vd})).transpose(1, 2)",
-        f"{heads} = F.scaled_dot_product_attention({', '.join(args)})",
     ]
+    allowed = _attention_mask(em, node, masks, q, k) if any(masks) else None
+    if allowed is not None:
+        # Keras's masked softmax, written out: masked scores replaced (not offset, which
+        # would let gradients through), so a row that sees nothing gets uniform weights.
+        scores, weights = em.fresh("scores"), em.fresh("weights")
+        em.forward += [
+            f"{scores} = ({q} * {1 / math.sqrt(kd)!r}) @ {k}.transpose(-2, -1)",
+            f"{weights} = {scores}.masked_fill(~{allowed}, -1e9).softmax(-1)",
+        ]
+        if a.dropout:  # Keras's softmax with dropout zeroes masked weights, whole rows too
+            em.forward += [
+                f"{weights} = {weights}.masked_fill(~{allowed}, 0.0)",
+                f"{weights} = F.dropout({weights}, {float(a.dropout)!r}, self.training)",
+            ]
+        em.forward.append(f"{heads} = {weights} @ {v}")
+        return Value(f"{mha}.output({heads}.transpose(1, 2).flatten(2))", rank=2)
+    args = [q, k, v]
+    if a.dropout:
+        args.append(f"dropout_p={float(a.dropout)!r} if self.training else 0.0")
+    if a.causal:
+        args.append("is_causal=True")  # query i sees keys 0..i, top-left aligned as Keras's
+    args.append(f"scale={1 / math.sqrt(kd)!r}")
+    em.forward.append(f"{heads} = F.scaled_dot_product_attention({', '.join(args)})")
     return Value(f"{mha}.output({heads}.transpose(1, 2).flatten(2))", rank=2)
+
+
+def _attention_mask(em: Emitter, node: Node, masks: list[str | None], q: str, k: str) -> str:
+    """A bool `[N, 1, Tq, Tv]` variable, True where a query step may attend to a key step:
+    the query's padding mask, the value's and the key's (Keras's), and the causal triangle."""
+    terms = []
+    if masks[0] is not None:
+        terms.append(f"{masks[0]}[:, None, :, None]")
+    terms += [f"{m}[:, None, None, :]" for m in dict.fromkeys(masks[1:]) if m is not None]
+    if node.attrs.causal:  # query i sees keys 0..i, top-left aligned as Keras's
+        causal = em.fresh("causal")
+        em.forward.append(f"{causal} = {q}.new_ones({q}.shape[2], {k}.shape[2], "
+                          f"dtype=torch.bool).tril()")
+        terms.append(causal)
+    allowed = em.fresh("allowed")
+    em.forward.append(f"{allowed} = {' & '.join(terms)}")
+    return allowed
 
 
 @LOWERINGS("embedding")
