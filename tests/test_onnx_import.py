@@ -80,8 +80,8 @@ def round_trip(module: nn.Module, shapes, tmp_path, opset: int = 17, dynamic: bo
 
 def _extra_rnn_biases(module: nn.Module) -> int:
     """PyTorch's RNN keeps two biases that only appear as their sum; the spec keeps one."""
-    return sum(m.hidden_size * m.num_layers for m in module.modules()
-               if isinstance(m, nn.RNN) and m.bias)
+    return sum(m.hidden_size * m.num_layers * (4 if isinstance(m, nn.LSTM) else 1)
+               for m in module.modules() if isinstance(m, nn.RNN | nn.LSTM) and m.bias)
 
 
 def lines(imported) -> list[str]:
@@ -296,6 +296,56 @@ def _time_major_round_trip(module, tmp_path):
     (got,) = ort_run(model.SerializeToString(), {"x": imported.inputs[0].to_spec(x)})
     np.testing.assert_allclose(imported.outputs[0].to_onnx(got), want, rtol=0, atol=ATOL)
     return imported
+
+
+class Gated(nn.Module):
+    """nn.LSTM or nn.GRU (PyTorch's gate orders, which its exporter moves to ONNX's)."""
+
+    def __init__(self, kind, batch_first=True, last="index", layers=1, bias=True):
+        super().__init__()
+        self.batch_first, self.last = batch_first, last
+        self.rnn = kind(3, 5, num_layers=layers, batch_first=batch_first, bias=bias)
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x):
+        out, h = self.rnn(x)
+        if self.last == "state":
+            return self.fc((h[0] if isinstance(h, tuple) else h)[-1])
+        if self.last == "sequence":
+            return self.fc(out)
+        return self.fc(out[:, -1] if self.batch_first else out[-1])
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU], ids=["lstm", "gru"])
+@pytest.mark.parametrize("batch_first, last", [(True, "index"), (True, "state"),
+                                               (True, "sequence"), (False, "index")])
+def test_torch_lstm_and_gru_come_back(tmp_path, kind, batch_first, last):
+    module = Gated(kind, batch_first, last)
+    if batch_first:
+        imported = round_trip(module, [(7, 3)], tmp_path)
+    else:
+        imported = _time_major_round_trip(module, tmp_path)
+    layer = imported.graph.nodes[0]
+    assert layer.op == kind.__name__.lower() and layer.attrs.return_sequences == (last == "sequence")
+    if kind is nn.GRU:  # PyTorch's GRU is Keras's reset_after form, both biases kept
+        assert layer.attrs.reset_after and layer.param_count == 3 * 15 + 5 * 15 + 2 * 15
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU], ids=["lstm", "gru"])
+def test_stacked_torch_lstms_and_grus_without_bias(tmp_path, kind):
+    imported = round_trip(Gated(kind, layers=2, bias=False), [(6, 3)], tmp_path)
+    first, second = imported.graph.nodes[:2]
+    assert first.attrs.return_sequences and not second.attrs.return_sequences
+    assert not first.attrs.use_bias and not second.attrs.use_bias
+
+
+def test_a_bidirectional_lstm_is_a_located_error(tmp_path, capsys):
+    module = nn.LSTM(3, 4, batch_first=True, bidirectional=True)
+    export(module, [(5, 3)], tmp_path / "bi.onnx")
+    assert main(["import", str(tmp_path / "bi.onnx"), "-o", str(tmp_path / "bi.dl")]) == 2
+    err = capsys.readouterr().err
+    assert "bi.onnx: node " in err and "(LSTM): runs bidirectional" in err
+    assert "Traceback" not in err
 
 
 def test_stacked_relu_rnns(tmp_path):
@@ -562,3 +612,45 @@ def test_batch_normalization_comes_back_as_batch_norm(tmp_path):
     b = imported.inputs[0]
     got = imported.outputs[0].to_onnx(ort_run(again.SerializeToString(), {b.name: b.to_spec(x)})[0])
     np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
+
+
+# -- each op, exported by dslc and read back ---------------------------------------------------
+
+SEQ = "input s: f32[6, 3]"
+# One small model per op and per attribute that changes the exported graph: the spec, the
+# input line it reads. Each comes back with the same layers, attributes and weights.
+OP_CASES = {
+    "simple_rnn_backwards": (SEQ, "simple_rnn(4, go_backwards=true)"),
+    "simple_rnn_backwards_seq": (SEQ, "simple_rnn(4, go_backwards=true, return_sequences=true)"),
+    "lstm": (SEQ, "lstm(4)"),
+    "lstm_seq": (SEQ, "lstm(4, return_sequences=true)\n    lstm(2)"),
+    "lstm_backwards": (SEQ, "lstm(4, go_backwards=true)"),
+    "lstm_backwards_seq": (SEQ, "lstm(4, go_backwards=true, return_sequences=true)\n"
+                                "    dense(2)"),
+    "lstm_gates": (SEQ, "lstm(3, activation=relu, recurrent_activation=linear, "
+                        "use_bias=false, return_sequences=true)"),
+    "lstm_any_length": ("input s: f32[?, 3]",
+                        "lstm(4, go_backwards=true, return_sequences=true)"),
+    "gru": (SEQ, "gru(4)"),
+    "gru_reset_before": (SEQ, "gru(4, reset_after=false, return_sequences=true)"),
+    "gru_backwards": (SEQ, "gru(4, go_backwards=true, return_sequences=true)\n"
+                           "    gru(3, go_backwards=true)"),
+    "gru_gates": (SEQ, "gru(3, activation=sigmoid, recurrent_activation=tanh, use_bias=false)"),
+}
+
+
+def _attrs(node) -> dict:
+    return {k: v for k, v in node.attrs.model_dump().items() if not k.endswith("_init")}
+
+
+@pytest.mark.parametrize("case", list(OP_CASES))
+def test_each_op_dslc_exports_comes_back(case):
+    inputs, body = OP_CASES[case]
+    graph = compile_text(f"model m_{case} {{\n    {inputs}\n    {body}\n}}\n", "m.dl").model()
+    imported, weights = _own_round_trip(graph)
+    kept = [n for n in graph.nodes if n.op != "dropout"]
+    assert [(n.name, n.op, _attrs(n)) for n in imported.graph.nodes] == \
+        [(n.name, n.op, _attrs(n)) for n in kept]
+    assert imported.weights.keys() == weights.keys()
+    for key, w in weights.items():
+        np.testing.assert_array_equal(imported.weights[key], w)

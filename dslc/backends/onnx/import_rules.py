@@ -357,26 +357,64 @@ def _rnn_activation(step: Step) -> str:
     return name
 
 
-@RULES("RNN")
-def rnn(ctx: Importer, step: Step) -> list[Value | None]:
-    from .import_walk import Layer
-
+def _recurrent_input(step: Step) -> Tensor:
+    """The sequence an RNN/LSTM/GRU node reads, checked to be the spec's `[time, features]`
+    in the node's layout (time-major unless layout=1)."""
     layout = int(step.attrs.get("layout", 0))
     x = _plain(step, step.tensor(0))
     if x.axes != ((1, 0, 2) if layout == 0 else (0, 1, 2)):
         raise step.fail(f"reads a tensor of ONNX shape {_dims(x.onnx_shape)} as a sequence, "
                         "but its axes are not the spec tensor's [time, features]")
-    if step.attrs.get("direction", "forward") != "forward":
-        raise step.fail(f"runs `{step.attrs['direction']}`; dslc's simple_rnn runs forward")
+    return x
+
+
+def _recurrent_checks(step: Step, op: str, states: tuple[int, ...]) -> bool:
+    """The node's direction as dslc's `go_backwards`; refuses what a dslc layer lacks."""
+    direction = step.attrs.get("direction", "forward")
+    if direction == "bidirectional":
+        raise step.fail(f"runs bidirectional; dslc's {op} runs one way (forward, or reverse "
+                        "with go_backwards=true)",
+                        hint="export one direction per layer, or concatenate a forward and a "
+                             "go_backwards layer in the spec")
+    if direction not in ("forward", "reverse"):
+        raise step.fail(f"runs in direction `{direction}`, which ONNX does not define")
     if "clip" in step.attrs:
-        raise step.fail("clips its cell values; dslc's simple_rnn does not")
+        raise step.fail(f"clips its cell values; dslc's {op} does not")
     if step.value(4) is not None:
-        raise step.fail("takes sequence lengths; dslc's simple_rnn runs every step")
-    h0 = step.value(5)
-    if h0 is not None and not ((isinstance(h0, Fill) and h0.value == 0) or (
-            _known(h0) and not np.any(h0.array))):  # type: ignore[union-attr]
-        raise step.fail("starts from a given initial state; dslc's simple_rnn starts from "
-                        "zeros")
+        raise step.fail(f"takes sequence lengths; dslc's {op} runs every step")
+    for i in states:
+        h0 = step.value(i)
+        if h0 is not None and not ((isinstance(h0, Fill) and h0.value == 0) or (
+                _known(h0) and not np.any(h0.array))):  # type: ignore[union-attr]
+            raise step.fail(f"starts from a given initial state (input {i}); dslc's {op} "
+                            "starts from zeros")
+    return direction == "reverse"
+
+
+def _recurrent_outputs(ctx: Importer, step: Step, x: Tensor, op: str, attrs: dict[str, Any],
+                       params: dict[str, np.ndarray], backwards: bool) -> list[Value | None]:
+    """Emit the layer; Y and Y_h as values whose first reader settles return_sequences."""
+    from .import_walk import Layer
+
+    if backwards:
+        attrs["go_backwards"] = True
+    name = ctx.layer_name(step, op)
+    seq = ctx.infer(step, op, {**attrs, "return_sequences": True}, [x.shape])
+    last = ctx.infer(step, op, attrs, [x.shape])
+    ctx.add(Layer(name, op, [x.name], attrs, params, step.index, None))
+    layout = int(step.attrs.get("layout", 0))
+    # Y: [T, 1, N, H] (layout 0) or [N, T, 1, H]; Y_h (and Y_c): [1, N, H] or [N, 1, H].
+    y_axes: Axes = (1, None, 0, 2) if layout == 0 else (0, 1, None, 2)
+    h_axes: Axes = (None, 0, 1) if layout == 0 else (0, None, 1)
+    # ONNX gives a reverse run's outputs in time order, Keras's go_backwards in reading order.
+    return [Tensor(name, seq, y_axes, rnn="seq", flipped=backwards),
+            Tensor(name, last, h_axes, rnn="last")]
+
+
+@RULES("RNN")
+def rnn(ctx: Importer, step: Step) -> list[Value | None]:
+    x = _recurrent_input(step)
+    backwards = _recurrent_checks(step, "simple_rnn", (5,))
     w = step.const(1, "input weights").astype(np.float32)[0]  # [units, features]
     r = step.const(2, "recurrent weights").astype(np.float32)[0]  # [units, units]
     units = int(step.attrs.get("hidden_size", w.shape[0]))
@@ -388,14 +426,100 @@ def rnn(ctx: Importer, step: Step) -> list[Value | None]:
     attrs: dict[str, Any] = {"units": units, "activation": _rnn_activation(step)}
     if b is None:
         attrs["use_bias"] = False
-    name = ctx.layer_name(step, "simple_rnn")
-    seq = ctx.infer(step, "simple_rnn", {**attrs, "return_sequences": True}, [x.shape])
-    last = ctx.infer(step, "simple_rnn", attrs, [x.shape])
-    ctx.add(Layer(name, "simple_rnn", [x.name], attrs, params, step.index, None))
-    # Y: [T, 1, N, H] (layout 0) or [N, T, 1, H]; Y_h: [1, N, H] or [N, 1, H].
-    y_axes: Axes = (1, None, 0, 2) if layout == 0 else (0, 1, None, 2)
-    h_axes: Axes = (None, 0, 1) if layout == 0 else (0, None, 1)
-    return [Tensor(name, seq, y_axes, rnn="seq"), Tensor(name, last, h_axes, rnn="last")]
+    return _recurrent_outputs(ctx, step, x, "simple_rnn", attrs, params, backwards)
+
+
+# The gate functions of ONNX's LSTM and GRU that are dslc's gate activations; Affine only as
+# the identity (alpha 1, beta 0). `activation_alpha/beta` are consumed in order by the
+# functions that take them.
+GATE_NAMES = {"Tanh": "tanh", "Sigmoid": "sigmoid", "Relu": "relu"}
+TAKES_ALPHA = ("Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid", "Elu")
+TAKES_BETA = ("Affine", "ScaledTanh", "HardSigmoid")
+
+
+def _gate_functions(step: Step, op: str, defaults: list[str]) -> list[str]:
+    acts = list(step.attrs.get("activations", defaults))
+    if len(acts) != len(defaults):
+        raise step.fail(f"has {len(acts)} activation functions; a one-direction "
+                        f"{step.op_type} has {len(defaults)}")
+    alphas = list(step.attrs.get("activation_alpha", []))
+    betas = list(step.attrs.get("activation_beta", []))
+    out = []
+    for fn in acts:
+        alpha = alphas.pop(0) if fn in TAKES_ALPHA and alphas else None
+        beta = betas.pop(0) if fn in TAKES_BETA and betas else None
+        if fn == "Affine" and _float(1.0 if alpha is None else alpha) == 1.0 and not beta:
+            out.append("linear")
+        elif fn in GATE_NAMES and alpha is None and beta is None:
+            out.append(GATE_NAMES[fn])
+        else:
+            raise step.fail(f"applies `{fn}`" + (f" with alpha {_float(alpha)}" if alpha else "")
+                            + f" in a gate; dslc's {op} takes tanh, sigmoid, relu or linear")
+    return out
+
+
+def _onnx_gates(w: np.ndarray, order: list[int], gates: int) -> np.ndarray:
+    """ONNX's `[gates * units, ...]` gate blocks (axis 0) in Keras's order along the last axis:
+    Keras block k is ONNX block `order[k]`; the result is `[..., gates * units]`."""
+    blocks = np.split(w, gates, axis=0)
+    return np.concatenate([blocks[k] for k in order], axis=0).T
+
+
+# ONNX's LSTM gates i, o, f, c; Keras's i, f, c, o are ONNX blocks 0, 2, 3, 1
+LSTM_KERAS_ORDER = [0, 2, 3, 1]
+
+
+@RULES("LSTM")
+def lstm(ctx: Importer, step: Step) -> list[Value | None]:
+    x = _recurrent_input(step)
+    backwards = _recurrent_checks(step, "lstm", (5, 6))
+    if step.value(7) is not None:
+        raise step.fail("has peephole weights; dslc's lstm (Keras's) has none")
+    if int(step.attrs.get("input_forget", 0)):
+        raise step.fail("couples its input and forget gates (input_forget=1); dslc's lstm "
+                        "does not")
+    step.no_output_used(2, "last cell state (Y_c)")
+    f, g, h = _gate_functions(step, "lstm", ["Sigmoid", "Tanh", "Tanh"])
+    if g != h:
+        raise step.fail(f"applies `{g}` to the candidate and `{h}` to the output; dslc's "
+                        "lstm applies one `activation` to both")
+    w = step.const(1, "input weights").astype(np.float32)[0]  # [4u, features]
+    r = step.const(2, "recurrent weights").astype(np.float32)[0]  # [4u, u]
+    units = int(step.attrs.get("hidden_size", w.shape[0] // 4))
+    params = {"kernel": _onnx_gates(w, LSTM_KERAS_ORDER, 4),
+              "recurrent_kernel": _onnx_gates(r, LSTM_KERAS_ORDER, 4)}
+    b = step.optional_const(3, "bias")
+    attrs: dict[str, Any] = {"units": units, "activation": g, "recurrent_activation": f}
+    if b is not None:  # Wb + Rb: only ever added
+        b = b.astype(np.float32).reshape(-1)
+        params["bias"] = _onnx_gates(b[:4 * units] + b[4 * units:], LSTM_KERAS_ORDER, 4)
+    else:
+        attrs["use_bias"] = False
+    return _recurrent_outputs(ctx, step, x, "lstm", attrs, params, backwards)
+
+
+@RULES("GRU")
+def gru(ctx: Importer, step: Step) -> list[Value | None]:
+    """ONNX's GRU has Keras's gate order (z, r, h); linear_before_reset=1 is reset_after,
+    whose two biases Keras keeps apart (the recurrent one is inside the reset)."""
+    x = _recurrent_input(step)
+    backwards = _recurrent_checks(step, "gru", (5,))
+    f, g = _gate_functions(step, "gru", ["Sigmoid", "Tanh"])
+    w = step.const(1, "input weights").astype(np.float32)[0]  # [3u, features]
+    r = step.const(2, "recurrent weights").astype(np.float32)[0]  # [3u, u]
+    units = int(step.attrs.get("hidden_size", w.shape[0] // 3))
+    reset_after = bool(int(step.attrs.get("linear_before_reset", 0)))
+    params = {"kernel": w.T, "recurrent_kernel": r.T}
+    b = step.optional_const(3, "bias")
+    attrs: dict[str, Any] = {"units": units, "activation": g, "recurrent_activation": f,
+                             "reset_after": reset_after}
+    if b is not None:
+        b = b.astype(np.float32).reshape(2, 3 * units)
+        # without reset_after, ONNX adds Rbh outside the reset: the sum is Keras's one bias
+        params["bias"] = b if reset_after else b[0] + b[1]
+    else:
+        attrs["use_bias"] = False
+    return _recurrent_outputs(ctx, step, x, "gru", attrs, params, backwards)
 
 
 # -- activations ------------------------------------------------------------------------------
@@ -652,6 +776,8 @@ def squeeze(ctx: Importer, step: Step) -> list[Value | None]:
     for a in drop:
         if dims[a] != 1:
             raise step.fail(f"squeezes ONNX axis {a} of {_dims(dims)}, which is not of size 1")
+    if all(v.axes[a] is None for a in drop):  # only axes the spec tensor lacks: no data moves
+        return [v.with_axes(tuple(a for i, a in enumerate(v.axes) if i not in drop))]
     return [_reshaped(ctx, step, v, [d for i, d in enumerate(dims) if i not in drop])]
 
 
@@ -669,8 +795,12 @@ def unsqueeze(ctx: Importer, step: Step) -> list[Value | None]:
         return [v]
     rank = v.rank + len(axes)
     dims = list(v.onnx_shape)
+    new_axes = list(v.axes)
     for a in sorted(_axis(step, x, rank) for x in axes):
         dims.insert(a, 1)
+        new_axes.insert(a, None)
+    if v.flipped or any(d is None for d in v.shape):  # a new size-1 axis moves no data
+        return [v.with_axes(tuple(new_axes))]
     return [_reshaped(ctx, step, v, dims)]
 
 
@@ -813,7 +943,7 @@ def gather(ctx: Importer, step: Step) -> list[Value | None]:
         if a is None and i in (0, -1):
             axes = v.axes if idx.ndim else v.axes[:axis] + v.axes[axis + 1:]
             return [v.with_axes(axes)]
-        if v.rnn == "seq" and a == 1 and (i == -1 or i == dims[axis] - 1):
+        if v.rnn == "seq" and not v.flipped and a == 1 and (i == -1 or i == dims[axis] - 1):
             return [_last_step(v, axis, keep=bool(idx.ndim))]
     raise step.fail("picks elements of a tensor; dslc import reads Gather only on a size-1 axis "
                     "or as the last step of an RNN's output sequence")
@@ -858,6 +988,10 @@ def slice_(ctx: Importer, step: Step) -> list[Value | None]:
     for s, e, a, k in zip(starts, ends, axes, steps):
         a = _axis(step, a, v.rank)
         n = dims[a]
+        if out.flipped and v.axes[a] == 1 and _reverses(s, e, k, n):
+            # dslc's export of go_backwards + return_sequences: back to reading order
+            out = Tensor(out.name, out.shape, out.axes, out.order, out.rnn)
+            continue
         if n in (None, BATCH):
             if (s, k) == (0, 1) and e >= 2**31 - 1:
                 continue
@@ -865,12 +999,23 @@ def slice_(ctx: Importer, step: Step) -> list[Value | None]:
             lo, hi, _ = slice(s, e, k).indices(int(n))
             if (lo, hi, k) == (0, n, 1):
                 continue
-            if out.rnn == "seq" and v.axes[a] == 1 and k == 1 and (lo, hi) == (n - 1, n):
+            if (out.rnn == "seq" and not out.flipped and v.axes[a] == 1 and k == 1
+                    and (lo, hi) == (n - 1, n)):
                 out = _last_step(out, a, keep=True)
                 continue
         raise step.fail("takes part of a tensor; dslc import reads Slice only as the whole "
                         "tensor or the last step of an RNN's output sequence")
     return [out]
+
+
+def _reverses(s: int, e: int, k: int, n: Any) -> bool:
+    """Whether Slice(s, e, step k) of an axis of `n` steps (None: known at run time) is the
+    whole axis in reverse."""
+    if k != -1:
+        return False
+    if n is None:
+        return s in (-1, 2**63 - 1) and e <= -(2**31)
+    return slice(s, e, k).indices(int(n)) == (int(n) - 1, -1, -1)
 
 
 # -- constants and shapes ---------------------------------------------------------------------

@@ -32,6 +32,7 @@ BATCH = "N"  # the batch dimension in a shape computed by the graph (a `Shape` o
 Axes = tuple[int | None, ...]  # ONNX axis i holds spec axis axes[i] (0: batch); None: size 1
 NCHW_OF_NHWC: Axes = (0, 3, 1, 2)
 FOLDS_INTO = ("dense", "conv2d")  # layers whose `activation=` is applied last, to their output
+RECURRENT = ("RNN", "LSTM", "GRU")  # ONNX's recurrent ops (time-major unless layout=1)
 MAX_NAME = 60
 SHOWN = 80  # characters of an ONNX name shown in a message
 
@@ -51,6 +52,9 @@ class Tensor:
     # An RNN output before it is known whether the layer returns its sequence: "seq" (the
     # full sequence) or "last" (the last state). The first layer reading it decides.
     rnn: str | None = None
+    # A reverse-running RNN's sequence in ONNX's step order: the spec's (Keras's go_backwards
+    # reading order, last step first) only once a Slice with step -1 flips it back.
+    flipped: bool = False
 
     @property
     def rank(self) -> int:
@@ -62,7 +66,7 @@ class Tensor:
         return tuple(BATCH if a == 0 else 1 if a is None else self.shape[a - 1] for a in self.axes)
 
     def with_axes(self, axes: Axes) -> Tensor:
-        return Tensor(self.name, self.shape, tuple(axes), self.order, self.rnn)
+        return Tensor(self.name, self.shape, tuple(axes), self.order, self.rnn, self.flipped)
 
 
 @dataclass(eq=False)
@@ -365,13 +369,18 @@ class Importer:
 
     def settle(self, step: Step, t: Tensor) -> Tensor:
         """`t` with its RNN's return_sequences decided by this use."""
+        if t.flipped:
+            raise step.fail("reads the output sequence of a reverse-running RNN in time order; "
+                            "dslc's go_backwards layers give it in reading order (last step "
+                            "first)", hint="flip the sequence (a Slice with step -1) before "
+                                           "using it, as dslc's export does")
         if t.rnn is None:
             return t
         layer = self.by_name[t.name]
         wanted = t.rnn == "seq"
         if layer.returns_sequence is not None and layer.returns_sequence != wanted:
             raise step.fail("reads both the full sequence and the last state of one RNN; a "
-                            "dslc simple_rnn returns one of them",
+                            "dslc recurrent layer returns one of them",
                             hint="use only the RNN's output sequence or only its last state")
         layer.returns_sequence = wanted
         layer.shape = t.shape
@@ -434,7 +443,7 @@ class Importer:
                 u.op_type == "Transpose" and list(_attr(u, "perm", [])) == list(NCHW_OF_NHWC)
                 for u in users)):
             axes = NCHW_OF_NHWC  # NCHW, as PyTorch exports images: the spec's input is NHWC
-        elif rank == 3 and any(u.op_type == "RNN" and u.input[0] == info.name
+        elif rank == 3 and any(u.op_type in RECURRENT and u.input[0] == info.name
                                and _attr(u, "layout", 0) == 0 for u in users):
             axes = (1, 0, 2)  # time-major for the RNN op: the spec's input is batch-first
         batch_axis = axes.index(0)
