@@ -379,6 +379,14 @@ model extras {
 """
 
 
+def _sample(rng, ttype) -> np.ndarray:
+    """A batch of 3 for an input: floats, or ids below every vocab here (embedding's)."""
+    shape = (3, *[d or 5 for d in ttype.shape])
+    if ttype.dtype.startswith("i"):
+        return rng.integers(0, 5, size=shape).astype(ttype.numpy_dtype)
+    return rng.normal(size=shape).astype(np.float32)
+
+
 def _own_round_trip(graph):
     rng = np.random.default_rng(0)
     weights = {k: rng.normal(size=p.shape).astype(np.float32) * 0.5
@@ -388,8 +396,7 @@ def _own_round_trip(graph):
             weights[k] = np.abs(weights[k]) + 0.5
     model = to_model(graph, weights)
     imported = import_model(model, f"{graph.name}.onnx")
-    feeds = {i.name: rng.normal(size=(3, *[d or 5 for d in i.type.shape])).astype(np.float32)
-             for i in graph.inputs}
+    feeds = {i.name: _sample(rng, i.type) for i in graph.inputs}
     first = ort_run(model.SerializeToString(), feeds)
     again = ort_run(to_model(imported.graph, imported.weights).SerializeToString(),
                     {b.name: b.to_spec(feeds[b.onnx]) for b in imported.inputs})
@@ -617,6 +624,7 @@ def test_batch_normalization_comes_back_as_batch_norm(tmp_path):
 # -- each op, exported by dslc and read back ---------------------------------------------------
 
 SEQ = "input s: f32[6, 3]"
+IMAGE = "input image: f32[6, 6, 4]"
 # One small model per op and per attribute that changes the exported graph: the spec, the
 # input line it reads. Each comes back with the same layers, attributes and weights.
 OP_CASES = {
@@ -636,6 +644,43 @@ OP_CASES = {
     "gru_backwards": (SEQ, "gru(4, go_backwards=true, return_sequences=true)\n"
                            "    gru(3, go_backwards=true)"),
     "gru_gates": (SEQ, "gru(3, activation=sigmoid, recurrent_activation=tanh, use_bias=false)"),
+    "conv1d": (SEQ, "conv1d(4, kernel=3, activation=relu)\n    conv1d(2, kernel=2, use_bias=false)"),
+    "conv1d_same_strided": ("input s: f32[7, 3]",
+                            "conv1d(4, kernel=3, strides=2, padding=same)"),
+    "conv1d_causal_dilated": (SEQ, "conv1d(4, kernel=2, padding=causal, dilation=2)"),
+    "conv1d_any_length": ("input s: f32[?, 3]", "conv1d(4, kernel=3, padding=same)"),
+    "pools_1d": (SEQ, "conv1d(4, kernel=1)\n    maxpool1d(2)\n    avgpool1d(3, strides=1, "
+                      "padding=same)\n    global_maxpool1d"),
+    "global_avgpool1d": (SEQ, "global_avgpool1d"),
+    "conv2d_groups": (IMAGE, "conv2d(6, kernel=3, groups=2, padding=same)"),
+    "depthwise_conv2d": (IMAGE, "depthwise_conv2d(kernel=3, depth_multiplier=2, "
+                                "activation=relu)\n    depthwise_conv2d(kernel=[1, 2], "
+                                "strides=2, use_bias=false)"),
+    "conv2d_transpose": (IMAGE, "conv2d_transpose(3, kernel=3, strides=2, padding=same)\n"
+                                "    conv2d_transpose(2, kernel=2, activation=tanh)"),
+    "conv2d_transpose_short_kernel": (IMAGE, "conv2d_transpose(2, kernel=1, strides=2, "
+                                             "use_bias=false)"),
+    "upsampling2d": (IMAGE, "upsampling2d(2)\n    upsampling2d([2, 3], interpolation=bilinear)"),
+    "zero_padding2d": (IMAGE, "zero_padding2d(1)\n    zero_padding2d([[1, 0], [2, 1]])\n"
+                              "    conv2d(2, kernel=3)\n    zero_padding2d([0, 2])"),
+    "activations": ("input x: f32[5]", "selu\n    softplus\n    softsign\n    hard_sigmoid\n"
+                                       "    relu6\n    silu\n    log_softmax"),
+    "activations_fused": ("input x: f32[5]",
+                          "dense(4, activation=silu)\n    dense(3, activation=relu6)\n"
+                          "    dense(3, activation=selu)\n    dense(2, activation=log_softmax)"),
+    "activations_image": (IMAGE, "conv2d(3, kernel=1, activation=hard_sigmoid)\n    softsign\n"
+                                 "    log_softmax\n    silu"),
+    "merges": ("input x: f32[4]\n    input y: f32[4]",
+               "a = multiply(x, y)\n    b = subtract(a, x)\n    c = maximum(b, y, x)\n"
+               "    d = minimum(c, a)\n    average(d, b, y)"),
+    "merges_image": (IMAGE, "a = conv2d(image, 4, kernel=1)\n    b = multiply(a, image)\n"
+                            "    c = subtract(image, b)\n    maximum(c, a)"),
+    "embedding": ("input ids: i64[6]", "embedding(10, 4)\n    lstm(3)"),
+    "embedding_i32": ("input ids: i32[5]", "embedding(7, 3)\n    dense(2)"),
+    "norms": ("input x: f32[5]", "layer_norm(scale=false)\n    batch_norm(center=false)\n"
+                                 "    batch_norm(scale=false, epsilon=0.01)"),
+    "norms_sequence": (SEQ, "layer_norm(epsilon=0.001)\n    batch_norm"),
+    "norms_image": (IMAGE, "batch_norm\n    layer_norm"),
 }
 
 

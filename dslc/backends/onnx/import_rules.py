@@ -189,33 +189,249 @@ def _padding(step: Step, hw: tuple[int, int], kernel: list[int], strides: list[i
 
 @RULES("Conv")
 def conv(ctx: Importer, step: Step) -> list[Value | None]:
-    x = _image(step, step.tensor(0))
     w = step.const(1, "weights").astype(np.float32)
+    if w.ndim == 3:
+        return _conv1d(step, w)
+    x = _image(step, step.tensor(0))
     if w.ndim != 4:
-        raise step.fail(f"a {w.ndim - 2}-D convolution; dslc's conv2d is 2-D")
-    if step.attrs.get("group", 1) != 1:
-        raise step.fail(f"a grouped convolution (group={step.attrs['group']}); dslc's conv2d "
-                        "has one group")
-    if w.shape[1] != x.shape[2]:
-        raise step.fail(f"its weights {list(w.shape)} do not fit {x.shape[2]} input channels")
+        raise step.fail(f"a {w.ndim - 2}-D convolution; dslc's convolutions are 1-D and 2-D")
+    group = int(step.attrs.get("group", 1))
+    channels = int(x.shape[2])  # type: ignore[arg-type]
+    if w.shape[1] * group != channels:
+        raise step.fail(f"its weights {list(w.shape)} in {group} group(s) do not fit "
+                        f"{channels} input channels")
     kernel = [int(w.shape[2]), int(w.shape[3])]
     strides = step.ints("strides", [1, 1])
     dilations = step.ints("dilations", [1, 1])
     padding = _padding(step, (x.shape[0], x.shape[1]), kernel, strides,  # type: ignore[arg-type]
                        dilations)
+    b = step.optional_const(2, "bias")
+    window: dict[str, Any] = {"kernel": _pair(*kernel), "strides": _pair(*strides),
+                              "padding": padding, "dilation": _pair(*dilations),
+                              "use_bias": b is not None}
+    if group == channels > 1 and w.shape[0] % channels == 0:
+        # one group per channel: depthwise; ONNX's output channel c * M + m is Keras's [c, m]
+        m = int(w.shape[0]) // channels
+        params = {"kernel": w[:, 0].transpose(1, 2, 0).reshape(*kernel, channels, m)}
+        if b is not None:
+            params["bias"] = _vector(step, b, int(w.shape[0]), "bias")
+        y = step.layer("depthwise_conv2d", [x], params, depth_multiplier=m, **window)
+        return [y.with_axes(NCHW_OF_NHWC)]
     params = {"kernel": w.transpose(2, 3, 1, 0)}  # [out, in, kh, kw] → [kh, kw, in, out]
+    if b is not None:
+        params["bias"] = _vector(step, b, int(w.shape[0]), "bias")
+    y = step.layer("conv2d", [x], params, filters=int(w.shape[0]), groups=group, **window)
+    return [y.with_axes(NCHW_OF_NHWC)]
+
+
+NCW_OF_NWC: Axes = (0, 2, 1)  # a `[N, C, T]` view of the spec's `[T, C]` sequence
+
+
+def _sequence(step: Step, t: Tensor) -> Tensor:
+    """`t` as an `[N, C, T]` view of a `[T, C]` sequence, as 1-D Conv and pooling read it."""
+    _plain(step, t)
+    if len(t.shape) != 2 or t.axes != NCW_OF_NWC:
+        raise step.fail(f"reads a tensor of ONNX shape {_dims(t.onnx_shape)} as [N, C, T] "
+                        "sequences, but its channels are not the spec tensor's last axis")
+    if t.shape[1] is None:
+        raise step.fail("needs the channels of its input fixed")
+    return t
+
+
+def _padding_1d(step: Step, size: int | None, k: int, s: int, d: int,
+                causal: bool) -> str:
+    """`valid`, `same` (TensorFlow's) or, for a convolution, `causal` (all before)."""
+    auto = step.attrs.get("auto_pad", "NOTSET")
+    if auto == "VALID":
+        return "valid"
+    pads = step.ints("pads", [0, 0])
+    if auto == "NOTSET" and not any(pads):
+        return "valid"
+    if size is None and s != 1:
+        raise step.fail("pads a strided window over a length known only at run time")
+    total = d * (k - 1) if s == 1 else sum(same_pads(int(size), k, s, d))  # type: ignore[arg-type]
+    tf = (total // 2, total - total // 2)
+    if auto == "SAME_UPPER" or (auto == "SAME_LOWER" and tf[0] == tf[1]) or \
+            (auto == "NOTSET" and tuple(pads) == tf):
+        return "same"
+    if causal and auto == "NOTSET" and tuple(pads) == (d * (k - 1), 0):
+        return "causal"
+    raise step.fail(f"pads {pads} (start, end) are neither none, TensorFlow's `same` "
+                    f"padding for this input, {list(tf)}"
+                    + (f", nor causal, {[d * (k - 1), 0]}" if causal else "")
+                    + "; dslc pads a window `valid` or `same`"
+                    + (" or `causal`" if causal else ""))
+
+
+def _conv1d(step: Step, w: np.ndarray) -> list[Value | None]:
+    x = _sequence(step, step.tensor(0))
+    if int(step.attrs.get("group", 1)) != 1:
+        raise step.fail(f"a grouped 1-D convolution (group={step.attrs['group']}); dslc's "
+                        "conv1d has one group")
+    if w.shape[1] != x.shape[1]:
+        raise step.fail(f"its weights {list(w.shape)} do not fit {x.shape[1]} input channels")
+    k = int(w.shape[2])
+    (s,) = step.ints("strides", [1])
+    (d,) = step.ints("dilations", [1])
+    padding = _padding_1d(step, x.shape[0], k, s, d, causal=True)
+    params = {"kernel": w.transpose(2, 1, 0)}  # [out, in, k] → [k, in, out]
     b = step.optional_const(2, "bias")
     if b is not None:
         params["bias"] = _vector(step, b, int(w.shape[0]), "bias")
-    y = step.layer("conv2d", [x], params, filters=int(w.shape[0]), kernel=_pair(*kernel),
-                   strides=_pair(*strides), padding=padding, dilation=_pair(*dilations),
+    y = step.layer("conv1d", [x], params, filters=int(w.shape[0]), kernel=k, strides=s,
+                   padding=padding, dilation=d, use_bias=b is not None)
+    return [y.with_axes(NCW_OF_NWC)]
+
+
+def _pool1d(step: Step, op: str) -> list[Value | None]:
+    x = _sequence(step, step.tensor(0))
+    (k,) = step.ints("kernel_shape")
+    (s,) = step.ints("strides", [1])
+    if any(d != 1 for d in step.ints("dilations", [1])):
+        raise step.fail(f"a dilated window; dslc's {op} has none")
+    step.no_output_used(1, "indices")
+    n = x.shape[0]
+    padding = _padding_1d(step, n, k, s, 1, causal=False)
+    if step.attrs.get("ceil_mode", 0):
+        pads = (0, 0) if padding == "valid" else _padding_pair(n, k, s)
+        if n is None or (n + sum(pads) - k) % s:
+            raise step.fail("rounds its output size up (ceil_mode=1), which may give another "
+                            "size than dslc's floor mode", hint="export with ceil_mode=False")
+    if (op == "avgpool1d" and padding == "same" and step.attrs.get("count_include_pad", 0)
+            and any(_padding_pair(n, k, s))):
+        raise step.fail("counts padded steps in its averages (count_include_pad=1); dslc's "
+                        "avgpool1d averages real steps only",
+                        hint="export with count_include_pad=False")
+    attrs: dict[str, Any] = {"kernel": k, "padding": padding}
+    if s != k:
+        attrs["strides"] = s
+    return [step.layer(op, [x], **attrs).with_axes(NCW_OF_NWC)]
+
+
+def _padding_pair(n: int | None, k: int, s: int) -> tuple[int, int]:
+    total = k - 1 if s == 1 else sum(same_pads(int(n), k, s, 1))  # type: ignore[arg-type]
+    return total // 2, total - total // 2
+
+
+@RULES("ConvTranspose")
+def conv_transpose(ctx: Importer, step: Step) -> list[Value | None]:
+    from dslc.ops.conv import transpose_crops
+
+    x = _image(step, step.tensor(0))
+    w = step.const(1, "weights").astype(np.float32)
+    if w.ndim != 4:
+        raise step.fail(f"a {w.ndim - 2}-D transposed convolution; dslc's conv2d_transpose "
+                        "is 2-D")
+    if int(step.attrs.get("group", 1)) != 1:
+        raise step.fail("a grouped transposed convolution; dslc's conv2d_transpose has one "
+                        "group")
+    if any(d != 1 for d in step.ints("dilations", [1, 1])):
+        raise step.fail("a dilated transposed convolution; dslc's conv2d_transpose has none")
+    if w.shape[0] != x.shape[2]:
+        raise step.fail(f"its weights {list(w.shape)} do not fit {x.shape[2]} input channels")
+    if "output_shape" in step.attrs or step.attrs.get("auto_pad", "NOTSET") != "NOTSET":
+        raise step.fail("sizes its output with output_shape or auto_pad; dslc import reads "
+                        "explicit pads")
+    kernel = [int(w.shape[2]), int(w.shape[3])]
+    strides = step.ints("strides", [1, 1])
+    pads = step.ints("pads", [0, 0, 0, 0])
+    extra = step.ints("output_padding", [0, 0])
+    # what is removed from the full (size - 1) * s + k output, before and after
+    crops = [(pads[i], pads[i + 2] - extra[i]) for i in (0, 1)]
+    hw = (int(x.shape[0]), int(x.shape[1]))  # type: ignore[arg-type]
+    padding = next((p for p in ("valid", "same") if all(
+        transpose_crops(hw[i], kernel[i], strides[i], p) == crops[i] for i in (0, 1))), None)
+    if padding is None:
+        raise step.fail(f"pads {pads} with output_padding {extra}, which gives neither "
+                        "Keras's `valid` nor `same` output size and alignment for this input",
+                        hint="for `same`: kernel k, stride s, padding (k - s) // 2 ... as "
+                             "Keras computes; or no padding with a kernel >= the stride")
+    params = {"kernel": w.transpose(2, 3, 1, 0)}  # [in, out, kh, kw] → [kh, kw, out, in]
+    b = step.optional_const(2, "bias")
+    if b is not None:
+        params["bias"] = _vector(step, b, int(w.shape[1]), "bias")
+    y = step.layer("conv2d_transpose", [x], params, filters=int(w.shape[1]),
+                   kernel=_pair(*kernel), strides=_pair(*strides), padding=padding,
                    use_bias=b is not None)
     return [y.with_axes(NCHW_OF_NHWC)]
 
 
-def _pool(step: Step, op: str) -> list[Value | None]:
+@RULES("Resize")
+def resize(ctx: Importer, step: Step) -> list[Value | None]:
     x = _image(step, step.tensor(0))
+    scales_at, sizes_at = (1, None) if ctx.opset < 11 else (2, 3)
+    scales = step.optional_const(scales_at, "scales")
+    sizes = step.optional_const(sizes_at, "sizes") if sizes_at else None
+    if scales is not None and scales.size:
+        factors = [float(f) for f in scales.reshape(-1)]
+    elif sizes is not None:
+        onnx_in = [1, x.shape[2], x.shape[0], x.shape[1]]
+        factors = [int(o) / int(i) if i else 0.0  # type: ignore[arg-type]
+                   for o, i in zip(sizes.reshape(-1), onnx_in)]
+    else:
+        raise step.fail("gives neither scales nor sizes")
+    if len(factors) != 4 or factors[:2] != [1.0, 1.0] or any(
+            f != int(f) or f < 1 for f in factors[2:]) or "axes" in step.attrs:
+        raise step.fail(f"scales by {factors}; dslc's upsampling2d scales height and width by "
+                        "whole numbers")
+    mode = step.attrs.get("mode", "nearest")
+    coords = step.attrs.get("coordinate_transformation_mode", "half_pixel")
+    if step.attrs.get("antialias", 0):
+        raise step.fail("antialiases; dslc's upsampling2d does not")
+    if mode == "nearest" and coords == "asymmetric" and step.attrs.get(
+            "nearest_mode", "round_prefer_floor") == "floor":
+        interpolation = "nearest"
+    elif mode == "linear" and coords in ("half_pixel", "pytorch_half_pixel"):
+        interpolation = "bilinear"  # the same wherever the output is longer than 1
+    else:
+        raise step.fail(f"resizes `{mode}` with `{coords}` coordinates; dslc's upsampling2d "
+                        "is nearest (asymmetric, floor) or bilinear (half_pixel)")
+    attrs: dict[str, Any] = {"size": _pair(int(factors[2]), int(factors[3]))}
+    if interpolation != "nearest":
+        attrs["interpolation"] = interpolation
+    return [step.layer("upsampling2d", [x], **attrs).with_axes(NCHW_OF_NHWC)]
+
+
+@RULES("Pad")
+def pad(ctx: Importer, step: Step) -> list[Value | None]:
+    x = _plain(step, step.tensor(0))
+    if step.attrs.get("mode", "constant") != "constant":
+        raise step.fail(f"pads in `{step.attrs['mode']}` mode; dslc's zero_padding2d pads "
+                        "with zeros")
+    if "pads" in step.attrs:  # before opset 11
+        pads, value = step.ints("pads"), float(step.attrs.get("value", 0.0))
+        axes = list(range(x.rank))
+    else:
+        pads = [int(p) for p in step.const(1, "pads").reshape(-1)]
+        v = step.optional_const(2, "padding value")
+        value = 0.0 if v is None or not v.size else float(v.reshape(-1)[0])
+        a = step.optional_const(3, "axes")
+        axes = list(range(x.rank)) if a is None else [_axis(step, int(i), x.rank)
+                                                      for i in a.reshape(-1)]
+    if value != 0.0:
+        raise step.fail(f"pads with {value}; dslc's zero_padding2d pads with zeros")
+    n = len(axes)
+    by_spec: dict[int | None, tuple[int, int]] = {}
+    for i, ax in enumerate(axes):
+        if (pads[i], pads[i + n]) != (0, 0):
+            by_spec[x.axes[ax]] = (pads[i], pads[i + n])
+    if len(x.shape) != 3 or set(by_spec) - {1, 2} or any(
+            p < 0 for pair in by_spec.values() for p in pair):
+        raise step.fail(f"pads {pads} on a tensor of ONNX shape {_dims(x.onnx_shape)}; dslc's "
+                        "zero_padding2d adds zeros around an image's height and width only")
+    (top, bottom), (left, right) = by_spec.get(1, (0, 0)), by_spec.get(2, (0, 0))
+    padding: Any = ((top, bottom), (left, right))
+    if top == bottom and left == right:
+        padding = top if top == left else (top, left)
+    y = step.layer("zero_padding2d", [x], padding=padding)
+    return [y.with_axes(x.axes)]
+
+
+def _pool(step: Step, op: str) -> list[Value | None]:
     kernel = step.ints("kernel_shape")
+    if len(kernel) == 1:
+        return _pool1d(step, op.replace("2d", "1d"))
+    x = _image(step, step.tensor(0))
     if len(kernel) != 2:
         raise step.fail(f"a {len(kernel)}-D window; dslc's {op} is 2-D")
     strides = step.ints("strides", [1, 1])
@@ -259,7 +475,11 @@ def avgpool(ctx: Importer, step: Step) -> list[Value | None]:
 @RULES("GlobalAveragePool", "GlobalMaxPool")
 def global_pool(ctx: Importer, step: Step) -> list[Value | None]:
     op = "global_avgpool2d" if step.op_type == "GlobalAveragePool" else "global_maxpool2d"
-    x = _image(step, step.tensor(0))
+    v = step.tensor(0)
+    if v.rank == 3:  # [N, C, T] → [N, C, 1]
+        x = _sequence(step, v)
+        return [step.layer(op.replace("2d", "1d"), [x]).with_axes((0, 1, None))]
+    x = _image(step, v)
     return [step.layer(op, [x]).with_axes((0, 1, None, None))]  # [N, C, 1, 1]
 
 
@@ -274,6 +494,12 @@ def reduce(ctx: Importer, step: Step) -> list[Value | None]:
         return [Const(np.asarray(fn(v.array, axis=tuple(axes) or None, keepdims=keep)))]
     x = _plain(step, step.tensor(0))
     axes = [_axis(step, a, x.rank) for a in axes]
+    if len(x.shape) == 2 and {x.axes[a] for a in axes} - {None} == {1}:  # over the steps
+        op = "global_avgpool1d" if step.op_type == "ReduceMean" else "global_maxpool1d"
+        y = step.layer(op, [x])
+        out_axes = [None if i in axes else (a if a in (0, None) else 1)  # channels: 2 → 1
+                    for i, a in enumerate(x.axes) if i not in axes or keep]
+        return [y.with_axes(tuple(out_axes))]
     if len(x.shape) != 3 or {x.axes[a] for a in axes} - {None} != {1, 2}:
         raise step.fail(f"reduces axes {axes} of a tensor of ONNX shape {_dims(x.onnx_shape)}; "
                         "dslc reads a mean or max only over an image's height and width "
