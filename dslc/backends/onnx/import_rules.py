@@ -366,7 +366,7 @@ def resize(ctx: Importer, step: Step) -> list[Value | None]:
         factors = [float(f) for f in scales.reshape(-1)]
     elif sizes is not None:
         onnx_in = [1, x.shape[2], x.shape[0], x.shape[1]]
-        factors = [int(o) / int(i) if i else 0.0  # type: ignore[arg-type]
+        factors = [int(o) / int(i) if i else 0.0
                    for o, i in zip(sizes.reshape(-1), onnx_in)]
     else:
         raise step.fail("gives neither scales nor sizes")
@@ -527,12 +527,15 @@ def layer_norm(ctx: Importer, step: Step) -> list[Value | None]:
     features = int(x.shape[-1])  # type: ignore[arg-type]
     step.no_output_used(1, "mean")
     step.no_output_used(2, "inverse standard deviation")
-    params = {"gamma": _rows(x, _vector(step, step.const(1, "scale"), features, "scale"))}
+    params: dict[str, np.ndarray] = {}
+    scale = _dslc_fixed(ctx, step, 1, "unit_scale", 1.0)
+    if scale:
+        params["gamma"] = _rows(x, _vector(step, step.const(1, "scale"), features, "scale"))
     b = step.optional_const(2, "bias")
     if b is not None:
         params["beta"] = _rows(x, _vector(step, b, features, "bias"))
     y = step.layer("layer_norm", [x], params, epsilon=_float(step.attrs.get("epsilon", 1e-5)),
-                   center=b is not None)
+                   center=b is not None, scale=scale)
     return [Tensor(y.name, y.shape, x.axes, x.order)]
 
 
@@ -547,12 +550,25 @@ def batch_norm(ctx: Importer, step: Step) -> list[Value | None]:
     channels = int(x.shape[-1])  # type: ignore[arg-type]
     names = ("gamma", "beta", "moving_mean", "moving_variance")
     whats = ("scale", "bias", "mean", "variance")
+    scale = _dslc_fixed(ctx, step, 1, "unit_scale", 1.0)
+    center = _dslc_fixed(ctx, step, 2, "zero_bias", 0.0)
     params = {name: _rows(x, _vector(step, step.const(i + 1, what), channels, what))
-              for i, (name, what) in enumerate(zip(names, whats, strict=True))}
+              for i, (name, what) in enumerate(zip(names, whats, strict=True))
+              if (scale or name != "gamma") and (center or name != "beta")}
     # ONNX's momentum is Keras's (the share the old statistics keep); its default is 0.9
     y = step.layer("batch_norm", [x], params, epsilon=_float(step.attrs.get("epsilon", 1e-5)),
-                   momentum=_float(step.attrs.get("momentum", 0.9)))
+                   momentum=_float(step.attrs.get("momentum", 0.9)), scale=scale,
+                   center=center)
     return [Tensor(y.name, y.shape, x.axes, x.order)]
+
+
+def _dslc_fixed(ctx: Importer, step: Step, i: int, role: str, value: float) -> bool:
+    """False where input `i` is the constant dslc's export writes for a norm without that
+    parameter (`scale=false`: `<layer>.unit_scale`, ones; `center=false`: `.zero_bias`)."""
+    name = step.proto.input[i] if i < step.arity else ""
+    v = step.value(i)
+    return not (ctx.from_dslc and name.endswith(f".{role}") and _known(v)
+                and bool(np.all(v.array == value)))  # type: ignore[union-attr]
 
 
 # The RNN op's activation functions that are dslc activations at their default attributes.
@@ -756,9 +772,61 @@ def _elementwise(step: Step, op: str, **attrs: Any) -> list[Value | None]:
     return [Tensor(y.name, y.shape, x.axes, x.order)]
 
 
-@RULES("Relu", "Sigmoid", "Tanh")
+@RULES("Relu", "Tanh", "Softplus", "Softsign")
 def activation(ctx: Importer, step: Step) -> list[Value | None]:
     return _elementwise(step, step.op_type.lower())
+
+
+@RULES("Sigmoid")
+def sigmoid(ctx: Importer, step: Step) -> list[Value | None]:
+    """A sigmoid, or with the Mul by its own input that alone reads it, silu (x * sigmoid(x),
+    as dslc and PyTorch export it)."""
+    x_name, gate = step.proto.input[0], step.proto.output[0]
+    readers = ctx.consumers.get(gate, [])
+    if len(readers) == 1 and ctx.uses.get(gate) == 1 and isinstance(step.value(0), Tensor):
+        mul = ctx.graph.node[readers[0]]
+        if mul.op_type == "Mul" and sorted(mul.input) == sorted([x_name, gate]):
+            from .import_walk import Step as NodeStep
+
+            times = NodeStep(ctx, mul, readers[0])
+            (y,) = _elementwise(times, "silu")  # named after the Mul: dslc's `<layer>/silu`
+            ctx.claimed.add(readers[0])
+            ctx.values[mul.output[0]] = y  # type: ignore[assignment]
+            return [None]
+    return _elementwise(step, "sigmoid")
+
+
+@RULES("Selu")
+def selu(ctx: Importer, step: Step) -> list[Value | None]:
+    alpha = _float(step.attrs.get("alpha", 1.67326319217681884765625))
+    gamma = _float(step.attrs.get("gamma", 1.05070102214813232421875))
+    if (alpha, gamma) != (_float(1.6732632423543772), _float(1.0507009873554805)):
+        raise step.fail(f"alpha {alpha} and gamma {gamma} are not SELU's constants; dslc's "
+                        "selu has those")
+    return _elementwise(step, "selu")
+
+
+@RULES("HardSigmoid")
+def hard_sigmoid(ctx: Importer, step: Step) -> list[Value | None]:
+    alpha = _float(step.attrs.get("alpha", 0.2))
+    beta = _float(step.attrs.get("beta", 0.5))
+    if (alpha, beta) != (_float(1 / 6), 0.5):
+        raise step.fail(f"slope {alpha} and offset {beta}; dslc's hard_sigmoid is Keras 3's "
+                        "(slope 1/6, offset 0.5)")
+    return _elementwise(step, "hard_sigmoid")
+
+
+@RULES("Clip")
+def clip(ctx: Importer, step: Step) -> list[Value | None]:
+    if "min" in step.attrs or "max" in step.attrs:  # before opset 11
+        low, high = step.attrs.get("min"), step.attrs.get("max")
+    else:
+        lo, hi = step.optional_const(1, "minimum"), step.optional_const(2, "maximum")
+        low = None if lo is None or not lo.size else float(lo.reshape(-1)[0])
+        high = None if hi is None or not hi.size else float(hi.reshape(-1)[0])
+    if (low, high) != (0.0, 6.0):
+        raise step.fail(f"clips to [{low}, {high}]; dslc reads Clip only as relu6 (0 to 6)")
+    return _elementwise(step, "relu6")
 
 
 def _alpha(step: Step, op: str, onnx_default: float) -> dict[str, float]:
@@ -786,7 +854,7 @@ def gelu(ctx: Importer, step: Step) -> list[Value | None]:
     return _elementwise(step, "gelu")
 
 
-@RULES("Softmax")
+@RULES("Softmax", "LogSoftmax")
 def softmax(ctx: Importer, step: Step) -> list[Value | None]:
     x = step.tensor(0)
     axis = _axis(step, int(step.attrs.get("axis", -1 if ctx.opset >= 13 else 1)), x.rank)
@@ -794,7 +862,7 @@ def softmax(ctx: Importer, step: Step) -> list[Value | None]:
     if x.axes[axis] != len(x.shape) or (ctx.opset < 13 and axis != x.rank - 1):
         raise step.fail(f"normalizes ONNX axis {axis} of {_dims(x.onnx_shape)}; dslc's softmax "
                         "normalizes the channels-last last axis")
-    return _elementwise(step, "softmax")
+    return _elementwise(step, "softmax" if step.op_type == "Softmax" else "log_softmax")
 
 
 def _gelu_pattern(ctx: Importer, step: Step) -> list[Value | None] | None:
@@ -908,6 +976,45 @@ def concat(ctx: Importer, step: Step) -> list[Value | None]:
     return [y.with_axes(ts[0].axes)]
 
 
+def _merge(ctx: Importer, step: Step, op: str) -> list[Value | None]:
+    """A merge layer of two or more tensors of one shape and layout. dslc exports a
+    multiply of more than two as a chain of Muls (`<layer>/mul_0`, ..., `<layer>`): one layer."""
+    vals = step.values()
+    if any(not isinstance(v, Tensor) for v in vals):
+        raise step.fail(f"{step.op_type} of a tensor and a constant is not supported by dslc "
+                        f"import; dslc's {op} combines tensors of one shape")
+    ts = [step.tensor(i) for i in range(step.arity)]
+    _same_layout(step, ts)
+    if len({t.shape for t in ts}) != 1:
+        raise step.fail(f"combines tensors of shapes {', '.join(_dims(t.onnx_shape) for t in ts)}"
+                        f"; dslc's {op} takes tensors of one shape (no broadcasting)")
+    first = ctx.by_name.get(ts[0].name)
+    if (op == "multiply" and first is not None and first.op == "multiply"
+            and ctx.from_dslc and ctx.uses.get(step.proto.input[0]) == 1
+            and ctx.graph.node[first.node].name.startswith(step.proto.name + "/mul_")):
+        first.inputs.append(ts[1].name)
+        return [ts[0]]
+    y = step.layer(op, ts)
+    return [Tensor(y.name, y.shape, ts[0].axes, ts[0].order)]
+
+
+MERGES = {"Mul": "multiply", "Sub": "subtract", "Max": "maximum", "Min": "minimum",
+          "Mean": "average"}
+
+
+@RULES("Max", "Min", "Mean")
+def variadic(ctx: Importer, step: Step) -> list[Value | None]:
+    fns = {"Max": np.maximum, "Min": np.minimum, "Mean": None}
+    if step.op_type != "Mean":
+        done = _const_math(step, fns[step.op_type])
+        if done is not None:
+            return done
+    vals = step.values()
+    if len(vals) == 1:
+        return [vals[0]]
+    return _merge(ctx, step, MERGES[step.op_type])
+
+
 @RULES("Mul", "Div", "Sub")
 def arithmetic(ctx: Importer, step: Step) -> list[Value | None]:
     fns = {"Mul": np.multiply, "Div": np.divide, "Sub": np.subtract}
@@ -921,6 +1028,8 @@ def arithmetic(ctx: Importer, step: Step) -> list[Value | None]:
         gelu = _gelu_pattern(ctx, step)
         if gelu is not None:
             return gelu
+    if step.op_type in MERGES and all(isinstance(v, Tensor) for v in step.values()):
+        return _merge(ctx, step, MERGES[step.op_type])
     raise step.fail(f"{step.op_type} of a tensor is not supported by dslc import (only as part "
                     "of an exported GELU, or on constants)")
 
@@ -1155,6 +1264,8 @@ def _reshaped(ctx: Importer, step: Step, t: Tensor, dims: list[Any]) -> Tensor:
 @RULES("Gather")
 def gather(ctx: Importer, step: Step) -> list[Value | None]:
     v = step.value(0)
+    if isinstance(step.value(1), Tensor):
+        return _embedding(step)
     idx = step.const(1, "indices")
     axis = int(step.attrs.get("axis", 0))
     if isinstance(v, Const):
@@ -1173,6 +1284,21 @@ def gather(ctx: Importer, step: Step) -> list[Value | None]:
             return [_last_step(v, axis, keep=bool(idx.ndim))]
     raise step.fail("picks elements of a tensor; dslc import reads Gather only on a size-1 axis "
                     "or as the last step of an RNN's output sequence")
+
+
+def _embedding(step: Step) -> list[Value | None]:
+    """Rows of a constant table picked by integer ids from the model's inputs."""
+    table = step.const(0, "table").astype(np.float32)
+    if table.ndim != 2 or int(step.attrs.get("axis", 0)) != 0:
+        raise step.fail(f"picks along axis {step.attrs.get('axis', 0)} of a constant of shape "
+                        f"{list(table.shape)}; dslc's embedding picks rows of a 2-D table")
+    ids = _plain(step, step.tensor(1))
+    if ids.axes != tuple(range(ids.rank)):
+        raise step.fail(f"reads ids of ONNX shape {_dims(ids.onnx_shape)} in another order "
+                        "than the spec tensor's")
+    y = step.layer("embedding", [ids], {"embeddings": table}, vocab=int(table.shape[0]),
+                   dim=int(table.shape[1]))
+    return [y]
 
 
 def _last_step(v: Tensor, axis: int, keep: bool) -> Tensor:

@@ -431,7 +431,7 @@ class Importer:
 
         where = f"{self.source}: input `{shown(info.name)}`"
         ttype = info.type.tensor_type
-        ints = {TensorProto.INT32: "i32", TensorProto.INT64: "i64"}
+        ints: dict[int, str] = {TensorProto.INT32: "i32", TensorProto.INT64: "i64"}
         if not info.type.HasField("tensor_type") or ttype.elem_type not in (
                 TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, *ints):
             raise DslError(f"{where}: only float tensors and int32/int64 ids can be inputs of a "
