@@ -699,3 +699,104 @@ def test_each_op_dslc_exports_comes_back(case):
     assert imported.weights.keys() == weights.keys()
     for key, w in weights.items():
         np.testing.assert_array_equal(imported.weights[key], w)
+
+
+# -- the new ops from PyTorch's exporter -------------------------------------------------------
+
+class Conv1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv1d(3, 6, 3, padding=1)
+        self.pool = nn.MaxPool1d(2)
+        self.conv2 = nn.Conv1d(6, 4, 2, dilation=2, bias=False)
+        self.avg = nn.AvgPool1d(2, stride=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):  # [N, C, T], as PyTorch's Conv1d reads it
+        y = self.avg(self.conv2(self.pool(torch.relu(self.conv1(x)))))
+        return self.head(y.mean(dim=2))
+
+
+def test_torch_conv1d_and_1d_pools(tmp_path):
+    imported = round_trip(Conv1d(), [(3, 10)], tmp_path)
+    assert imported.inputs[0].axes == (0, 2, 1)  # NCW → the spec's [T, C]
+    assert [n.op for n in imported.graph.nodes] == [
+        "conv1d", "maxpool1d", "conv1d", "avgpool1d", "global_avgpool1d", "dense"]
+    assert lines(imported)[2] == "conv1 = conv1d(6, padding=same, activation=relu)"
+
+
+class Images(nn.Module):
+    """Grouped and depthwise Conv2d, ConvTranspose2d, Upsample, ZeroPad2d and the new
+    activations, from PyTorch."""
+
+    def __init__(self):
+        super().__init__()
+        self.grouped = nn.Conv2d(4, 6, 3, groups=2, padding=1)
+        self.depthwise = nn.Conv2d(6, 12, 3, groups=6)
+        self.up = nn.ConvTranspose2d(12, 3, 3, stride=2)
+        self.pad = nn.ZeroPad2d((1, 2, 0, 1))
+        self.resize = nn.Upsample(scale_factor=2, mode="nearest")
+        self.smooth = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+
+    def forward(self, x):
+        y = nn.functional.silu(self.grouped(x))
+        y = nn.functional.relu6(self.depthwise(y))
+        y = nn.functional.hardsigmoid(self.up(y))
+        return self.smooth(self.resize(self.pad(y))), nn.functional.selu(y) * y - y
+
+
+def test_torch_grouped_depthwise_transposed_and_resized_convolutions(tmp_path):
+    imported = round_trip(Images(), [(4, 6, 6)], tmp_path)
+    ops = [n.op for n in imported.graph.nodes]
+    for op in ("conv2d", "depthwise_conv2d", "conv2d_transpose", "zero_padding2d",
+               "upsampling2d", "selu", "multiply", "subtract"):
+        assert op in ops
+    body = "\n".join(lines(imported))
+    assert "groups=2" in body and "activation=silu" in body and "activation=relu6" in body
+    assert "activation=hard_sigmoid" in body and "interpolation=bilinear" in body
+
+
+class Embed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.rnn = nn.GRU(4, 3, batch_first=True)
+
+    def forward(self, ids):
+        return self.rnn(self.embed(ids))[1][-1]
+
+
+def test_torch_embedding_reads_integer_ids(tmp_path):
+    path = tmp_path / "embed.onnx"
+    module = Embed().eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5], [0, 9, 8, 7, 6]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (ids,), str(path), dynamo=False, opset_version=17,
+                          input_names=["ids"], dynamic_axes={"ids": {0: "batch"}})
+    imported = import_file(path)
+    assert "input ids: i64[5]" in imported.text
+    assert [n.op for n in imported.graph.nodes] == ["embedding", "gru"]
+    with torch.no_grad():
+        want = module(ids).numpy()
+    (got,) = ort_run(to_model(imported.graph, imported.weights).SerializeToString(),
+                     {"ids": ids.numpy()})
+    np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("module, size, message", [
+    (nn.ConvTranspose2d(1, 2, 3, stride=2, padding=1, output_padding=1), 4,
+     "pads [1, 1, 1, 1] with output_padding [1, 1], which gives neither Keras's `valid` nor "
+     "`same`"),
+    (nn.Upsample(scale_factor=2, mode="bicubic"), 4, "resizes `cubic`"),
+    (nn.ReflectionPad2d(1), 4, "pads in `reflect` mode"),
+    (nn.Hardtanh(-2, 2), 4, "clips to [-2.0, 2.0]"),
+    (nn.Conv1d(1, 2, 3, padding=2), 4, "pads [2, 2] (start, end) are neither none"),
+])
+def test_new_ops_dslc_cannot_express_are_located_errors(tmp_path, capsys, module, size,
+                                                        message):
+    shape = (1, size) if isinstance(module, nn.Conv1d) else (1, size, size)
+    export(module, [shape], tmp_path / "w.onnx")
+    assert main(["import", str(tmp_path / "w.onnx"), "-o", str(tmp_path / "w.dl")]) == 2
+    err = capsys.readouterr().err
+    assert "w.onnx: node " in err and message in err and "Traceback" not in err
