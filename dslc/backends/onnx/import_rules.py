@@ -148,6 +148,8 @@ def matmul(ctx: Importer, step: Step) -> list[Value | None]:
     a, b = step.value(0), step.value(1)
     if isinstance(a, Const) and isinstance(b, Const) and a.known and b.known:
         return [Const(np.matmul(a.array, b.array))]
+    if ctx.from_dslc and step.proto.name.endswith("/query"):
+        return _attention(ctx, step)
     x = step.tensor(0)
     w = step.const(1, "weight matrix").astype(np.float32)
     if w.ndim != 2:
@@ -160,6 +162,81 @@ def matmul(ctx: Importer, step: Step) -> list[Value | None]:
     y = step.layer("dense", [x], {"kernel": _rows(x, w)}, units=int(w.shape[1]), use_bias=False)
     ctx.by_name[y.name].bias_from_add = step.proto.output[0]
     return [Tensor(y.name, y.shape, x.axes)]  # dense maps the last axis; the others stay
+
+
+# The nodes of dslc's export of multi_head_attention (lower.py), `<layer>/<role>`, by role.
+ATTENTION_ROLES = {
+    **{f"{r}{suffix}": op for r in ("query", "key", "value")
+       for suffix, op in (("", "MatMul"), ("_bias", "Add"), ("_heads", "Reshape"),
+                          ("_by_head", "Transpose"))},
+    "scaled_query": "Mul", "scores": "MatMul", "lengths": "Shape", "all": "ConstantOfShape",
+    "causal": "Trilu", "masked": "Where", "weights": "Softmax", "attend": "MatMul",
+    "by_step": "Transpose", "merge_heads": "Reshape", "output": "MatMul", "output_bias": "Add",
+}
+ATTENTION_NEEDED = {"query", "key", "value", "query_heads", "value_heads", "scaled_query",
+                    "scores", "weights", "attend", "by_step", "merge_heads", "output"}
+
+
+def _attention(ctx: Importer, step: Step) -> list[Value | None]:
+    """dslc's own export of multi_head_attention (its nodes `<layer>/<role>`, as lower.py
+    writes them) read back as one layer; any other attention graph is refused."""
+    layer = step.proto.name[:-len("/query")]
+    nodes = {n.name[len(layer) + 1:]: (i, n) for i, n in enumerate(ctx.graph.node)
+             if n.name.startswith(layer + "/")}
+    wrong = [f"{r} ({n.op_type})" for r, (_, n) in nodes.items()
+             if ATTENTION_ROLES.get(r) != n.op_type]
+    if wrong or ATTENTION_NEEDED - set(nodes):
+        raise step.fail("looks like dslc's export of multi_head_attention but is not exactly "
+                        "it (" + ", ".join(wrong or sorted(ATTENTION_NEEDED - set(nodes)))
+                        + "); dslc import reads multi_head_attention only as dslc writes it")
+
+    def node(role: str) -> Step:
+        from .import_walk import Step as NodeStep
+
+        i, n = nodes[role]
+        return NodeStep(ctx, n, i)
+
+    def matrix(role: str) -> np.ndarray:
+        return node(role).const(1, f"{role} weights").astype(np.float32)
+
+    def heads_shape(role: str) -> tuple[int, int]:
+        dims = node(f"{role}_heads").const(1, "head shape").reshape(-1)
+        return int(dims[2]), int(dims[3])
+
+    heads, key_dim = heads_shape("query")
+    _, value_dim = heads_shape("value")
+    scale = node("scaled_query").const(1, "scale").reshape(-1)
+    if not math.isclose(float(scale[0]), 1 / math.sqrt(key_dim), rel_tol=1e-6):
+        raise step.fail(f"scales the query by {float(scale[0])}, not 1/sqrt(key_dim); dslc's "
+                        "multi_head_attention scales by 1/sqrt(key_dim)")
+    query, value, key = (node(r).tensor(0) for r in ("query", "value", "key"))
+    use_bias = "query_bias" in nodes
+    params: dict[str, np.ndarray] = {}
+    for role, size in (("query", key_dim), ("key", key_dim), ("value", value_dim)):
+        w = matrix(role)
+        params[f"{role}_kernel"] = w.reshape(w.shape[0], heads, size)
+        if use_bias:
+            params[f"{role}_bias"] = node(f"{role}_bias").const(1, "bias").astype(
+                np.float32).reshape(heads, size)
+    w = matrix("output")
+    params["output_kernel"] = w.reshape(heads, value_dim, w.shape[-1])
+    out = "output"
+    if use_bias:
+        params["output_bias"] = node("output_bias").const(1, "bias").astype(
+            np.float32).reshape(-1)
+        out = "output_bias"
+    attrs: dict[str, Any] = {"heads": heads, "key_dim": key_dim, "use_bias": use_bias,
+                             "causal": "masked" in nodes}
+    if value_dim != key_dim:
+        attrs["value_dim"] = value_dim
+    if w.shape[-1] != query.shape[-1]:
+        attrs["output_dim"] = int(w.shape[-1])
+    separate_key = node("key").proto.input[0] != node("value").proto.input[0]
+    inputs = [query, value, key] if separate_key else [query, value]
+    y = step.layer("multi_head_attention", inputs, params, **attrs)
+    ctx.claimed.update(i for i, _ in nodes.values())
+    ctx.values[nodes[out][1].output[0]] = y
+    return [None]
 
 
 def _padding(step: Step, hw: tuple[int, int], kernel: list[int], strides: list[int],
