@@ -816,3 +816,36 @@ def test_new_ops_dslc_cannot_express_are_located_errors(tmp_path, capsys, module
     assert main(["import", str(tmp_path / "w.onnx"), "-o", str(tmp_path / "w.dl")]) == 2
     err = capsys.readouterr().err
     assert "w.onnx: node " in err and message in err and "Traceback" not in err
+
+
+def test_an_attention_graph_not_exactly_dslcs_is_a_located_error():
+    from onnx import numpy_helper
+
+    graph = compile_text("model m {\n    input s: f32[4, 3]\n"
+                         "    multi_head_attention(s, s, heads=2, key_dim=2)\n}\n", "m.dl").model()
+    model = to_model(graph, {k: np.ones(p.shape, np.float32)
+                             for k, p in graph.param_specs().items()})
+    (scale,) = [t for t in model.graph.initializer if t.name.endswith(".scale")]
+    scale.CopyFrom(numpy_helper.from_array(np.array(0.5, np.float32), scale.name))
+    with pytest.raises(DslError) as err:
+        import_model(model, "m.onnx")
+    assert "m.onnx: node " in str(err.value) and "(MatMul): scales the query by 0.5" in \
+        str(err.value)
+
+
+def test_a_reverse_rnn_sequence_read_in_time_order_is_a_located_error():
+    graph = compile_text("model m {\n    input s: f32[4, 3]\n"
+                         "    lstm(2, go_backwards=true, return_sequences=true)\n}\n",
+                         "m.dl").model()
+    model = to_model(graph, {k: np.ones(p.shape, np.float32)
+                             for k, p in graph.param_specs().items()})
+    (flip,) = [n for n in model.graph.node if n.op_type == "Slice"]
+    for n in model.graph.node:  # drop the Slice that puts the steps in reading order
+        for i, name in enumerate(n.input):
+            if name == flip.output[0]:
+                n.input[i] = flip.input[0]
+    model.graph.node.remove(flip)
+    with pytest.raises(DslError) as err:
+        import_model(model, "m.onnx")
+    assert "m.onnx: node " in str(err.value) and "reverse-running RNN in time order" in \
+        str(err.value)
