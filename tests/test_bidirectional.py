@@ -73,5 +73,5 @@ def test_the_onnx_importer_refuses_a_bidirectional_rnn_node(tmp_path):
         [helper.make_tensor_value_info("y_h", TensorProto.FLOAT, [2, 1, 4])], [w, r])
     path = tmp_path / "b.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    with pytest.raises(DslError, match="runs `bidirectional`; not imported yet"):
+    with pytest.raises(DslError, match="runs bidirectional, which dslc import does not read yet"):
         import_file(path)

@@ -148,6 +148,8 @@ def matmul(ctx: Importer, step: Step) -> list[Value | None]:
     a, b = step.value(0), step.value(1)
     if isinstance(a, Const) and isinstance(b, Const) and a.known and b.known:
         return [Const(np.matmul(a.array, b.array))]
+    if ctx.from_dslc and step.proto.name.endswith("/query"):
+        return _attention(ctx, step)
     x = step.tensor(0)
     w = step.const(1, "weight matrix").astype(np.float32)
     if w.ndim != 2:
@@ -160,6 +162,81 @@ def matmul(ctx: Importer, step: Step) -> list[Value | None]:
     y = step.layer("dense", [x], {"kernel": _rows(x, w)}, units=int(w.shape[1]), use_bias=False)
     ctx.by_name[y.name].bias_from_add = step.proto.output[0]
     return [Tensor(y.name, y.shape, x.axes)]  # dense maps the last axis; the others stay
+
+
+# The nodes of dslc's export of multi_head_attention (lower.py), `<layer>/<role>`, by role.
+ATTENTION_ROLES = {
+    **{f"{r}{suffix}": op for r in ("query", "key", "value")
+       for suffix, op in (("", "MatMul"), ("_bias", "Add"), ("_heads", "Reshape"),
+                          ("_by_head", "Transpose"))},
+    "scaled_query": "Mul", "scores": "MatMul", "lengths": "Shape", "all": "ConstantOfShape",
+    "causal": "Trilu", "masked": "Where", "weights": "Softmax", "attend": "MatMul",
+    "by_step": "Transpose", "merge_heads": "Reshape", "output": "MatMul", "output_bias": "Add",
+}
+ATTENTION_NEEDED = {"query", "key", "value", "query_heads", "value_heads", "scaled_query",
+                    "scores", "weights", "attend", "by_step", "merge_heads", "output"}
+
+
+def _attention(ctx: Importer, step: Step) -> list[Value | None]:
+    """dslc's own export of multi_head_attention (its nodes `<layer>/<role>`, as lower.py
+    writes them) read back as one layer; any other attention graph is refused."""
+    layer = step.proto.name[:-len("/query")]
+    nodes = {n.name[len(layer) + 1:]: (i, n) for i, n in enumerate(ctx.graph.node)
+             if n.name.startswith(layer + "/")}
+    wrong = [f"{r} ({n.op_type})" for r, (_, n) in nodes.items()
+             if ATTENTION_ROLES.get(r) != n.op_type]
+    if wrong or ATTENTION_NEEDED - set(nodes):
+        raise step.fail("looks like dslc's export of multi_head_attention but is not exactly "
+                        "it (" + ", ".join(wrong or sorted(ATTENTION_NEEDED - set(nodes)))
+                        + "); dslc import reads multi_head_attention only as dslc writes it")
+
+    def node(role: str) -> Step:
+        from .import_walk import Step as NodeStep
+
+        i, n = nodes[role]
+        return NodeStep(ctx, n, i)
+
+    def matrix(role: str) -> np.ndarray:
+        return node(role).const(1, f"{role} weights").astype(np.float32)
+
+    def heads_shape(role: str) -> tuple[int, int]:
+        dims = node(f"{role}_heads").const(1, "head shape").reshape(-1)
+        return int(dims[2]), int(dims[3])
+
+    heads, key_dim = heads_shape("query")
+    _, value_dim = heads_shape("value")
+    scale = node("scaled_query").const(1, "scale").reshape(-1)
+    if not math.isclose(float(scale[0]), 1 / math.sqrt(key_dim), rel_tol=1e-6):
+        raise step.fail(f"scales the query by {float(scale[0])}, not 1/sqrt(key_dim); dslc's "
+                        "multi_head_attention scales by 1/sqrt(key_dim)")
+    query, value, key = (node(r).tensor(0) for r in ("query", "value", "key"))
+    use_bias = "query_bias" in nodes
+    params: dict[str, np.ndarray] = {}
+    for role, size in (("query", key_dim), ("key", key_dim), ("value", value_dim)):
+        w = matrix(role)
+        params[f"{role}_kernel"] = w.reshape(w.shape[0], heads, size)
+        if use_bias:
+            params[f"{role}_bias"] = node(f"{role}_bias").const(1, "bias").astype(
+                np.float32).reshape(heads, size)
+    w = matrix("output")
+    params["output_kernel"] = w.reshape(heads, value_dim, w.shape[-1])
+    out = "output"
+    if use_bias:
+        params["output_bias"] = node("output_bias").const(1, "bias").astype(
+            np.float32).reshape(-1)
+        out = "output_bias"
+    attrs: dict[str, Any] = {"heads": heads, "key_dim": key_dim, "use_bias": use_bias,
+                             "causal": "masked" in nodes}
+    if value_dim != key_dim:
+        attrs["value_dim"] = value_dim
+    if w.shape[-1] != query.shape[-1]:
+        attrs["output_dim"] = int(w.shape[-1])
+    separate_key = node("key").proto.input[0] != node("value").proto.input[0]
+    inputs = [query, value, key] if separate_key else [query, value]
+    y = step.layer("multi_head_attention", inputs, params, **attrs)
+    ctx.claimed.update(i for i, _ in nodes.values())
+    ctx.values[nodes[out][1].output[0]] = y
+    return [None]
 
 
 def _padding(step: Step, hw: tuple[int, int], kernel: list[int], strides: list[int],
@@ -189,33 +266,249 @@ def _padding(step: Step, hw: tuple[int, int], kernel: list[int], strides: list[i
 
 @RULES("Conv")
 def conv(ctx: Importer, step: Step) -> list[Value | None]:
-    x = _image(step, step.tensor(0))
     w = step.const(1, "weights").astype(np.float32)
+    if w.ndim == 3:
+        return _conv1d(step, w)
+    x = _image(step, step.tensor(0))
     if w.ndim != 4:
-        raise step.fail(f"a {w.ndim - 2}-D convolution; dslc's conv2d is 2-D")
-    if step.attrs.get("group", 1) != 1:
-        raise step.fail(f"a grouped convolution (group={step.attrs['group']}); dslc's conv2d "
-                        "has one group")
-    if w.shape[1] != x.shape[2]:
-        raise step.fail(f"its weights {list(w.shape)} do not fit {x.shape[2]} input channels")
+        raise step.fail(f"a {w.ndim - 2}-D convolution; dslc's convolutions are 1-D and 2-D")
+    group = int(step.attrs.get("group", 1))
+    channels = int(x.shape[2])  # type: ignore[arg-type]
+    if w.shape[1] * group != channels:
+        raise step.fail(f"its weights {list(w.shape)} in {group} group(s) do not fit "
+                        f"{channels} input channels")
     kernel = [int(w.shape[2]), int(w.shape[3])]
     strides = step.ints("strides", [1, 1])
     dilations = step.ints("dilations", [1, 1])
     padding = _padding(step, (x.shape[0], x.shape[1]), kernel, strides,  # type: ignore[arg-type]
                        dilations)
+    b = step.optional_const(2, "bias")
+    window: dict[str, Any] = {"kernel": _pair(*kernel), "strides": _pair(*strides),
+                              "padding": padding, "dilation": _pair(*dilations),
+                              "use_bias": b is not None}
+    if group == channels > 1 and w.shape[0] % channels == 0:
+        # one group per channel: depthwise; ONNX's output channel c * M + m is Keras's [c, m]
+        m = int(w.shape[0]) // channels
+        params = {"kernel": w[:, 0].transpose(1, 2, 0).reshape(*kernel, channels, m)}
+        if b is not None:
+            params["bias"] = _vector(step, b, int(w.shape[0]), "bias")
+        y = step.layer("depthwise_conv2d", [x], params, depth_multiplier=m, **window)
+        return [y.with_axes(NCHW_OF_NHWC)]
     params = {"kernel": w.transpose(2, 3, 1, 0)}  # [out, in, kh, kw] → [kh, kw, in, out]
+    if b is not None:
+        params["bias"] = _vector(step, b, int(w.shape[0]), "bias")
+    y = step.layer("conv2d", [x], params, filters=int(w.shape[0]), groups=group, **window)
+    return [y.with_axes(NCHW_OF_NHWC)]
+
+
+NCW_OF_NWC: Axes = (0, 2, 1)  # a `[N, C, T]` view of the spec's `[T, C]` sequence
+
+
+def _sequence(step: Step, t: Tensor) -> Tensor:
+    """`t` as an `[N, C, T]` view of a `[T, C]` sequence, as 1-D Conv and pooling read it."""
+    _plain(step, t)
+    if len(t.shape) != 2 or t.axes != NCW_OF_NWC:
+        raise step.fail(f"reads a tensor of ONNX shape {_dims(t.onnx_shape)} as [N, C, T] "
+                        "sequences, but its channels are not the spec tensor's last axis")
+    if t.shape[1] is None:
+        raise step.fail("needs the channels of its input fixed")
+    return t
+
+
+def _padding_1d(step: Step, size: int | None, k: int, s: int, d: int,
+                causal: bool) -> str:
+    """`valid`, `same` (TensorFlow's) or, for a convolution, `causal` (all before)."""
+    auto = step.attrs.get("auto_pad", "NOTSET")
+    if auto == "VALID":
+        return "valid"
+    pads = step.ints("pads", [0, 0])
+    if auto == "NOTSET" and not any(pads):
+        return "valid"
+    if size is None and s != 1:
+        raise step.fail("pads a strided window over a length known only at run time")
+    total = d * (k - 1) if s == 1 else sum(same_pads(int(size), k, s, d))  # type: ignore[arg-type]
+    tf = (total // 2, total - total // 2)
+    if auto == "SAME_UPPER" or (auto == "SAME_LOWER" and tf[0] == tf[1]) or \
+            (auto == "NOTSET" and tuple(pads) == tf):
+        return "same"
+    if causal and auto == "NOTSET" and tuple(pads) == (d * (k - 1), 0):
+        return "causal"
+    raise step.fail(f"pads {pads} (start, end) are neither none, TensorFlow's `same` "
+                    f"padding for this input, {list(tf)}"
+                    + (f", nor causal, {[d * (k - 1), 0]}" if causal else "")
+                    + "; dslc pads a window `valid` or `same`"
+                    + (" or `causal`" if causal else ""))
+
+
+def _conv1d(step: Step, w: np.ndarray) -> list[Value | None]:
+    x = _sequence(step, step.tensor(0))
+    if int(step.attrs.get("group", 1)) != 1:
+        raise step.fail(f"a grouped 1-D convolution (group={step.attrs['group']}); dslc's "
+                        "conv1d has one group")
+    if w.shape[1] != x.shape[1]:
+        raise step.fail(f"its weights {list(w.shape)} do not fit {x.shape[1]} input channels")
+    k = int(w.shape[2])
+    (s,) = step.ints("strides", [1])
+    (d,) = step.ints("dilations", [1])
+    padding = _padding_1d(step, x.shape[0], k, s, d, causal=True)
+    params = {"kernel": w.transpose(2, 1, 0)}  # [out, in, k] → [k, in, out]
     b = step.optional_const(2, "bias")
     if b is not None:
         params["bias"] = _vector(step, b, int(w.shape[0]), "bias")
-    y = step.layer("conv2d", [x], params, filters=int(w.shape[0]), kernel=_pair(*kernel),
-                   strides=_pair(*strides), padding=padding, dilation=_pair(*dilations),
+    y = step.layer("conv1d", [x], params, filters=int(w.shape[0]), kernel=k, strides=s,
+                   padding=padding, dilation=d, use_bias=b is not None)
+    return [y.with_axes(NCW_OF_NWC)]
+
+
+def _pool1d(step: Step, op: str) -> list[Value | None]:
+    x = _sequence(step, step.tensor(0))
+    (k,) = step.ints("kernel_shape")
+    (s,) = step.ints("strides", [1])
+    if any(d != 1 for d in step.ints("dilations", [1])):
+        raise step.fail(f"a dilated window; dslc's {op} has none")
+    step.no_output_used(1, "indices")
+    n = x.shape[0]
+    padding = _padding_1d(step, n, k, s, 1, causal=False)
+    if step.attrs.get("ceil_mode", 0):
+        pads = (0, 0) if padding == "valid" else _padding_pair(n, k, s)
+        if n is None or (n + sum(pads) - k) % s:
+            raise step.fail("rounds its output size up (ceil_mode=1), which may give another "
+                            "size than dslc's floor mode", hint="export with ceil_mode=False")
+    if (op == "avgpool1d" and padding == "same" and step.attrs.get("count_include_pad", 0)
+            and any(_padding_pair(n, k, s))):
+        raise step.fail("counts padded steps in its averages (count_include_pad=1); dslc's "
+                        "avgpool1d averages real steps only",
+                        hint="export with count_include_pad=False")
+    attrs: dict[str, Any] = {"kernel": k, "padding": padding}
+    if s != k:
+        attrs["strides"] = s
+    return [step.layer(op, [x], **attrs).with_axes(NCW_OF_NWC)]
+
+
+def _padding_pair(n: int | None, k: int, s: int) -> tuple[int, int]:
+    total = k - 1 if s == 1 else sum(same_pads(int(n), k, s, 1))  # type: ignore[arg-type]
+    return total // 2, total - total // 2
+
+
+@RULES("ConvTranspose")
+def conv_transpose(ctx: Importer, step: Step) -> list[Value | None]:
+    from dslc.ops.conv import transpose_crops
+
+    x = _image(step, step.tensor(0))
+    w = step.const(1, "weights").astype(np.float32)
+    if w.ndim != 4:
+        raise step.fail(f"a {w.ndim - 2}-D transposed convolution; dslc's conv2d_transpose "
+                        "is 2-D")
+    if int(step.attrs.get("group", 1)) != 1:
+        raise step.fail("a grouped transposed convolution; dslc's conv2d_transpose has one "
+                        "group")
+    if any(d != 1 for d in step.ints("dilations", [1, 1])):
+        raise step.fail("a dilated transposed convolution; dslc's conv2d_transpose has none")
+    if w.shape[0] != x.shape[2]:
+        raise step.fail(f"its weights {list(w.shape)} do not fit {x.shape[2]} input channels")
+    if "output_shape" in step.attrs or step.attrs.get("auto_pad", "NOTSET") != "NOTSET":
+        raise step.fail("sizes its output with output_shape or auto_pad; dslc import reads "
+                        "explicit pads")
+    kernel = [int(w.shape[2]), int(w.shape[3])]
+    strides = step.ints("strides", [1, 1])
+    pads = step.ints("pads", [0, 0, 0, 0])
+    extra = step.ints("output_padding", [0, 0])
+    # what is removed from the full (size - 1) * s + k output, before and after
+    crops = [(pads[i], pads[i + 2] - extra[i]) for i in (0, 1)]
+    hw = (int(x.shape[0]), int(x.shape[1]))  # type: ignore[arg-type]
+    padding = next((p for p in ("valid", "same") if all(
+        transpose_crops(hw[i], kernel[i], strides[i], p) == crops[i] for i in (0, 1))), None)
+    if padding is None:
+        raise step.fail(f"pads {pads} with output_padding {extra}, which gives neither "
+                        "Keras's `valid` nor `same` output size and alignment for this input",
+                        hint="for `same`: kernel k, stride s, padding (k - s) // 2 ... as "
+                             "Keras computes; or no padding with a kernel >= the stride")
+    params = {"kernel": w.transpose(2, 3, 1, 0)}  # [in, out, kh, kw] → [kh, kw, out, in]
+    b = step.optional_const(2, "bias")
+    if b is not None:
+        params["bias"] = _vector(step, b, int(w.shape[1]), "bias")
+    y = step.layer("conv2d_transpose", [x], params, filters=int(w.shape[1]),
+                   kernel=_pair(*kernel), strides=_pair(*strides), padding=padding,
                    use_bias=b is not None)
     return [y.with_axes(NCHW_OF_NHWC)]
 
 
-def _pool(step: Step, op: str) -> list[Value | None]:
+@RULES("Resize")
+def resize(ctx: Importer, step: Step) -> list[Value | None]:
     x = _image(step, step.tensor(0))
+    scales_at, sizes_at = (1, None) if ctx.opset < 11 else (2, 3)
+    scales = step.optional_const(scales_at, "scales")
+    sizes = step.optional_const(sizes_at, "sizes") if sizes_at else None
+    if scales is not None and scales.size:
+        factors = [float(f) for f in scales.reshape(-1)]
+    elif sizes is not None:
+        onnx_in = [1, x.shape[2], x.shape[0], x.shape[1]]
+        factors = [int(o) / int(i) if i else 0.0
+                   for o, i in zip(sizes.reshape(-1), onnx_in)]
+    else:
+        raise step.fail("gives neither scales nor sizes")
+    if len(factors) != 4 or factors[:2] != [1.0, 1.0] or any(
+            f != int(f) or f < 1 for f in factors[2:]) or "axes" in step.attrs:
+        raise step.fail(f"scales by {factors}; dslc's upsampling2d scales height and width by "
+                        "whole numbers")
+    mode = step.attrs.get("mode", "nearest")
+    coords = step.attrs.get("coordinate_transformation_mode", "half_pixel")
+    if step.attrs.get("antialias", 0):
+        raise step.fail("antialiases; dslc's upsampling2d does not")
+    if mode == "nearest" and coords == "asymmetric" and step.attrs.get(
+            "nearest_mode", "round_prefer_floor") == "floor":
+        interpolation = "nearest"
+    elif mode == "linear" and coords in ("half_pixel", "pytorch_half_pixel"):
+        interpolation = "bilinear"  # the same wherever the output is longer than 1
+    else:
+        raise step.fail(f"resizes `{mode}` with `{coords}` coordinates; dslc's upsampling2d "
+                        "is nearest (asymmetric, floor) or bilinear (half_pixel)")
+    attrs: dict[str, Any] = {"size": _pair(int(factors[2]), int(factors[3]))}
+    if interpolation != "nearest":
+        attrs["interpolation"] = interpolation
+    return [step.layer("upsampling2d", [x], **attrs).with_axes(NCHW_OF_NHWC)]
+
+
+@RULES("Pad")
+def pad(ctx: Importer, step: Step) -> list[Value | None]:
+    x = _plain(step, step.tensor(0))
+    if step.attrs.get("mode", "constant") != "constant":
+        raise step.fail(f"pads in `{step.attrs['mode']}` mode; dslc's zero_padding2d pads "
+                        "with zeros")
+    if "pads" in step.attrs:  # before opset 11
+        pads, value = step.ints("pads"), float(step.attrs.get("value", 0.0))
+        axes = list(range(x.rank))
+    else:
+        pads = [int(p) for p in step.const(1, "pads").reshape(-1)]
+        v = step.optional_const(2, "padding value")
+        value = 0.0 if v is None or not v.size else float(v.reshape(-1)[0])
+        a = step.optional_const(3, "axes")
+        axes = list(range(x.rank)) if a is None else [_axis(step, int(i), x.rank)
+                                                      for i in a.reshape(-1)]
+    if value != 0.0:
+        raise step.fail(f"pads with {value}; dslc's zero_padding2d pads with zeros")
+    n = len(axes)
+    by_spec: dict[int | None, tuple[int, int]] = {}
+    for i, ax in enumerate(axes):
+        if (pads[i], pads[i + n]) != (0, 0):
+            by_spec[x.axes[ax]] = (pads[i], pads[i + n])
+    if len(x.shape) != 3 or set(by_spec) - {1, 2} or any(
+            p < 0 for pair in by_spec.values() for p in pair):
+        raise step.fail(f"pads {pads} on a tensor of ONNX shape {_dims(x.onnx_shape)}; dslc's "
+                        "zero_padding2d adds zeros around an image's height and width only")
+    (top, bottom), (left, right) = by_spec.get(1, (0, 0)), by_spec.get(2, (0, 0))
+    padding: Any = ((top, bottom), (left, right))
+    if top == bottom and left == right:
+        padding = top if top == left else (top, left)
+    y = step.layer("zero_padding2d", [x], padding=padding)
+    return [y.with_axes(x.axes)]
+
+
+def _pool(step: Step, op: str) -> list[Value | None]:
     kernel = step.ints("kernel_shape")
+    if len(kernel) == 1:
+        return _pool1d(step, op.replace("2d", "1d"))
+    x = _image(step, step.tensor(0))
     if len(kernel) != 2:
         raise step.fail(f"a {len(kernel)}-D window; dslc's {op} is 2-D")
     strides = step.ints("strides", [1, 1])
@@ -259,7 +552,11 @@ def avgpool(ctx: Importer, step: Step) -> list[Value | None]:
 @RULES("GlobalAveragePool", "GlobalMaxPool")
 def global_pool(ctx: Importer, step: Step) -> list[Value | None]:
     op = "global_avgpool2d" if step.op_type == "GlobalAveragePool" else "global_maxpool2d"
-    x = _image(step, step.tensor(0))
+    v = step.tensor(0)
+    if v.rank == 3:  # [N, C, T] → [N, C, 1]
+        x = _sequence(step, v)
+        return [step.layer(op.replace("2d", "1d"), [x]).with_axes((0, 1, None))]
+    x = _image(step, v)
     return [step.layer(op, [x]).with_axes((0, 1, None, None))]  # [N, C, 1, 1]
 
 
@@ -274,6 +571,12 @@ def reduce(ctx: Importer, step: Step) -> list[Value | None]:
         return [Const(np.asarray(fn(v.array, axis=tuple(axes) or None, keepdims=keep)))]
     x = _plain(step, step.tensor(0))
     axes = [_axis(step, a, x.rank) for a in axes]
+    if len(x.shape) == 2 and {x.axes[a] for a in axes} - {None} == {1}:  # over the steps
+        op = "global_avgpool1d" if step.op_type == "ReduceMean" else "global_maxpool1d"
+        y = step.layer(op, [x])
+        out_axes = [None if i in axes else (a if a in (0, None) else 1)  # channels: 2 → 1
+                    for i, a in enumerate(x.axes) if i not in axes or keep]
+        return [y.with_axes(tuple(out_axes))]
     if len(x.shape) != 3 or {x.axes[a] for a in axes} - {None} != {1, 2}:
         raise step.fail(f"reduces axes {axes} of a tensor of ONNX shape {_dims(x.onnx_shape)}; "
                         "dslc reads a mean or max only over an image's height and width "
@@ -301,12 +604,15 @@ def layer_norm(ctx: Importer, step: Step) -> list[Value | None]:
     features = int(x.shape[-1])  # type: ignore[arg-type]
     step.no_output_used(1, "mean")
     step.no_output_used(2, "inverse standard deviation")
-    params = {"gamma": _rows(x, _vector(step, step.const(1, "scale"), features, "scale"))}
+    params: dict[str, np.ndarray] = {}
+    scale = _dslc_fixed(ctx, step, 1, "unit_scale", 1.0)
+    if scale:
+        params["gamma"] = _rows(x, _vector(step, step.const(1, "scale"), features, "scale"))
     b = step.optional_const(2, "bias")
     if b is not None:
         params["beta"] = _rows(x, _vector(step, b, features, "bias"))
     y = step.layer("layer_norm", [x], params, epsilon=_float(step.attrs.get("epsilon", 1e-5)),
-                   center=b is not None)
+                   center=b is not None, scale=scale)
     return [Tensor(y.name, y.shape, x.axes, x.order)]
 
 
@@ -321,12 +627,25 @@ def batch_norm(ctx: Importer, step: Step) -> list[Value | None]:
     channels = int(x.shape[-1])  # type: ignore[arg-type]
     names = ("gamma", "beta", "moving_mean", "moving_variance")
     whats = ("scale", "bias", "mean", "variance")
+    scale = _dslc_fixed(ctx, step, 1, "unit_scale", 1.0)
+    center = _dslc_fixed(ctx, step, 2, "zero_bias", 0.0)
     params = {name: _rows(x, _vector(step, step.const(i + 1, what), channels, what))
-              for i, (name, what) in enumerate(zip(names, whats, strict=True))}
+              for i, (name, what) in enumerate(zip(names, whats, strict=True))
+              if (scale or name != "gamma") and (center or name != "beta")}
     # ONNX's momentum is Keras's (the share the old statistics keep); its default is 0.9
     y = step.layer("batch_norm", [x], params, epsilon=_float(step.attrs.get("epsilon", 1e-5)),
-                   momentum=_float(step.attrs.get("momentum", 0.9)))
+                   momentum=_float(step.attrs.get("momentum", 0.9)), scale=scale,
+                   center=center)
     return [Tensor(y.name, y.shape, x.axes, x.order)]
+
+
+def _dslc_fixed(ctx: Importer, step: Step, i: int, role: str, value: float) -> bool:
+    """False where input `i` is the constant dslc's export writes for a norm without that
+    parameter (`scale=false`: `<layer>.unit_scale`, ones; `center=false`: `.zero_bias`)."""
+    name = step.proto.input[i] if i < step.arity else ""
+    v = step.value(i)
+    return not (ctx.from_dslc and name.endswith(f".{role}") and _known(v)
+                and bool(np.all(v.array == value)))  # type: ignore[union-attr]
 
 
 # The RNN op's activation functions that are dslc activations at their default attributes.
@@ -357,29 +676,64 @@ def _rnn_activation(step: Step) -> str:
     return name
 
 
-@RULES("RNN")
-def rnn(ctx: Importer, step: Step) -> list[Value | None]:
-    from .import_walk import Layer
-
+def _recurrent_input(step: Step) -> Tensor:
+    """The sequence an RNN/LSTM/GRU node reads, checked to be the spec's `[time, features]`
+    in the node's layout (time-major unless layout=1)."""
     layout = int(step.attrs.get("layout", 0))
     x = _plain(step, step.tensor(0))
     if x.axes != ((1, 0, 2) if layout == 0 else (0, 1, 2)):
         raise step.fail(f"reads a tensor of ONNX shape {_dims(x.onnx_shape)} as a sequence, "
                         "but its axes are not the spec tensor's [time, features]")
-    if step.attrs.get("direction", "forward") == "bidirectional":
-        raise step.fail("runs `bidirectional`; not imported yet (a spec writes it "
-                        "`simple_rnn(units, bidirectional=concat)`, Keras's Bidirectional)")
-    if step.attrs.get("direction", "forward") != "forward":
-        raise step.fail(f"runs `{step.attrs['direction']}`; dslc's simple_rnn runs forward")
+    return x
+
+
+def _recurrent_checks(step: Step, op: str, states: tuple[int, ...]) -> bool:
+    """The node's direction as dslc's `go_backwards`; refuses what a dslc layer lacks."""
+    direction = step.attrs.get("direction", "forward")
+    if direction == "bidirectional":
+        raise step.fail(f"runs bidirectional, which dslc import does not read yet (a spec "
+                        f"writes it `{op}(units, bidirectional=concat)`)",
+                        hint="export one direction per layer, or concatenate a forward and a "
+                             "go_backwards layer in the spec")
+    if direction not in ("forward", "reverse"):
+        raise step.fail(f"runs in direction `{direction}`, which ONNX does not define")
     if "clip" in step.attrs:
-        raise step.fail("clips its cell values; dslc's simple_rnn does not")
+        raise step.fail(f"clips its cell values; dslc's {op} does not")
     if step.value(4) is not None:
-        raise step.fail("takes sequence lengths; dslc's simple_rnn runs every step")
-    h0 = step.value(5)
-    if h0 is not None and not ((isinstance(h0, Fill) and h0.value == 0) or (
-            _known(h0) and not np.any(h0.array))):  # type: ignore[union-attr]
-        raise step.fail("starts from a given initial state; dslc's simple_rnn starts from "
-                        "zeros")
+        raise step.fail(f"takes sequence lengths; dslc's {op} runs every step")
+    for i in states:
+        h0 = step.value(i)
+        if h0 is not None and not ((isinstance(h0, Fill) and h0.value == 0) or (
+                _known(h0) and not np.any(h0.array))):  # type: ignore[union-attr]
+            raise step.fail(f"starts from a given initial state (input {i}); dslc's {op} "
+                            "starts from zeros")
+    return direction == "reverse"
+
+
+def _recurrent_outputs(ctx: Importer, step: Step, x: Tensor, op: str, attrs: dict[str, Any],
+                       params: dict[str, np.ndarray], backwards: bool) -> list[Value | None]:
+    """Emit the layer; Y and Y_h as values whose first reader settles return_sequences."""
+    from .import_walk import Layer
+
+    if backwards:
+        attrs["go_backwards"] = True
+    name = ctx.layer_name(step, op)
+    seq = ctx.infer(step, op, {**attrs, "return_sequences": True}, [x.shape])
+    last = ctx.infer(step, op, attrs, [x.shape])
+    ctx.add(Layer(name, op, [x.name], attrs, params, step.index, None))
+    layout = int(step.attrs.get("layout", 0))
+    # Y: [T, 1, N, H] (layout 0) or [N, T, 1, H]; Y_h (and Y_c): [1, N, H] or [N, 1, H].
+    y_axes: Axes = (1, None, 0, 2) if layout == 0 else (0, 1, None, 2)
+    h_axes: Axes = (None, 0, 1) if layout == 0 else (0, None, 1)
+    # ONNX gives a reverse run's outputs in time order, Keras's go_backwards in reading order.
+    return [Tensor(name, seq, y_axes, rnn="seq", flipped=backwards),
+            Tensor(name, last, h_axes, rnn="last")]
+
+
+@RULES("RNN")
+def rnn(ctx: Importer, step: Step) -> list[Value | None]:
+    x = _recurrent_input(step)
+    backwards = _recurrent_checks(step, "simple_rnn", (5,))
     w = step.const(1, "input weights").astype(np.float32)[0]  # [units, features]
     r = step.const(2, "recurrent weights").astype(np.float32)[0]  # [units, units]
     units = int(step.attrs.get("hidden_size", w.shape[0]))
@@ -391,14 +745,100 @@ def rnn(ctx: Importer, step: Step) -> list[Value | None]:
     attrs: dict[str, Any] = {"units": units, "activation": _rnn_activation(step)}
     if b is None:
         attrs["use_bias"] = False
-    name = ctx.layer_name(step, "simple_rnn")
-    seq = ctx.infer(step, "simple_rnn", {**attrs, "return_sequences": True}, [x.shape])
-    last = ctx.infer(step, "simple_rnn", attrs, [x.shape])
-    ctx.add(Layer(name, "simple_rnn", [x.name], attrs, params, step.index, None))
-    # Y: [T, 1, N, H] (layout 0) or [N, T, 1, H]; Y_h: [1, N, H] or [N, 1, H].
-    y_axes: Axes = (1, None, 0, 2) if layout == 0 else (0, 1, None, 2)
-    h_axes: Axes = (None, 0, 1) if layout == 0 else (0, None, 1)
-    return [Tensor(name, seq, y_axes, rnn="seq"), Tensor(name, last, h_axes, rnn="last")]
+    return _recurrent_outputs(ctx, step, x, "simple_rnn", attrs, params, backwards)
+
+
+# The gate functions of ONNX's LSTM and GRU that are dslc's gate activations; Affine only as
+# the identity (alpha 1, beta 0). `activation_alpha/beta` are consumed in order by the
+# functions that take them.
+GATE_NAMES = {"Tanh": "tanh", "Sigmoid": "sigmoid", "Relu": "relu"}
+TAKES_ALPHA = ("Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid", "Elu")
+TAKES_BETA = ("Affine", "ScaledTanh", "HardSigmoid")
+
+
+def _gate_functions(step: Step, op: str, defaults: list[str]) -> list[str]:
+    acts = list(step.attrs.get("activations", defaults))
+    if len(acts) != len(defaults):
+        raise step.fail(f"has {len(acts)} activation functions; a one-direction "
+                        f"{step.op_type} has {len(defaults)}")
+    alphas = list(step.attrs.get("activation_alpha", []))
+    betas = list(step.attrs.get("activation_beta", []))
+    out = []
+    for fn in acts:
+        alpha = alphas.pop(0) if fn in TAKES_ALPHA and alphas else None
+        beta = betas.pop(0) if fn in TAKES_BETA and betas else None
+        if fn == "Affine" and _float(1.0 if alpha is None else alpha) == 1.0 and not beta:
+            out.append("linear")
+        elif fn in GATE_NAMES and alpha is None and beta is None:
+            out.append(GATE_NAMES[fn])
+        else:
+            raise step.fail(f"applies `{fn}`" + (f" with alpha {_float(alpha)}" if alpha else "")
+                            + f" in a gate; dslc's {op} takes tanh, sigmoid, relu or linear")
+    return out
+
+
+def _onnx_gates(w: np.ndarray, order: list[int], gates: int) -> np.ndarray:
+    """ONNX's `[gates * units, ...]` gate blocks (axis 0) in Keras's order along the last axis:
+    Keras block k is ONNX block `order[k]`; the result is `[..., gates * units]`."""
+    blocks = np.split(w, gates, axis=0)
+    return np.concatenate([blocks[k] for k in order], axis=0).T
+
+
+# ONNX's LSTM gates i, o, f, c; Keras's i, f, c, o are ONNX blocks 0, 2, 3, 1
+LSTM_KERAS_ORDER = [0, 2, 3, 1]
+
+
+@RULES("LSTM")
+def lstm(ctx: Importer, step: Step) -> list[Value | None]:
+    x = _recurrent_input(step)
+    backwards = _recurrent_checks(step, "lstm", (5, 6))
+    if step.value(7) is not None:
+        raise step.fail("has peephole weights; dslc's lstm (Keras's) has none")
+    if int(step.attrs.get("input_forget", 0)):
+        raise step.fail("couples its input and forget gates (input_forget=1); dslc's lstm "
+                        "does not")
+    step.no_output_used(2, "last cell state (Y_c)")
+    f, g, h = _gate_functions(step, "lstm", ["Sigmoid", "Tanh", "Tanh"])
+    if g != h:
+        raise step.fail(f"applies `{g}` to the candidate and `{h}` to the output; dslc's "
+                        "lstm applies one `activation` to both")
+    w = step.const(1, "input weights").astype(np.float32)[0]  # [4u, features]
+    r = step.const(2, "recurrent weights").astype(np.float32)[0]  # [4u, u]
+    units = int(step.attrs.get("hidden_size", w.shape[0] // 4))
+    params = {"kernel": _onnx_gates(w, LSTM_KERAS_ORDER, 4),
+              "recurrent_kernel": _onnx_gates(r, LSTM_KERAS_ORDER, 4)}
+    b = step.optional_const(3, "bias")
+    attrs: dict[str, Any] = {"units": units, "activation": g, "recurrent_activation": f}
+    if b is not None:  # Wb + Rb: only ever added
+        b = b.astype(np.float32).reshape(-1)
+        params["bias"] = _onnx_gates(b[:4 * units] + b[4 * units:], LSTM_KERAS_ORDER, 4)
+    else:
+        attrs["use_bias"] = False
+    return _recurrent_outputs(ctx, step, x, "lstm", attrs, params, backwards)
+
+
+@RULES("GRU")
+def gru(ctx: Importer, step: Step) -> list[Value | None]:
+    """ONNX's GRU has Keras's gate order (z, r, h); linear_before_reset=1 is reset_after,
+    whose two biases Keras keeps apart (the recurrent one is inside the reset)."""
+    x = _recurrent_input(step)
+    backwards = _recurrent_checks(step, "gru", (5,))
+    f, g = _gate_functions(step, "gru", ["Sigmoid", "Tanh"])
+    w = step.const(1, "input weights").astype(np.float32)[0]  # [3u, features]
+    r = step.const(2, "recurrent weights").astype(np.float32)[0]  # [3u, u]
+    units = int(step.attrs.get("hidden_size", w.shape[0] // 3))
+    reset_after = bool(int(step.attrs.get("linear_before_reset", 0)))
+    params = {"kernel": w.T, "recurrent_kernel": r.T}
+    b = step.optional_const(3, "bias")
+    attrs: dict[str, Any] = {"units": units, "activation": g, "recurrent_activation": f,
+                             "reset_after": reset_after}
+    if b is not None:
+        b = b.astype(np.float32).reshape(2, 3 * units)
+        # without reset_after, ONNX adds Rbh outside the reset: the sum is Keras's one bias
+        params["bias"] = b if reset_after else b[0] + b[1]
+    else:
+        attrs["use_bias"] = False
+    return _recurrent_outputs(ctx, step, x, "gru", attrs, params, backwards)
 
 
 # -- activations ------------------------------------------------------------------------------
@@ -409,9 +849,61 @@ def _elementwise(step: Step, op: str, **attrs: Any) -> list[Value | None]:
     return [Tensor(y.name, y.shape, x.axes, x.order)]
 
 
-@RULES("Relu", "Sigmoid", "Tanh")
+@RULES("Relu", "Tanh", "Softplus", "Softsign")
 def activation(ctx: Importer, step: Step) -> list[Value | None]:
     return _elementwise(step, step.op_type.lower())
+
+
+@RULES("Sigmoid")
+def sigmoid(ctx: Importer, step: Step) -> list[Value | None]:
+    """A sigmoid, or with the Mul by its own input that alone reads it, silu (x * sigmoid(x),
+    as dslc and PyTorch export it)."""
+    x_name, gate = step.proto.input[0], step.proto.output[0]
+    readers = ctx.consumers.get(gate, [])
+    if len(readers) == 1 and ctx.uses.get(gate) == 1 and isinstance(step.value(0), Tensor):
+        mul = ctx.graph.node[readers[0]]
+        if mul.op_type == "Mul" and sorted(mul.input) == sorted([x_name, gate]):
+            from .import_walk import Step as NodeStep
+
+            times = NodeStep(ctx, mul, readers[0])
+            (y,) = _elementwise(times, "silu")  # named after the Mul: dslc's `<layer>/silu`
+            ctx.claimed.add(readers[0])
+            ctx.values[mul.output[0]] = y  # type: ignore[assignment]
+            return [None]
+    return _elementwise(step, "sigmoid")
+
+
+@RULES("Selu")
+def selu(ctx: Importer, step: Step) -> list[Value | None]:
+    alpha = _float(step.attrs.get("alpha", 1.67326319217681884765625))
+    gamma = _float(step.attrs.get("gamma", 1.05070102214813232421875))
+    if (alpha, gamma) != (_float(1.6732632423543772), _float(1.0507009873554805)):
+        raise step.fail(f"alpha {alpha} and gamma {gamma} are not SELU's constants; dslc's "
+                        "selu has those")
+    return _elementwise(step, "selu")
+
+
+@RULES("HardSigmoid")
+def hard_sigmoid(ctx: Importer, step: Step) -> list[Value | None]:
+    alpha = _float(step.attrs.get("alpha", 0.2))
+    beta = _float(step.attrs.get("beta", 0.5))
+    if (alpha, beta) != (_float(1 / 6), 0.5):
+        raise step.fail(f"slope {alpha} and offset {beta}; dslc's hard_sigmoid is Keras 3's "
+                        "(slope 1/6, offset 0.5)")
+    return _elementwise(step, "hard_sigmoid")
+
+
+@RULES("Clip")
+def clip(ctx: Importer, step: Step) -> list[Value | None]:
+    if "min" in step.attrs or "max" in step.attrs:  # before opset 11
+        low, high = step.attrs.get("min"), step.attrs.get("max")
+    else:
+        lo, hi = step.optional_const(1, "minimum"), step.optional_const(2, "maximum")
+        low = None if lo is None or not lo.size else float(lo.reshape(-1)[0])
+        high = None if hi is None or not hi.size else float(hi.reshape(-1)[0])
+    if (low, high) != (0.0, 6.0):
+        raise step.fail(f"clips to [{low}, {high}]; dslc reads Clip only as relu6 (0 to 6)")
+    return _elementwise(step, "relu6")
 
 
 def _alpha(step: Step, op: str, onnx_default: float) -> dict[str, float]:
@@ -439,7 +931,7 @@ def gelu(ctx: Importer, step: Step) -> list[Value | None]:
     return _elementwise(step, "gelu")
 
 
-@RULES("Softmax")
+@RULES("Softmax", "LogSoftmax")
 def softmax(ctx: Importer, step: Step) -> list[Value | None]:
     x = step.tensor(0)
     axis = _axis(step, int(step.attrs.get("axis", -1 if ctx.opset >= 13 else 1)), x.rank)
@@ -447,7 +939,7 @@ def softmax(ctx: Importer, step: Step) -> list[Value | None]:
     if x.axes[axis] != len(x.shape) or (ctx.opset < 13 and axis != x.rank - 1):
         raise step.fail(f"normalizes ONNX axis {axis} of {_dims(x.onnx_shape)}; dslc's softmax "
                         "normalizes the channels-last last axis")
-    return _elementwise(step, "softmax")
+    return _elementwise(step, "softmax" if step.op_type == "Softmax" else "log_softmax")
 
 
 def _gelu_pattern(ctx: Importer, step: Step) -> list[Value | None] | None:
@@ -561,6 +1053,45 @@ def concat(ctx: Importer, step: Step) -> list[Value | None]:
     return [y.with_axes(ts[0].axes)]
 
 
+def _merge(ctx: Importer, step: Step, op: str) -> list[Value | None]:
+    """A merge layer of two or more tensors of one shape and layout. dslc exports a
+    multiply of more than two as a chain of Muls (`<layer>/mul_0`, ..., `<layer>`): one layer."""
+    vals = step.values()
+    if any(not isinstance(v, Tensor) for v in vals):
+        raise step.fail(f"{step.op_type} of a tensor and a constant is not supported by dslc "
+                        f"import; dslc's {op} combines tensors of one shape")
+    ts = [step.tensor(i) for i in range(step.arity)]
+    _same_layout(step, ts)
+    if len({t.shape for t in ts}) != 1:
+        raise step.fail(f"combines tensors of shapes {', '.join(_dims(t.onnx_shape) for t in ts)}"
+                        f"; dslc's {op} takes tensors of one shape (no broadcasting)")
+    first = ctx.by_name.get(ts[0].name)
+    if (op == "multiply" and first is not None and first.op == "multiply"
+            and ctx.from_dslc and ctx.uses.get(step.proto.input[0]) == 1
+            and ctx.graph.node[first.node].name.startswith(step.proto.name + "/mul_")):
+        first.inputs.append(ts[1].name)
+        return [ts[0]]
+    y = step.layer(op, ts)
+    return [Tensor(y.name, y.shape, ts[0].axes, ts[0].order)]
+
+
+MERGES = {"Mul": "multiply", "Sub": "subtract", "Max": "maximum", "Min": "minimum",
+          "Mean": "average"}
+
+
+@RULES("Max", "Min", "Mean")
+def variadic(ctx: Importer, step: Step) -> list[Value | None]:
+    fns = {"Max": np.maximum, "Min": np.minimum, "Mean": None}
+    if step.op_type != "Mean":
+        done = _const_math(step, fns[step.op_type])
+        if done is not None:
+            return done
+    vals = step.values()
+    if len(vals) == 1:
+        return [vals[0]]
+    return _merge(ctx, step, MERGES[step.op_type])
+
+
 @RULES("Mul", "Div", "Sub")
 def arithmetic(ctx: Importer, step: Step) -> list[Value | None]:
     fns = {"Mul": np.multiply, "Div": np.divide, "Sub": np.subtract}
@@ -574,6 +1105,8 @@ def arithmetic(ctx: Importer, step: Step) -> list[Value | None]:
         gelu = _gelu_pattern(ctx, step)
         if gelu is not None:
             return gelu
+    if step.op_type in MERGES and all(isinstance(v, Tensor) for v in step.values()):
+        return _merge(ctx, step, MERGES[step.op_type])
     raise step.fail(f"{step.op_type} of a tensor is not supported by dslc import (only as part "
                     "of an exported GELU, or on constants)")
 
@@ -655,6 +1188,8 @@ def squeeze(ctx: Importer, step: Step) -> list[Value | None]:
     for a in drop:
         if dims[a] != 1:
             raise step.fail(f"squeezes ONNX axis {a} of {_dims(dims)}, which is not of size 1")
+    if all(v.axes[a] is None for a in drop):  # only axes the spec tensor lacks: no data moves
+        return [v.with_axes(tuple(a for i, a in enumerate(v.axes) if i not in drop))]
     return [_reshaped(ctx, step, v, [d for i, d in enumerate(dims) if i not in drop])]
 
 
@@ -672,8 +1207,12 @@ def unsqueeze(ctx: Importer, step: Step) -> list[Value | None]:
         return [v]
     rank = v.rank + len(axes)
     dims = list(v.onnx_shape)
+    new_axes = list(v.axes)
     for a in sorted(_axis(step, x, rank) for x in axes):
         dims.insert(a, 1)
+        new_axes.insert(a, None)
+    if v.flipped or any(d is None for d in v.shape):  # a new size-1 axis moves no data
+        return [v.with_axes(tuple(new_axes))]
     return [_reshaped(ctx, step, v, dims)]
 
 
@@ -802,6 +1341,8 @@ def _reshaped(ctx: Importer, step: Step, t: Tensor, dims: list[Any]) -> Tensor:
 @RULES("Gather")
 def gather(ctx: Importer, step: Step) -> list[Value | None]:
     v = step.value(0)
+    if isinstance(step.value(1), Tensor):
+        return _embedding(step)
     idx = step.const(1, "indices")
     axis = int(step.attrs.get("axis", 0))
     if isinstance(v, Const):
@@ -816,10 +1357,25 @@ def gather(ctx: Importer, step: Step) -> list[Value | None]:
         if a is None and i in (0, -1):
             axes = v.axes if idx.ndim else v.axes[:axis] + v.axes[axis + 1:]
             return [v.with_axes(axes)]
-        if v.rnn == "seq" and a == 1 and (i == -1 or i == dims[axis] - 1):
+        if v.rnn == "seq" and not v.flipped and a == 1 and (i == -1 or i == dims[axis] - 1):
             return [_last_step(v, axis, keep=bool(idx.ndim))]
     raise step.fail("picks elements of a tensor; dslc import reads Gather only on a size-1 axis "
                     "or as the last step of an RNN's output sequence")
+
+
+def _embedding(step: Step) -> list[Value | None]:
+    """Rows of a constant table picked by integer ids from the model's inputs."""
+    table = step.const(0, "table").astype(np.float32)
+    if table.ndim != 2 or int(step.attrs.get("axis", 0)) != 0:
+        raise step.fail(f"picks along axis {step.attrs.get('axis', 0)} of a constant of shape "
+                        f"{list(table.shape)}; dslc's embedding picks rows of a 2-D table")
+    ids = _plain(step, step.tensor(1))
+    if ids.axes != tuple(range(ids.rank)):
+        raise step.fail(f"reads ids of ONNX shape {_dims(ids.onnx_shape)} in another order "
+                        "than the spec tensor's")
+    y = step.layer("embedding", [ids], {"embeddings": table}, vocab=int(table.shape[0]),
+                   dim=int(table.shape[1]))
+    return [y]
 
 
 def _last_step(v: Tensor, axis: int, keep: bool) -> Tensor:
@@ -861,6 +1417,10 @@ def slice_(ctx: Importer, step: Step) -> list[Value | None]:
     for s, e, a, k in zip(starts, ends, axes, steps):
         a = _axis(step, a, v.rank)
         n = dims[a]
+        if out.flipped and v.axes[a] == 1 and _reverses(s, e, k, n):
+            # dslc's export of go_backwards + return_sequences: back to reading order
+            out = Tensor(out.name, out.shape, out.axes, out.order, out.rnn)
+            continue
         if n in (None, BATCH):
             if (s, k) == (0, 1) and e >= 2**31 - 1:
                 continue
@@ -868,12 +1428,23 @@ def slice_(ctx: Importer, step: Step) -> list[Value | None]:
             lo, hi, _ = slice(s, e, k).indices(int(n))
             if (lo, hi, k) == (0, n, 1):
                 continue
-            if out.rnn == "seq" and v.axes[a] == 1 and k == 1 and (lo, hi) == (n - 1, n):
+            if (out.rnn == "seq" and not out.flipped and v.axes[a] == 1 and k == 1
+                    and (lo, hi) == (n - 1, n)):
                 out = _last_step(out, a, keep=True)
                 continue
         raise step.fail("takes part of a tensor; dslc import reads Slice only as the whole "
                         "tensor or the last step of an RNN's output sequence")
     return [out]
+
+
+def _reverses(s: int, e: int, k: int, n: Any) -> bool:
+    """Whether Slice(s, e, step k) of an axis of `n` steps (None: known at run time) is the
+    whole axis in reverse."""
+    if k != -1:
+        return False
+    if n is None:
+        return s in (-1, 2**63 - 1) and e <= -(2**31)
+    return slice(s, e, k).indices(int(n)) == (int(n) - 1, -1, -1)
 
 
 # -- constants and shapes ---------------------------------------------------------------------

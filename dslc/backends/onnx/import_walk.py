@@ -31,7 +31,12 @@ if TYPE_CHECKING:
 BATCH = "N"  # the batch dimension in a shape computed by the graph (a `Shape` op's value)
 Axes = tuple[int | None, ...]  # ONNX axis i holds spec axis axes[i] (0: batch); None: size 1
 NCHW_OF_NHWC: Axes = (0, 3, 1, 2)
-FOLDS_INTO = ("dense", "conv2d")  # layers whose `activation=` is applied last, to their output
+# layers whose `activation=` is applied last, to their output
+FOLDS_INTO = ("dense", "conv2d", "conv1d", "conv2d_transpose", "depthwise_conv2d",
+              "separable_conv2d")
+# ONNX convolutions and pools that read `[N, C, T]` sequences (a 3-D input of a PyTorch model)
+WINDOWS = ("Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+RECURRENT = ("RNN", "LSTM", "GRU")  # ONNX's recurrent ops (time-major unless layout=1)
 MAX_NAME = 60
 SHOWN = 80  # characters of an ONNX name shown in a message
 
@@ -51,6 +56,9 @@ class Tensor:
     # An RNN output before it is known whether the layer returns its sequence: "seq" (the
     # full sequence) or "last" (the last state). The first layer reading it decides.
     rnn: str | None = None
+    # A reverse-running RNN's sequence in ONNX's step order: the spec's (Keras's go_backwards
+    # reading order, last step first) only once a Slice with step -1 flips it back.
+    flipped: bool = False
 
     @property
     def rank(self) -> int:
@@ -62,7 +70,7 @@ class Tensor:
         return tuple(BATCH if a == 0 else 1 if a is None else self.shape[a - 1] for a in self.axes)
 
     def with_axes(self, axes: Axes) -> Tensor:
-        return Tensor(self.name, self.shape, tuple(axes), self.order, self.rnn)
+        return Tensor(self.name, self.shape, tuple(axes), self.order, self.rnn, self.flipped)
 
 
 @dataclass(eq=False)
@@ -316,6 +324,7 @@ class Importer:
         self.claimed: set[int] = set()  # nodes a pattern rule (e.g. Gelu) already converted
         self.inputs: list[Boundary] = []
         self.input_shapes: list[tuple[list[int | None], Shape]] = []  # ONNX dims, spec shape
+        self.input_dtypes: list[str] = []  # the spec's: f32, or i32/i64 (embedding ids)
         self.outputs: list[Boundary] = []
 
     # names
@@ -365,13 +374,18 @@ class Importer:
 
     def settle(self, step: Step, t: Tensor) -> Tensor:
         """`t` with its RNN's return_sequences decided by this use."""
+        if t.flipped:
+            raise step.fail("reads the output sequence of a reverse-running RNN in time order; "
+                            "dslc's go_backwards layers give it in reading order (last step "
+                            "first)", hint="flip the sequence (a Slice with step -1) before "
+                                           "using it, as dslc's export does")
         if t.rnn is None:
             return t
         layer = self.by_name[t.name]
         wanted = t.rnn == "seq"
         if layer.returns_sequence is not None and layer.returns_sequence != wanted:
             raise step.fail("reads both the full sequence and the last state of one RNN; a "
-                            "dslc simple_rnn returns one of them",
+                            "dslc recurrent layer returns one of them",
                             hint="use only the RNN's output sequence or only its last state")
         layer.returns_sequence = wanted
         layer.shape = t.shape
@@ -417,15 +431,18 @@ class Importer:
 
         where = f"{self.source}: input `{shown(info.name)}`"
         ttype = info.type.tensor_type
+        ints: dict[int, str] = {TensorProto.INT32: "i32", TensorProto.INT64: "i64"}
         if not info.type.HasField("tensor_type") or ttype.elem_type not in (
-                TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16):
-            raise DslError(f"{where}: only float tensors can be inputs of a dslc model")
+                TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, *ints):
+            raise DslError(f"{where}: only float tensors and int32/int64 ids can be inputs of a "
+                           "dslc model")
+        dtype = ints.get(ttype.elem_type, "f32")
         if not ttype.HasField("shape"):
             raise DslError(f"{where}: its shape is not given; dslc needs every input's rank")
         dims: list[int | None] = [d.dim_value if d.HasField("dim_value") else None
                                   for d in ttype.shape.dim]
         rank = len(dims)
-        if rank < 2:
+        if rank < (1 if dtype != "f32" else 2):  # one id per sample is an embedding's input
             raise DslError(f"{where}: rank {rank}; a dslc input is a batch of samples with at "
                            "least one axis each")
         axes: Axes = tuple(range(rank))
@@ -434,9 +451,12 @@ class Importer:
                 u.op_type == "Transpose" and list(_attr(u, "perm", [])) == list(NCHW_OF_NHWC)
                 for u in users)):
             axes = NCHW_OF_NHWC  # NCHW, as PyTorch exports images: the spec's input is NHWC
-        elif rank == 3 and any(u.op_type == "RNN" and u.input[0] == info.name
+        elif rank == 3 and any(u.op_type in RECURRENT and u.input[0] == info.name
                                and _attr(u, "layout", 0) == 0 for u in users):
             axes = (1, 0, 2)  # time-major for the RNN op: the spec's input is batch-first
+        elif rank == 3 and not self.from_dslc and users and any(
+                u.op_type in WINDOWS and u.input[0] == info.name for u in users):
+            axes = (0, 2, 1)  # NCW, as PyTorch's Conv1d reads it: the spec's input is [T, C]
         batch_axis = axes.index(0)
         if dims[batch_axis] is not None:
             self.batch_sizes.add(int(dims[batch_axis]))  # type: ignore[arg-type]
@@ -448,6 +468,7 @@ class Importer:
         name = self.fresh(name if valid_name(name) else "x")
         self.inputs.append(Boundary(info.name, name, axes))
         self.input_shapes.append((dims, tuple(shape)))
+        self.input_dtypes.append(dtype)
         return Tensor(name, tuple(shape), axes)
 
     def output_boundary(self, name: str) -> Boundary:

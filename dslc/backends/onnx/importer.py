@@ -91,12 +91,12 @@ def call_text(layer: Layer, with_inputs: bool) -> str:
 
 
 def spec_text(name: str, header: list[str], inputs: list[tuple[str, Shape]],
-              layers: list[Layer], outputs: list[str]) -> str:
+              layers: list[Layer], outputs: list[str], dtypes: list[str] | None = None) -> str:
     lines = [f"# {line}" if line else "#" for line in header]
     lines.append(f"model {name} {{")
-    for inp, shape in inputs:
+    for (inp, shape), dtype in zip(inputs, dtypes or ["f32"] * len(inputs)):
         dims = ", ".join("?" if d is None else str(d) for d in shape)
-        lines.append(f"    input {inp}: f32[{dims}]")
+        lines.append(f"    input {inp}: {dtype}[{dims}]")
     prev = inputs[0][0] if len(inputs) == 1 else None
     for ly in layers:
         implicit = ly.inputs == [prev]
@@ -217,8 +217,8 @@ def import_model(model: ModelProto, source: str = "<model>", weights_name: str |
         steps = _comment(describe(record)) or "its preprocessing"
         header.append(f"The ONNX file applied {steps} to its input itself; this spec takes "
                       "the input as its layers see it.")
-    text = spec_text(name, header, inputs, layers,
-                     [b.name for b in imp.outputs])
+    text = spec_text(name, header, inputs, layers, [b.name for b in imp.outputs],
+                     imp.input_dtypes)
     spec = compile_text(text, spec_path or f"{name}.dl")  # e.g. a model past dslc's limits
     graph = spec.model(name)
     weights = {f"{ly.name}.{k}": np.ascontiguousarray(v, dtype=np.float32)

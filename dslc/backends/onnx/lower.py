@@ -879,8 +879,8 @@ def simple_rnn(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     r = ctx.param(node, "recurrent_kernel", lambda k: k.T[None])
     if a.use_bias:
         b = ctx.param(node, "bias", lambda v: np.concatenate([v, np.zeros_like(v)])[None])
-    else:
-        b = ctx.const("bias", np.zeros((1, 2 * a.units), np.float32))
+    else:  # B is optional: left out, the spec's use_bias=false reads back from the file
+        b = ""
     return _recurrent(ctx, node, x, "RNN", [w, r, b], {"hidden_size": a.units, **act})
 
 
@@ -897,6 +897,7 @@ def _recurrent(ctx: Lowering, node: Node, x: Value, op: str, weights: list[str],
     if a.go_backwards:
         attrs = {**attrs, "direction": "reverse"}
     xt = ctx.value("Transpose", [x.name], 3, role="time_major", perm=[1, 0, 2])
+    weights = [w for w in weights if w]
     axes = ctx.const("axes", np.array([0], np.int64))
     if a.return_sequences:
         y = ctx.emit(op, [xt.name, *weights], outputs=1, **attrs)[0]  # [T, 1, N, H]
@@ -1008,7 +1009,7 @@ def lstm(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
         b = ctx.param(node, "bias", lambda v: np.concatenate(
             [_reorder(v, LSTM_ONNX_ORDER, 4), np.zeros_like(v)])[None])
     else:
-        b = ctx.const("bias", np.zeros((1, 8 * u), np.float32))
+        b = ""  # B is optional
     act, ra = a.activation, a.recurrent_activation
     attrs = {"hidden_size": u, **_gate_attrs([ra, act, act])}
     return _recurrent(ctx, node, xs[0], "LSTM", [w, r, b], attrs)
@@ -1027,7 +1028,7 @@ def gru(ctx: Lowering, node: Node, xs: list[Value]) -> Value:
     elif a.use_bias:
         b = ctx.param(node, "bias", lambda v: np.concatenate([v, np.zeros_like(v)])[None])
     else:
-        b = ctx.const("bias", np.zeros((1, 6 * u), np.float32))
+        b = ""  # B is optional
     attrs = {"hidden_size": u, "linear_before_reset": int(a.reset_after),
              **_gate_attrs([a.recurrent_activation, a.activation])}
     return _recurrent(ctx, node, xs[0], "GRU", [w, r, b], attrs)
