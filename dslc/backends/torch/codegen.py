@@ -1002,6 +1002,10 @@ def _fused(em: Emitter, node: Node, kernel: str, p: str, x: str, batch: Value, w
     (Keras has one), gru's is Keras's second bias row."""
     a = node.attrs
     weights, seq, h, h0 = em.fresh("weights"), em.fresh("seq"), em.fresh("h"), em.fresh("h0")
+    alias = []
+    if len(p) > 60:  # a long layer name: one short name for its weights keeps lines short
+        short = em.fresh("layer")
+        alias, p = [f"{short} = {p}"], short
     w = [f"{p}.{RNN_W_IH}", f"{p}.{RNN_W_HH}"]
     if a.use_bias:
         b = f"{p}.{RNN_BIAS}"
@@ -1010,6 +1014,7 @@ def _fused(em: Emitter, node: Node, kernel: str, p: str, x: str, batch: Value, w
     outs = f"{seq}, {h}, _" if kernel == "lstm" else f"{seq}, {h}"
     em.forward += [
         f"# {comment(node.name)}: {what}",
+        *alias,
         f"{weights} = [{', '.join(w)}]" if len(w) == 2 else f"{weights} = [",
         *([f"    {v}," for v in w] + ["]"] if len(w) > 2 else []),
         f"{h0} = {p}.{RNN_W_HH}.new_zeros(1, {batch.expr}.shape[0], {a.units})",
