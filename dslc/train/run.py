@@ -91,8 +91,11 @@ def _check_id_range(data, graph, cfg) -> None:
     port = graph.inputs[0]
     if port.type.is_float or port.type.dtype == "bool":
         return
-    known = [(get_op(n.op).id_limit(n.attrs), n.name) for n in graph.nodes
-             if port.name in n.inputs and get_op(n.op).id_limit(n.attrs) is not None]
+    known: list[tuple[int, str]] = []
+    for n in graph.nodes:
+        limit = get_op(n.op).id_limit(n.attrs) if port.name in n.inputs else None
+        if limit is not None:
+            known.append((limit, n.name))
     splits = [x for x in (data.x_train, data.x_val, data.x_test) if x is not None and x.size]
     if not splits:
         return
