@@ -214,3 +214,24 @@ def test_long_keras_inputs_and_lists_are_wrapped(tmp_path):
     assert all(len(line) <= 100 for line in keras_src.splitlines())
     assert all(len(line) <= 100 for line in src.splitlines())
     assert f"{a} = keras.Input(\n" in keras_src
+
+
+def test_fused_recurrent_kernels_leave_no_unused_names(tmp_path):
+    # `seq, h = torch.gru(...)` kept the half not used: ruff's default rules (RUF059) flagged it
+    graph = compile_text("""
+model rnns {
+    input x: f32[5, 3]
+    a = lstm(x, 4, return_sequences=true)
+    b = gru(a, 4, return_sequences=true)
+    c = simple_rnn(b, 4, return_sequences=true)
+    d = lstm(c, 3)
+    e = gru(c, 3)
+    f = simple_rnn(c, 3)
+    output d, e, f
+}
+""", "rnns.dl").model()
+    path = tmp_path / "rnns.py"
+    path.write_text(get_backend("torch").generate(None, graph), encoding="utf-8")
+    _ruff("check", "--no-cache", "--isolated", "--extend-select", "RUF", "--line-length", "100",
+          str(path))
+    _agree(graph)

@@ -146,6 +146,13 @@ def test_run_refuses_fractional_ids(tmp_path):
         read_input(tmp_path / "big.npy", SIG)
 
 
+def test_run_refuses_negative_ids(tmp_path):
+    # ONNX's Gather would count -1 from the end of the table: a number, not an error
+    np.save(tmp_path / "neg.npy", np.array([[1, 2, -1, 0]], np.int64))
+    with pytest.raises(DslError, match=r"takes ids 0 or more, got -1 at index \[0, 2\]"):
+        read_input(tmp_path / "neg.npy", SIG)
+
+
 # -- the data pipeline -------------------------------------------------------------------------
 
 TRAIN = EMBED + """
@@ -184,6 +191,24 @@ def test_scaling_ids_is_refused(tmp_path):
     x = np.random.default_rng(0).integers(0, 12, (40, 6))
     with pytest.raises(DslError, match="`scale` would change the model's input ids"):
         _dataset(tmp_path, x, "\n    preprocess = [scale(0.5)]")
+
+
+@pytest.mark.parametrize("bad,shown", [(-1, "-1..11"), (12, "0..12")])
+def test_ids_outside_the_vocab_are_a_located_error_before_training(tmp_path, bad, shown):
+    # torch failed with an internal error; Keras wrapped a negative id round the table
+    from dslc.train.run import _dataset as checked_dataset
+
+    x = np.random.default_rng(0).integers(0, 12, (40, 6))
+    x[3, 2] = bad
+    np.savez(tmp_path / "ids.npz", x=x, y=np.arange(len(x)) % 3)
+    path = tmp_path / "t.dl"
+    spec = compile_text(TRAIN % ("i64", ""), str(path))
+    graph = spec.model()
+    with pytest.raises(DslError) as info:
+        checked_dataset(spec, graph, spec.trains["tagger"], 0)
+    message = info.value.diagnostics[0].message
+    assert f"holds ids {shown}, but ids must be 0..11 (`embedding_1` has vocab 12)" in message
+    assert info.value.diagnostics[0].span is not None
 
 
 @pytest.mark.parametrize("backend", ["torch", "keras"])

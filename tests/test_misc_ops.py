@@ -132,3 +132,15 @@ def test_a_hint_never_names_an_unregistered_op(monkeypatch):
     monkeypatch.setitem(names.OTHER_NAMES, "lstm", "lstm_not_yet")
     assert names.known_as("LSTM") is None
     assert names.op_hint("LSTM", ["dense"]) is None
+
+
+@pytest.mark.parametrize("bounds", ["0, 3, 2", "0, 2, 2", "0, stop=0", "0, -1, -2", "0, 0, 0"])
+def test_a_slice_empty_on_an_axis_of_any_size_is_refused(bounds):
+    # the checker refused an empty slice of a known axis only: `?` gave [0, ...] at run time
+    with pytest.raises(DslError, match="is empty whatever its size"):
+        compile_text(f"model m {{\n input x: f32[?, 3]\n slice({bounds})\n}}\n", "<m>")
+
+
+@pytest.mark.parametrize("bounds", ["0, -3, 2", "0, 2, -1", "0, stop=-5", "0, 1, 3"])
+def test_a_slice_that_may_hold_steps_stays_allowed(bounds):
+    compile_text(f"model m {{\n input x: f32[?, 3]\n slice({bounds})\n}}\n", "<m>").model()

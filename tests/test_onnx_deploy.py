@@ -462,3 +462,31 @@ def test_dslc_import_reads_a_file_with_its_preprocessing_in_the_graph(tmp_path, 
     np.testing.assert_allclose(got.predict(apply_preprocessing(x, record)),
                                build(graph, weights).predict(apply_preprocessing(x, record)),
                                atol=1e-5)
+
+
+def test_quantize_an_embedding_model_of_a_training_run(tmp_path, capsys):
+    # a run's (empty) preprocessing record made the calibration ids floats: onnxruntime refused
+    spec = tmp_path / "ids.dl"
+    spec.write_text("model ids {\n    input tokens: i64[16]\n    embedding(8, 4)\n    flatten\n"
+                    "    dense(2, activation=softmax)\n}\n\ntrain ids {\n"
+                    "    data = order(n=200)\n    loss = sparse_categorical_crossentropy\n"
+                    "    optimizer = adam\n}\n")
+    graph = compile_file(spec).model()
+    record = json.dumps({"steps": [], "labels": []})
+    save_weights(tmp_path / "w.safetensors", init_weights(graph, 0), {"preprocessing": record})
+    assert apply_preprocessing(np.array([[1, 2]]), json.loads(record)).dtype == np.int64
+    code, out, err = dslc(capsys, "export", spec, "--weights", tmp_path / "w.safetensors",
+                          "-o", tmp_path / "q.onnx", "--quantize", "int8", "--max-loss", "100")
+    assert code == 0, err
+    assert "int8 (QDQ) against fp32" in out
+
+
+def test_the_slower_note_says_smaller_only_when_it_is():
+    from dslc.backends.onnx.bench import Timing
+
+    score = quantize.Score("accuracy", 0.5, 10)
+    slow = {"fp32": Timing(1e-5, 1e-5, 1000.0, 64), "int8 (QDQ)": Timing(2e-5, 2e-5, 500.0, 64)}
+    for q_size, said in ((500, "it is smaller"), (1500, "it is not smaller either")):
+        cmp = quantize.Comparison({"fp32": score, "int8 (QDQ)": score},
+                                  {"fp32": 1000, "int8 (QDQ)": q_size}, slow)
+        assert quantize.report(cmp, "int8", "int8 (QDQ)")[-1].endswith(said)

@@ -353,3 +353,15 @@ def test_external_data_of_a_constant_in_a_subgraph_is_checked_too(tmp_path, caps
     code, _, err = dslc(capsys, "run", tmp_path / "m.onnx", "--input", tmp_path / "x.npy")
     assert code == 2
     assert "../../etc/c.bin" in err and "outside the model's folder" in err
+
+
+def test_a_failing_run_prints_its_error_once(tmp_path, capfd):
+    # onnxruntime also logged the message (in colour) to stderr, before dslc's own line
+    spec = tmp_path / "pos.dl"
+    spec.write_text("model pos {\n    input x: f32[?, 3]\n    position_embedding(5)\n}\n")
+    assert main(["compile", str(spec), "--target", "onnx", "-o", str(tmp_path / "pos.onnx")]) == 0
+    np.save(tmp_path / "long.npy", np.ones((1, 10, 3), np.float32))  # past max_len
+    capfd.readouterr()
+    assert main(["run", str(tmp_path / "pos.onnx"), "--input", str(tmp_path / "long.npy")]) == 2
+    err = capfd.readouterr().err
+    assert err.count("onnxruntime failed") == 1 and "sequential_executor" not in err

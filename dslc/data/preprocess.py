@@ -66,6 +66,8 @@ def apply_array_step(x: np.ndarray, params: dict, span: Span | None = None) -> n
 def apply_preprocessing(x: np.ndarray, params: dict, span: Span | None = None) -> np.ndarray:
     """Features prepared exactly as in training: `params` is `Dataset.preprocessing`. Label
     steps (one_hot) do not touch features and are skipped."""
+    if np.asarray(x).dtype.kind in "biu" and not params.get("steps"):
+        return np.asarray(x)  # ids: never scaled (the pipeline refuses it), never made floats
     out = np.asarray(x, dtype=np.float32)
     for step in params.get("steps", []):
         out = apply_array_step(out, step, span)

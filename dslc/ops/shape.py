@@ -96,10 +96,21 @@ class Slice(Op):
         if out[axis] == 0:
             raise ShapeError(f"slice [{_bound(a.start)}:{_bound(a.stop)}] of axis {a.axis} "
                              f"(size {size}) is empty")
+        if size is None and _always_empty(a.start, a.stop):
+            raise ShapeError(f"slice [{_bound(a.start)}:{_bound(a.stop)}] of axis {a.axis} "
+                             "is empty whatever its size")
         return TensorType(shape=tuple(out))
 
     def passes_values_of(self, attrs, rank):
         return rank > 0 and attrs.axis % rank != rank - 1  # all of a softmax's axis stays
+
+
+def _always_empty(start: int | None, stop: int | None) -> bool:
+    """`[start:stop]` is empty on an axis of any size: a stop of 0, or a stop at or before the
+    start, both counted from the same end."""
+    if stop is None:
+        return False
+    return stop == 0 or (start is not None and (start >= 0) == (stop >= 0) and stop <= start)
 
 
 def _bound(v: int | None) -> str:

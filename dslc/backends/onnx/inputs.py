@@ -277,4 +277,8 @@ def _ids(path: Path, port: Port, x: np.ndarray, sig: Signature) -> np.ndarray:
         if low < info.min or high > info.max:
             raise _error(path, f"input `{port.name}` is {port.dtype}, got values in "
                                f"{low:g}..{high:g}", sig)
+        if low < 0:  # ONNX's Gather counts a negative id from the end of the table
+            at = [int(i) for i in np.argwhere(x < 0)[0]]
+            raise _error(path, f"input `{port.name}` takes ids 0 or more, got {x[tuple(at)]:g} "
+                               f"at index {at}", sig)
     return np.ascontiguousarray(x.astype(target))

@@ -1001,7 +1001,9 @@ def _fused(em: Emitter, node: Node, kernel: str, p: str, x: str, batch: Value, w
     layer, batch first. The kernels add two biases: lstm and simple_rnn's recurrent one is zeros
     (Keras has one), gru's is Keras's second bias row."""
     a = node.attrs
-    weights, seq, h, h0 = em.fresh("weights"), em.fresh("seq"), em.fresh("h"), em.fresh("h0")
+    weights, h0 = em.fresh("weights"), em.fresh("h0")
+    # the kernel returns the sequence and the last state: `_` for the one not used (ruff RUF059)
+    seq, h = (em.fresh("seq"), "_") if a.return_sequences else ("_", em.fresh("h"))
     alias = []
     if len(p) > 60:  # a long layer name: one short name for its weights keeps lines short
         short = em.fresh("layer")
