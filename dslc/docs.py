@@ -30,7 +30,7 @@ def _attrs(op) -> str:
             default = field.get_default()
             if isinstance(default, bool):
                 default = str(default).lower()
-            parts.append(f"`{name}={default}`" if default is not None else f"`{name}`")
+            parts.append(f"`{name}={default}`" if default is not None else f"`{name}` (optional)")
     return ", ".join(parts) or "—"
 
 

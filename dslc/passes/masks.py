@@ -76,4 +76,5 @@ def check(graph: Graph, errors: Collector) -> None:
         if node.op == "concat":
             hint = "concat keeps a padding mask along the last axis only (`axis=-1`)"
         errors.error(f"layer `{node.name}` ({node.op}) cannot honour the padding mask that "
-                     f"{who} (mask_zero=true) puts on {what}", node.span, hint)
+                     f"{who} (mask_zero=true) {'put' if len(makers[masked[0]]) > 1 else 'puts'} "
+                     f"on {what}", node.span, hint)
