@@ -84,3 +84,24 @@ def op_hint(name: str, candidates) -> str | None:
         return None
     listed = ", ".join(f"`{c}`" for c in close[:-1])
     return f"did you mean {listed + ' or ' if listed else ''}`{close[-1]}`?"
+
+
+# Keras's (and PyTorch's) argument names for dslc's attributes: `embedding(input_dim=10)` →
+# `vocab`. A hint only, and only where the op has that attribute.
+OTHER_ATTRS = {
+    "input_dim": "vocab", "num_embeddings": "vocab", "output_dim": "dim",
+    "embedding_dim": "dim", "num_heads": "heads", "kernel_size": "kernel", "pool_size": "kernel",
+    "out_channels": "filters", "out_features": "units", "stride": "strides",
+    "p": "rate", "dilation_rate": "dilation", "merge_mode": "bidirectional",
+    "use_causal_mask": "causal", "sequence_length": "max_len",
+    "kernel_initializer": "kernel_init", "bias_initializer": "bias_init",
+    "recurrent_initializer": "recurrent_init", "embeddings_initializer": "embeddings_init",
+}
+
+
+def attr_hint(op: str, name: str, fields) -> str | None:
+    """`did you mean `vocab`?` for another framework's name of one of `op`'s attributes."""
+    target = OTHER_ATTRS.get(name)
+    if target is not None and target in fields:
+        return f"`{name}` is the Keras or PyTorch name: dslc's `{op}` calls it `{target}`"
+    return None

@@ -445,7 +445,9 @@ class GraphBuilder:
                              op.unsupported[kw.name])
                 continue
             if kw.name not in fields:
-                hint = did_you_mean(kw.name, fields)
+                from dslc.ops.names import attr_hint
+
+                hint = attr_hint(op.name, kw.name, fields) or did_you_mean(kw.name, fields)
                 if not hint:
                     hint = f"`{op.name}` takes {one_of(fields)}" if fields else f"`{op.name}` takes no attributes"
                 errors.error(f"`{op.name}` has no attribute `{kw.name}`", kw.span, hint)
