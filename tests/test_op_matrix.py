@@ -511,6 +511,35 @@ CASES: list[Case] = [
          "simple_rnn(2)\ndense(2)", [7], dtypes=("i64",), padding="middle"),
     case("recurrent_mask_dynamic_time", "embedding(9, 3, mask_zero=true)\nlstm(3)", [None],
          dtypes=("i64",), padding="start"),
+    # bidirectional layers under a padding mask (Keras's Bidirectional: both layers get the
+    # mask, the backward one reads it last step first; a returned sequence is zero at padded
+    # steps), zeros at the end, start, middle (one sample all padding)
+    *[case(f"{op}_bidirectional_{mode}_mask{tail}{'_' + padding if padding else ''}",
+           f"embedding(9, 3, mask_zero=true)\n{op}(3, bidirectional={mode}{attrs})", [6],
+           dtypes=("i64",), padding=padding)
+      for op in ("simple_rnn", "lstm", "gru") for mode in ("concat", "sum", "mul", "ave")
+      for tail, attrs in (("", ""), ("_sequences", ", return_sequences=true"))
+      for padding in ("", "start", "middle")],
+    case("rnn_bidirectional_mask_loop", "embedding(9, 3, mask_zero=true)\n"
+         "simple_rnn(3, activation=gelu, bidirectional=concat, return_sequences=true)", [6],
+         dtypes=("i64",), padding="middle"),
+    case("lstm_bidirectional_mask_loop", "embedding(9, 3, mask_zero=true)\n"
+         "lstm(3, recurrent_activation=linear, bidirectional=ave)", [6], dtypes=("i64",),
+         padding="start"),
+    case("gru_bidirectional_mask_reset_before", "embedding(9, 3, mask_zero=true)\n"
+         "gru(3, reset_after=false, bidirectional=sum, return_sequences=true)", [6],
+         dtypes=("i64",), padding="middle"),
+    case("bidirectional_mask_stacked", "embedding(9, 3, mask_zero=true)\n"
+         "lstm(3, bidirectional=concat, return_sequences=true)\n"
+         "gru(2, bidirectional=mul, return_sequences=true)\nsimple_rnn(2, bidirectional=sum)\n"
+         "dense(2)", [7], dtypes=("i64",), padding="middle"),
+    case("bidirectional_mask_stacked_mixed", "embedding(9, 3, mask_zero=true)\n"
+         "gru(3, return_sequences=true, go_backwards=true)\n"
+         "lstm(2, bidirectional=ave, return_sequences=true)\ndense(2)", [7], dtypes=("i64",),
+         padding="start"),
+    case("bidirectional_mask_dynamic_time", "embedding(9, 3, mask_zero=true)\n"
+         "gru(3, bidirectional=concat, return_sequences=true)\nlstm(2, bidirectional=concat)",
+         [None], dtypes=("i64",), padding="middle"),
     # positions added to sequences: learned (x + embeddings[:T]) and sin/cos (Vaswani et al.)
     case("position_embedding", "position_embedding(6)", [6, 4]),
     case("position_embedding_shorter", "embedding(10, 4)\nposition_embedding(8)", [5],

@@ -24,7 +24,9 @@ NO_RECURRENT_DROPOUT = {
 # backward one (`go_backwards`) with their own weights, `forward_kernel`, ...,
 # `backward_kernel`, ... (Keras's forward_layer then backward_layer). With
 # `return_sequences` the backward layer's outputs are flipped back to time order before the
-# merge (as Keras does); the last states are merged as they are.
+# merge (as Keras does); the last states are merged as they are. Under a padding mask Keras's
+# Bidirectional sets each layer's `zero_output_for_mask` to `return_sequences`: a returned
+# sequence is zero at padded steps (the states still carry over them).
 Bidirectional = Literal["none", "concat", "sum", "mul", "ave"]
 DIRECTIONS = ("forward", "backward")
 
@@ -66,8 +68,9 @@ def bidirectional(cls: type[Op]) -> type[Op]:
         return sum(macs(self, direction_node(node, d), inputs) for d in DIRECTIONS)
 
     def masking_both(self, a):
-        # a padding mask would have to shift the backward layer's start: not done yet
-        return "none" if a.bidirectional != "none" else masking(self, a)
+        # each direction consumes the mask (the backward one in its reading order); a merged
+        # sequence carries it on, as Keras's Bidirectional.compute_mask
+        return masking(self, a)
 
     cls.infer, cls.params, cls.macs = infer_both, params_both, macs_both  # type: ignore[method-assign]
     cls.masking = masking_both  # type: ignore[method-assign]

@@ -399,9 +399,11 @@ def _both_directions(rule: KerasRule) -> KerasRule:
         for d in ("forward", "backward"):
             sub = f"{d}_{node.name.removeprefix(f'{d}_')}/{RNN_CELLS[node.op]}"
             weights |= {f"{d}_{k}": f"{sub}/{v}" for k, v in inner.weights.items()}
+        # the mask goes to the wrapper, which hands it to both layers
+        mask, inner.call_kwargs = inner.call_kwargs, []
         return Call("keras.layers.Bidirectional", [],
                     [("merge_mode", quote(a.bidirectional))],
-                    weights=weights, uses=inner.uses, layer=inner)
+                    weights=weights, uses=inner.uses, layer=inner, call_kwargs=mask)
     return run
 
 

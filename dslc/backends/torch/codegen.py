@@ -847,6 +847,10 @@ def _both_directions(rule: TorchRule) -> TorchRule:
             y_rev = f"{y_rev}.flip(1)"
         merged = {"concat": f"torch.cat([{y}, {y_rev}], dim=-1)", "sum": f"{y} + {y_rev}",
                   "mul": f"{y} * {y_rev}", "ave": f"({y} + {y_rev}) / 2"}[a.bidirectional]
+        mask = em.mask_of(node.inputs[0])
+        if a.return_sequences and mask is not None:
+            # Keras's Bidirectional: zeros at padded steps (`zero_output_for_mask`)
+            merged = f"{atom(merged)}.masked_fill(~{atom(mask)}.unsqueeze(-1), 0.0)"
         return Value(merged, rank=ys[0].rank)
     return run
 
