@@ -10,14 +10,9 @@ from dslc.ir.graph import Node, ParamSpec, TensorType
 from dslc.ops.activation import Activation
 from dslc.ops.registry import UNIT_FORGET, Init, Masking, Op, OpAttrs, ShapeError, fmt, register
 
-# Keras's dropout inside the recurrence has no fused form on any backend (cuDNN, torch.lstm
-# and ONNX's LSTM take none): refused rather than run as a slow step loop.
-NO_RECURRENT_DROPOUT = {
-    "recurrent_dropout": "no fused recurrent kernel (torch, cuDNN, ONNX) applies dropout to "
-                         "the state between steps; regularise with a `dropout` layer instead",
-    "dropout": "input dropout inside the layer is not supported yet; put a `dropout` layer "
-               "before it",
-}
+# Keras's `dropout` (on the inputs) and `recurrent_dropout` (on h_(t-1)): one mask per
+# sequence, the same at every step, in training only; with `recurrent_dropout` Keras draws
+# one mask per gate for each (its cell's implementation 1). At inference both are identity.
 
 
 # `bidirectional` (Keras's `Bidirectional(layer, merge_mode=...)`): a forward layer and a
@@ -103,7 +98,6 @@ class SimpleRNN(Op):
     name = "simple_rnn"
     layout = "kernel `[in, units]`, recurrent_kernel `[units, units]`, one bias `[units]`"
     positional = ("units",)
-    unsupported = NO_RECURRENT_DROPOUT
 
     class Attrs(OpAttrs):
         units: int = Field(gt=0)
@@ -112,6 +106,8 @@ class SimpleRNN(Op):
         go_backwards: bool = False
         bidirectional: Bidirectional = "none"
         use_bias: bool = True
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+        recurrent_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
         kernel_init: Init = "glorot_uniform"
         recurrent_init: Init = "orthogonal"
         bias_init: Init = "zeros"
@@ -157,7 +153,6 @@ class LSTM(Op):
     layout = ("kernel `[in, 4*units]`, recurrent_kernel `[units, 4*units]`, bias `[4*units]`; "
               "gate order i, f, c, o (Keras)")
     positional = ("units",)
-    unsupported = NO_RECURRENT_DROPOUT
 
     class Attrs(OpAttrs):
         units: int = Field(gt=0)
@@ -167,6 +162,8 @@ class LSTM(Op):
         go_backwards: bool = False
         bidirectional: Bidirectional = "none"
         use_bias: bool = True
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+        recurrent_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
         unit_forget_bias: bool = True
         kernel_init: Init = "glorot_uniform"
         recurrent_init: Init = "orthogonal"
@@ -206,7 +203,6 @@ class GRU(Op):
     layout = ("kernel `[in, 3*units]`, recurrent_kernel `[units, 3*units]`, bias `[2, 3*units]` "
               "(input, recurrent) with reset_after, else `[3*units]`; gate order z, r, h (Keras)")
     positional = ("units",)
-    unsupported = NO_RECURRENT_DROPOUT
 
     class Attrs(OpAttrs):
         units: int = Field(gt=0)
@@ -216,6 +212,8 @@ class GRU(Op):
         go_backwards: bool = False
         bidirectional: Bidirectional = "none"
         use_bias: bool = True
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+        recurrent_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
         reset_after: bool = True
         kernel_init: Init = "glorot_uniform"
         recurrent_init: Init = "orthogonal"

@@ -417,11 +417,18 @@ def simple_rnn(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("use_bias", repr(a.use_bias)),
         ("return_sequences", repr(a.return_sequences)),
         *([("go_backwards", "True")] if a.go_backwards else []),
+        *_rnn_dropout(node),
         ("kernel_initializer", _init(a.kernel_init)),
         ("recurrent_initializer", _init(a.recurrent_init)),
         ("bias_initializer", _bias_init(a.bias_init, uses)),
     ], weights={"kernel": "kernel", "recurrent_kernel": "recurrent_kernel", "bias": "bias"},
         uses=uses, call_kwargs=_rnn_mask(ctx, node))
+
+
+def _rnn_dropout(node: Node) -> list[tuple[str, str]]:
+    """Keras's own `dropout` / `recurrent_dropout` (training only), when set."""
+    return [(k, repr(float(getattr(node.attrs, k))))
+            for k in ("dropout", "recurrent_dropout") if getattr(node.attrs, k)]
 
 
 def _rnn_mask(ctx: Context, node: Node) -> list[tuple[str, str]]:
@@ -451,6 +458,7 @@ def lstm(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("unit_forget_bias", repr(a.unit_forget_bias)),
         ("return_sequences", repr(a.return_sequences)),
         *([("go_backwards", "True")] if a.go_backwards else []),
+        *_rnn_dropout(node),
         ("kernel_initializer", _init(a.kernel_init)),
         ("recurrent_initializer", _init(a.recurrent_init)),
         ("bias_initializer", _bias_init(a.bias_init, uses)),
@@ -472,6 +480,7 @@ def gru(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("reset_after", repr(a.reset_after)),
         ("return_sequences", repr(a.return_sequences)),
         *([("go_backwards", "True")] if a.go_backwards else []),
+        *_rnn_dropout(node),
         ("kernel_initializer", _init(a.kernel_init)),
         ("recurrent_initializer", _init(a.recurrent_init)),
         ("bias_initializer", bias),
