@@ -51,10 +51,23 @@ def test_go_backwards_is_refused_as_keras_does():
     assert "`go_backwards` and `bidirectional` cannot be combined" in msg
 
 
-def test_a_masked_input_is_refused():
-    (msg,) = errors("embedding(10, 4, mask_zero=true)\ngru(3, bidirectional=concat)",
-                    "input tokens: i64[6]")
-    assert "(gru) cannot honour the padding mask" in msg
+@pytest.mark.parametrize("sequences", [False, True])
+def test_a_masked_input_is_consumed_and_a_sequence_carries_it(sequences):
+    from dslc.passes.masks import padding_masks
+
+    g = model(f"e = embedding(x, 10, 4, mask_zero=true)\n"
+              f"r = gru(e, 3, bidirectional=concat, return_sequences={str(sequences).lower()})\n"
+              "output r", "input x: i64[6]")
+    assert ("r" in padding_masks(g)) == sequences
+
+
+def test_keras_hands_the_mask_to_the_wrapper():
+    from dslc.backends.keras.codegen import generate
+
+    g = model("e = embedding(x, 10, 4, mask_zero=true)\nr = lstm(e, 3, bidirectional=sum)\n"
+              "output r", "input x: i64[6]")
+    src = generate(None, g)
+    assert "mask=x_mask" in src and src.count("mask=") == 1
 
 
 def test_the_onnx_importer_refuses_a_bidirectional_rnn_node(tmp_path):

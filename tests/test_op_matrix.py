@@ -511,6 +511,48 @@ CASES: list[Case] = [
          "simple_rnn(2)\ndense(2)", [7], dtypes=("i64",), padding="middle"),
     case("recurrent_mask_dynamic_time", "embedding(9, 3, mask_zero=true)\nlstm(3)", [None],
          dtypes=("i64",), padding="start"),
+    # bidirectional layers under a padding mask (Keras's Bidirectional: both layers get the
+    # mask, the backward one reads it last step first; a returned sequence is zero at padded
+    # steps), zeros at the end, start, middle (one sample all padding)
+    *[case(f"{op}_bidirectional_{mode}_mask{tail}{'_' + padding if padding else ''}",
+           f"embedding(9, 3, mask_zero=true)\n{op}(3, bidirectional={mode}{attrs})", [6],
+           dtypes=("i64",), padding=padding)
+      for op in ("simple_rnn", "lstm", "gru") for mode in ("concat", "sum", "mul", "ave")
+      for tail, attrs in (("", ""), ("_sequences", ", return_sequences=true"))
+      for padding in ("", "start", "middle")],
+    case("rnn_bidirectional_mask_loop", "embedding(9, 3, mask_zero=true)\n"
+         "simple_rnn(3, activation=gelu, bidirectional=concat, return_sequences=true)", [6],
+         dtypes=("i64",), padding="middle"),
+    case("lstm_bidirectional_mask_loop", "embedding(9, 3, mask_zero=true)\n"
+         "lstm(3, recurrent_activation=linear, bidirectional=ave)", [6], dtypes=("i64",),
+         padding="start"),
+    case("gru_bidirectional_mask_reset_before", "embedding(9, 3, mask_zero=true)\n"
+         "gru(3, reset_after=false, bidirectional=sum, return_sequences=true)", [6],
+         dtypes=("i64",), padding="middle"),
+    case("bidirectional_mask_stacked", "embedding(9, 3, mask_zero=true)\n"
+         "lstm(3, bidirectional=concat, return_sequences=true)\n"
+         "gru(2, bidirectional=mul, return_sequences=true)\nsimple_rnn(2, bidirectional=sum)\n"
+         "dense(2)", [7], dtypes=("i64",), padding="middle"),
+    case("bidirectional_mask_stacked_mixed", "embedding(9, 3, mask_zero=true)\n"
+         "gru(3, return_sequences=true, go_backwards=true)\n"
+         "lstm(2, bidirectional=ave, return_sequences=true)\ndense(2)", [7], dtypes=("i64",),
+         padding="start"),
+    # dropout / recurrent_dropout (Keras's, training only): inference is the plain layer
+    *[case(f"{op}_dropout{tail}", f"{op}(3{attrs})", [5, 2])
+      for op in ("simple_rnn", "lstm", "gru")
+      for tail, attrs in (("", ", dropout=0.3"), ("_recurrent", ", recurrent_dropout=0.4"),
+                          ("_both_sequences", ", dropout=0.2, recurrent_dropout=0.3, "
+                                              "return_sequences=true"),
+                          ("_bidirectional", ", dropout=0.3, recurrent_dropout=0.2, "
+                                             "bidirectional=concat"))],
+    case("lstm_dropout_loop_masked", "embedding(9, 3, mask_zero=true)\n"
+         "lstm(3, recurrent_activation=linear, dropout=0.2, recurrent_dropout=0.2, "
+         "go_backwards=true, return_sequences=true)", [6], dtypes=("i64",), padding="middle"),
+    case("gru_dropout_reset_before", "gru(3, reset_after=false, dropout=0.1, "
+                                     "recurrent_dropout=0.5)", [4, 2]),
+    case("bidirectional_mask_dynamic_time", "embedding(9, 3, mask_zero=true)\n"
+         "gru(3, bidirectional=concat, return_sequences=true)\nlstm(2, bidirectional=concat)",
+         [None], dtypes=("i64",), padding="middle"),
     # positions added to sequences: learned (x + embeddings[:T]) and sin/cos (Vaswani et al.)
     case("position_embedding", "position_embedding(6)", [6, 4]),
     case("position_embedding_shorter", "embedding(10, 4)\nposition_embedding(8)", [5],
@@ -834,7 +876,7 @@ def test_onnx_is_valid_and_infers_the_checked_shapes(c):
 
 @pytest.mark.parametrize("op", ["simple_rnn", "lstm", "gru"])
 @pytest.mark.parametrize("attr", ["recurrent_dropout", "dropout"])
-def test_recurrent_dropout_is_refused_with_the_reason(op, attr):
+def test_recurrent_dropout_rate_one_is_refused(op, attr):
     with pytest.raises(DslError) as err:
-        compile_text(f"model m {{\n    input x: f32[4, 2]\n    {op}(3, {attr}=0.2)\n}}\n", "<m>")
-    assert f"does not support `{attr}`" in str(err.value)
+        compile_text(f"model m {{\n    input x: f32[4, 2]\n    {op}(3, {attr}=1.0)\n}}\n", "<m>")
+    assert attr in str(err.value)

@@ -10,21 +10,18 @@ from dslc.ir.graph import Node, ParamSpec, TensorType
 from dslc.ops.activation import Activation
 from dslc.ops.registry import UNIT_FORGET, Init, Masking, Op, OpAttrs, ShapeError, fmt, register
 
-# Keras's dropout inside the recurrence has no fused form on any backend (cuDNN, torch.lstm
-# and ONNX's LSTM take none): refused rather than run as a slow step loop.
-NO_RECURRENT_DROPOUT = {
-    "recurrent_dropout": "no fused recurrent kernel (torch, cuDNN, ONNX) applies dropout to "
-                         "the state between steps; regularise with a `dropout` layer instead",
-    "dropout": "input dropout inside the layer is not supported yet; put a `dropout` layer "
-               "before it",
-}
+# Keras's `dropout` (on the inputs) and `recurrent_dropout` (on h_(t-1)): one mask per
+# sequence, the same at every step, in training only; with `recurrent_dropout` Keras draws
+# one mask per gate for each (its cell's implementation 1). At inference both are identity.
 
 
 # `bidirectional` (Keras's `Bidirectional(layer, merge_mode=...)`): a forward layer and a
 # backward one (`go_backwards`) with their own weights, `forward_kernel`, ...,
 # `backward_kernel`, ... (Keras's forward_layer then backward_layer). With
 # `return_sequences` the backward layer's outputs are flipped back to time order before the
-# merge (as Keras does); the last states are merged as they are.
+# merge (as Keras does); the last states are merged as they are. Under a padding mask Keras's
+# Bidirectional sets each layer's `zero_output_for_mask` to `return_sequences`: a returned
+# sequence is zero at padded steps (the states still carry over them).
 Bidirectional = Literal["none", "concat", "sum", "mul", "ave"]
 DIRECTIONS = ("forward", "backward")
 
@@ -66,8 +63,9 @@ def bidirectional(cls: type[Op]) -> type[Op]:
         return sum(macs(self, direction_node(node, d), inputs) for d in DIRECTIONS)
 
     def masking_both(self, a):
-        # a padding mask would have to shift the backward layer's start: not done yet
-        return "none" if a.bidirectional != "none" else masking(self, a)
+        # each direction consumes the mask (the backward one in its reading order); a merged
+        # sequence carries it on, as Keras's Bidirectional.compute_mask
+        return masking(self, a)
 
     cls.infer, cls.params, cls.macs = infer_both, params_both, macs_both  # type: ignore[method-assign]
     cls.masking = masking_both  # type: ignore[method-assign]
@@ -100,7 +98,6 @@ class SimpleRNN(Op):
     name = "simple_rnn"
     layout = "kernel `[in, units]`, recurrent_kernel `[units, units]`, one bias `[units]`"
     positional = ("units",)
-    unsupported = NO_RECURRENT_DROPOUT
 
     class Attrs(OpAttrs):
         units: int = Field(gt=0)
@@ -109,6 +106,8 @@ class SimpleRNN(Op):
         go_backwards: bool = False
         bidirectional: Bidirectional = "none"
         use_bias: bool = True
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+        recurrent_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
         kernel_init: Init = "glorot_uniform"
         recurrent_init: Init = "orthogonal"
         bias_init: Init = "zeros"
@@ -154,7 +153,6 @@ class LSTM(Op):
     layout = ("kernel `[in, 4*units]`, recurrent_kernel `[units, 4*units]`, bias `[4*units]`; "
               "gate order i, f, c, o (Keras)")
     positional = ("units",)
-    unsupported = NO_RECURRENT_DROPOUT
 
     class Attrs(OpAttrs):
         units: int = Field(gt=0)
@@ -164,6 +162,8 @@ class LSTM(Op):
         go_backwards: bool = False
         bidirectional: Bidirectional = "none"
         use_bias: bool = True
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+        recurrent_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
         unit_forget_bias: bool = True
         kernel_init: Init = "glorot_uniform"
         recurrent_init: Init = "orthogonal"
@@ -203,7 +203,6 @@ class GRU(Op):
     layout = ("kernel `[in, 3*units]`, recurrent_kernel `[units, 3*units]`, bias `[2, 3*units]` "
               "(input, recurrent) with reset_after, else `[3*units]`; gate order z, r, h (Keras)")
     positional = ("units",)
-    unsupported = NO_RECURRENT_DROPOUT
 
     class Attrs(OpAttrs):
         units: int = Field(gt=0)
@@ -213,6 +212,8 @@ class GRU(Op):
         go_backwards: bool = False
         bidirectional: Bidirectional = "none"
         use_bias: bool = True
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+        recurrent_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
         reset_after: bool = True
         kernel_init: Init = "glorot_uniform"
         recurrent_init: Init = "orthogonal"

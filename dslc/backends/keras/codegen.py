@@ -399,9 +399,11 @@ def _both_directions(rule: KerasRule) -> KerasRule:
         for d in ("forward", "backward"):
             sub = f"{d}_{node.name.removeprefix(f'{d}_')}/{RNN_CELLS[node.op]}"
             weights |= {f"{d}_{k}": f"{sub}/{v}" for k, v in inner.weights.items()}
+        # the mask goes to the wrapper, which hands it to both layers
+        mask, inner.call_kwargs = inner.call_kwargs, []
         return Call("keras.layers.Bidirectional", [],
                     [("merge_mode", quote(a.bidirectional))],
-                    weights=weights, uses=inner.uses, layer=inner)
+                    weights=weights, uses=inner.uses, layer=inner, call_kwargs=mask)
     return run
 
 
@@ -415,11 +417,18 @@ def simple_rnn(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("use_bias", repr(a.use_bias)),
         ("return_sequences", repr(a.return_sequences)),
         *([("go_backwards", "True")] if a.go_backwards else []),
+        *_rnn_dropout(node),
         ("kernel_initializer", _init(a.kernel_init)),
         ("recurrent_initializer", _init(a.recurrent_init)),
         ("bias_initializer", _bias_init(a.bias_init, uses)),
     ], weights={"kernel": "kernel", "recurrent_kernel": "recurrent_kernel", "bias": "bias"},
         uses=uses, call_kwargs=_rnn_mask(ctx, node))
+
+
+def _rnn_dropout(node: Node) -> list[tuple[str, str]]:
+    """Keras's own `dropout` / `recurrent_dropout` (training only), when set."""
+    return [(k, repr(float(getattr(node.attrs, k))))
+            for k in ("dropout", "recurrent_dropout") if getattr(node.attrs, k)]
 
 
 def _rnn_mask(ctx: Context, node: Node) -> list[tuple[str, str]]:
@@ -449,6 +458,7 @@ def lstm(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("unit_forget_bias", repr(a.unit_forget_bias)),
         ("return_sequences", repr(a.return_sequences)),
         *([("go_backwards", "True")] if a.go_backwards else []),
+        *_rnn_dropout(node),
         ("kernel_initializer", _init(a.kernel_init)),
         ("recurrent_initializer", _init(a.recurrent_init)),
         ("bias_initializer", _bias_init(a.bias_init, uses)),
@@ -470,6 +480,7 @@ def gru(ctx: Context, node: Node, xs: list[Call]) -> Call:
         ("reset_after", repr(a.reset_after)),
         ("return_sequences", repr(a.return_sequences)),
         *([("go_backwards", "True")] if a.go_backwards else []),
+        *_rnn_dropout(node),
         ("kernel_initializer", _init(a.kernel_init)),
         ("recurrent_initializer", _init(a.recurrent_init)),
         ("bias_initializer", bias),

@@ -856,12 +856,21 @@ def _both_directions(rule: OnnxRule) -> OnnxRule:
                                         ctx.const("step", np.array([-1], np.int64))],
                               rank, role="time_order")
         if a.bidirectional == "concat":
-            return ctx.value("Concat", [y.name, y_rev.name], rank, role="merge", axis=-1)
-        op = {"sum": "Add", "ave": "Add", "mul": "Mul"}[a.bidirectional]
-        merged = ctx.value(op, [y.name, y_rev.name], rank, role="merge")
-        if a.bidirectional == "ave":
-            half = ctx.const("half", np.array(0.5, np.float32))
-            merged = ctx.value("Mul", [merged.name, half], rank, role="average")
+            merged = ctx.value("Concat", [y.name, y_rev.name], rank, role="merge", axis=-1)
+        else:
+            op = {"sum": "Add", "ave": "Add", "mul": "Mul"}[a.bidirectional]
+            merged = ctx.value(op, [y.name, y_rev.name], rank, role="merge")
+            if a.bidirectional == "ave":
+                half = ctx.const("half", np.array(0.5, np.float32))
+                merged = ctx.value("Mul", [merged.name, half], rank, role="average")
+        mask = ctx.mask_of(node.inputs[0])
+        if a.return_sequences and mask is not None:
+            # Keras's Bidirectional: zeros at padded steps (`zero_output_for_mask`)
+            real = ctx.emit("Unsqueeze", [mask, ctx.const("last_axis", np.array([-1], np.int64))],
+                            role="real")[0]
+            merged = ctx.value("Where", [real, merged.name,
+                                         ctx.const("zeros", np.array(0, np.float32))],
+                               rank, role="zero_padded")
         return merged
     return run
 

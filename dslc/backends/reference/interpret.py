@@ -485,10 +485,16 @@ def _both_directions(rule: Rule) -> Rule:
         if node.attrs.return_sequences:
             y_rev = y_rev[:, ::-1]
         if mode == "concat":
-            return np.concatenate([y, y_rev], axis=-1)
-        if mode == "mul":
-            return y * y_rev
-        return y + y_rev if mode == "sum" else (y + y_rev) / 2
+            merged = np.concatenate([y, y_rev], axis=-1)
+        elif mode == "mul":
+            merged = y * y_rev
+        else:
+            merged = y + y_rev if mode == "sum" else (y + y_rev) / 2
+        mask = ctx.mask_of(node.inputs[0])
+        if node.attrs.return_sequences and mask is not None:
+            # Keras's Bidirectional: zeros at padded steps (`zero_output_for_mask`)
+            merged = np.where(mask[:, :, None], merged, 0.0)
+        return merged
     return run
 
 

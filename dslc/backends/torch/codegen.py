@@ -847,6 +847,10 @@ def _both_directions(rule: TorchRule) -> TorchRule:
             y_rev = f"{y_rev}.flip(1)"
         merged = {"concat": f"torch.cat([{y}, {y_rev}], dim=-1)", "sum": f"{y} + {y_rev}",
                   "mul": f"{y} * {y_rev}", "ave": f"({y} + {y_rev}) / 2"}[a.bidirectional]
+        mask = em.mask_of(node.inputs[0])
+        if a.return_sequences and mask is not None:
+            # Keras's Bidirectional: zeros at padded steps (`zero_output_for_mask`)
+            merged = f"{atom(merged)}.masked_fill(~{atom(mask)}.unsqueeze(-1), 0.0)"
         return Value(merged, rank=ys[0].rank)
     return run
 
@@ -908,30 +912,44 @@ def lstm(em: Emitter, node: Node, xs: list[Value]) -> Value:
     a = node.attrs
     u = a.units
     p = _rnn_weights(em, node, 4, (4 * u,), (transpose, transpose), (same, same))
-    x = _read_order(em, node, xs[0])
     real = _reading_mask(em, node)
-    if (a.activation, a.recurrent_activation) == FUSED_GATES:
-        return (_fused_masked if real else _fused)(
-            em, node, "lstm", p, x, xs[0],
-            "the fused LSTM kernel, gates i, f, g, o as Keras's i, f, c, o", *[real] if real else [])
-    # Gate activations the kernel lacks: a step loop
+    x = _input_dropout(em, node, _read_order(em, node, xs[0]))
+
+    def run(drop: Drop | None) -> Value:
+        if drop is None and (a.activation, a.recurrent_activation) == FUSED_GATES:
+            return (_fused_masked if real else _fused)(
+                em, node, "lstm", p, x, xs[0],
+                "the fused LSTM kernel, gates i, f, g, o as Keras's i, f, c, o",
+                *[real] if real else [])
+        return _lstm_loop(em, node, p, x, real, drop)
+    return _recurrent_dropout(em, node, x, 4, run)
+
+
+def _lstm_loop(em: Emitter, node: Node, p: str, x: str, real: str | None,
+               drop: Drop | None) -> Value:
+    """Gate activations the kernel lacks, or recurrent dropout: a step loop."""
+    a = node.attrs
+    u = a.units
     inputs, h, c, t = em.fresh("inputs"), em.fresh("h"), em.fresh("c"), em.fresh("t")
     i, f, g, o = em.fresh("i"), em.fresh("f"), em.fresh("g"), em.fresh("o")
-    bias = f", {p}.{RNN_BIAS}" if a.use_bias else ""
+    bias = f"{p}.{RNN_BIAS}" if a.use_bias else None
     steps = em.fresh("steps") if a.return_sequences else None
     ra, act = a.recurrent_activation, a.activation
     carry = _carry(em, real, t, [h, c])
     em.forward += [
         f"# {comment(node.name)}: LSTM ({act}, gates {ra}), gates i, f, c, o; a step loop: "
-        "torch's fused kernel applies tanh and sigmoid only",
-        f"{inputs} = F.linear({x}, {p}.{RNN_W_IH}{bias})",
+        + ("Keras's recurrent dropout, one mask per gate" if drop else
+           "torch's fused kernel applies tanh and sigmoid only"),
+        f"{inputs} = {_gated_linear(em, x, f'{p}.{RNN_W_IH}', bias, drop and drop[0], 4, True)}",
         f"{h} = {inputs}.new_zeros({inputs}.shape[0], {u})",
         f"{c} = {h}",
         *([f"{steps} = []"] if steps else []),
+    ]
+    recurrent = _gated_linear(em, h, f"{p}.{RNN_W_HH}", None, drop and drop[1], 4)
+    em.forward += [
         f"for {t} in range({inputs}.shape[1]):",
         *carry[0],
-        f"    {i}, {f}, {g}, {o} = ({inputs}[:, {t}] + F.linear({h}, {p}.{RNN_W_HH}))"
-        ".chunk(4, dim=1)",
+        f"    {i}, {f}, {g}, {o} = ({inputs}[:, {t}] + {recurrent}).chunk(4, dim=1)",
         f"    {c} = {_gate(em, node, ra, f)} * {c} + {_gate(em, node, ra, i)} * "
         f"{_gate(em, node, act, g)}",
         f"    {h} = {_gate(em, node, ra, o)} * {_gate(em, node, act, c)}",
@@ -939,6 +957,66 @@ def lstm(em: Emitter, node: Node, xs: list[Value]) -> Value:
         *([f"    {steps}.append({h})"] if steps else []),
     ]
     return Value(f"torch.stack({steps}, dim=1)", rank=2) if steps else Value(h)
+
+
+# Keras's dropout inside a recurrent layer (training only): `dropout` alone is one input mask
+# `[N, 1, F]` per sequence before the fused kernel; `recurrent_dropout` runs the step loop with
+# one mask per gate and sequence on the inputs and on h_(t-1) (Keras's cell implementation 1),
+# the fused kernel at inference.
+Drop = tuple[str | None, str]  # the input masks `[gates, N, F]` (None: no dropout), the state's
+
+
+def _input_dropout(em: Emitter, node: Node, x: str) -> str:
+    a = node.attrs
+    if not a.dropout or a.recurrent_dropout:
+        return x
+    dropped = em.fresh("dropped")
+    em.forward += [
+        f"# {comment(node.name)}: input dropout, one mask per sequence (Keras's)",
+        f"{dropped} = {atom(x)} * F.dropout({atom(x)}.new_ones({atom(x)}.shape[0], 1, "
+        f"{atom(x)}.shape[2]), {float(a.dropout)!r}, self.training)",
+    ]
+    return dropped
+
+
+def _gated_linear(em: Emitter, x: str, w: str, bias: str | None, masks: str | None,
+                  gates: int, sequence: bool = False) -> str:
+    """`F.linear(x, w, bias)`, or with one dropout mask per gate (`masks` `[gates, N, in]`):
+    each gate's block of rows of `w` applied to `x` under its own mask."""
+    if masks is None:
+        return f"F.linear({x}, {w}{f', {bias}' if bias else ''})"
+    blocks = em.fresh("per_gate")
+    em.forward.append(f"{blocks} = {atom(w)}.view({gates}, -1, {atom(w)}.shape[1])")
+    spec = "ntf,gnf,guf->ntgu" if sequence else "nf,gnf,guf->ngu"
+    out = f"torch.einsum({quote(spec)}, {x}, {masks}, {blocks}).flatten({2 if sequence else 1})"
+    return f"{out} + {bias}" if bias else out
+
+
+def _recurrent_dropout(em: Emitter, node: Node, x: str, gates: int,
+                       run: Callable[[Drop | None], Value]) -> Value:
+    """`run(None)`, or with `recurrent_dropout`: `run(masks)` in training, `run(None)` else."""
+    a = node.attrs
+    if not a.recurrent_dropout:
+        return run(None)
+    saved, em.forward = em.forward, []
+    in_masks = em.fresh("input_masks") if a.dropout else None
+    state_masks = em.fresh("state_masks")
+    em.forward += [
+        f"# {comment(node.name)}: Keras's dropout masks, one per gate and sequence",
+        *([f"{in_masks} = F.dropout({atom(x)}.new_ones({gates}, {atom(x)}.shape[0], "
+           f"{atom(x)}.shape[2]), {float(a.dropout)!r})"] if in_masks else []),
+        f"{state_masks} = F.dropout({atom(x)}.new_ones({gates}, {atom(x)}.shape[0], {a.units}), "
+        f"{float(a.recurrent_dropout)!r})",
+    ]
+    trained = run((in_masks, state_masks))
+    training, em.forward = em.forward, []
+    inferred = run(None)
+    inference, em.forward = em.forward, saved
+    out = em.fresh("seq" if a.return_sequences else "h")
+    em.forward += ["if self.training:", *(f"    {line}" for line in training),
+                   f"    {out} = {trained.expr}", "else:",
+                   *(f"    {line}" for line in inference), f"    {out} = {inferred.expr}"]
+    return Value(out, rank=trained.rank)
 
 
 @LOWERINGS("gru")
@@ -949,24 +1027,45 @@ def gru(em: Emitter, node: Node, xs: list[Value]) -> Value:
     bias_shape = (2, 3 * u) if a.reset_after else (3 * u,)
     p = _rnn_weights(em, node, 3, bias_shape, (gru_to_torch, gru_from_torch),
                      (gru_gates, gru_gates))
-    x = _read_order(em, node, xs[0])
     real = _reading_mask(em, node)
-    if a.reset_after and (a.activation, a.recurrent_activation) == FUSED_GATES:
-        return (_fused_masked if real else _fused)(
-            em, node, "gru", p, x, xs[0],
-            "the fused GRU kernel (Keras's reset_after), gates r, z, n", *[real] if real else [])
-    # reset_after=false (no torch kernel resets before the matmul) or other gate activations
+    x = _input_dropout(em, node, _read_order(em, node, xs[0]))
+
+    def run(drop: Drop | None) -> Value:
+        if drop is None and a.reset_after and (a.activation, a.recurrent_activation) == FUSED_GATES:
+            return (_fused_masked if real else _fused)(
+                em, node, "gru", p, x, xs[0],
+                "the fused GRU kernel (Keras's reset_after), gates r, z, n",
+                *[real] if real else [])
+        return _gru_loop(em, node, p, x, real, drop)
+    return _recurrent_dropout(em, node, x, 3, run)
+
+
+def _gru_loop(em: Emitter, node: Node, p: str, x: str, real: str | None,
+              drop: Drop | None) -> Value:
+    """reset_after=false (no torch kernel resets before the matmul), other gate activations
+    or recurrent dropout: a step loop."""
+    a = node.attrs
+    u = a.units
     inputs, h, t = em.fresh("inputs"), em.fresh("h"), em.fresh("t")
     r, z, n, rec = em.fresh("r"), em.fresh("z"), em.fresh("n"), em.fresh("rec")
     steps = em.fresh("steps") if a.return_sequences else None
     ra, act = a.recurrent_activation, a.activation
-    in_bias = (f", {p}.{RNN_BIAS}[0]" if a.reset_after else f", {p}.{RNN_BIAS}") \
-        if a.use_bias else ""
+    in_bias = (f"{p}.{RNN_BIAS}[0]" if a.reset_after else f"{p}.{RNN_BIAS}") \
+        if a.use_bias else None
+    in_masks, state_masks = drop if drop else (None, None)
     carry = _carry(em, real, t, [h])
-    lines = [
+    em.forward.append(
         f"# {comment(node.name)}: GRU ({act}, gates {ra}, reset_after={a.reset_after}), "
-        "gates r, z, n; a step loop: torch's fused kernel is reset_after with tanh and sigmoid",
-        f"{inputs} = F.linear({x}, {p}.{RNN_W_IH}{in_bias})",
+        "gates r, z, n; a step loop: "
+        + ("Keras's recurrent dropout, one mask per gate" if drop else
+           "torch's fused kernel is reset_after with tanh and sigmoid"))
+    w_hh = f"{p}.{RNN_W_HH}"
+    rec_bias = f"{p}.{RNN_BIAS}[1]" if a.use_bias and a.reset_after else None
+    recurrent = (_gated_linear(em, h, w_hh, rec_bias, state_masks, 3) if a.reset_after else
+                 _gated_linear(em, h, f"{w_hh}[:{2 * u}]", None,
+                               state_masks and f"{state_masks}[:2]", 2))
+    lines = [
+        f"{inputs} = {_gated_linear(em, x, f'{p}.{RNN_W_IH}', in_bias, in_masks, 3, True)}",
         f"{h} = {inputs}.new_zeros({inputs}.shape[0], {u})",
         *([f"{steps} = []"] if steps else []),
         f"for {t} in range({inputs}.shape[1]):",
@@ -974,20 +1073,22 @@ def gru(em: Emitter, node: Node, xs: list[Value]) -> Value:
         f"    {r}, {z}, {n} = {inputs}[:, {t}].chunk(3, dim=1)",
     ]
     if a.reset_after:
-        rec_bias = f", {p}.{RNN_BIAS}[1]" if a.use_bias else ""
+        # a sum (with dropout's bias) is chunked on a line of its own
+        split = ([f"    {rec} = {recurrent}", f"    {rec} = {rec}.chunk(3, dim=1)"] if drop
+                 else [f"    {rec} = {recurrent}.chunk(3, dim=1)"])
         lines += [
-            f"    {rec} = F.linear({h}, {p}.{RNN_W_HH}{rec_bias}).chunk(3, dim=1)",
+            *split,
             f"    {r} = {_gate(em, node, ra, f'{r} + {rec}[0]')}",
             f"    {z} = {_gate(em, node, ra, f'{z} + {rec}[1]')}",
             f"    {n} = {_gate(em, node, act, f'{n} + {r} * {rec}[2]')}",
         ]
     else:
-        w_hh = f"{p}.{RNN_W_HH}"
+        h_n = f"({h} * {state_masks}[2])" if state_masks else h
         lines += [
-            f"    {rec} = F.linear({h}, {w_hh}[:{2 * u}]).chunk(2, dim=1)",
+            f"    {rec} = {recurrent}.chunk(2, dim=1)",
             f"    {r} = {_gate(em, node, ra, f'{r} + {rec}[0]')}",
             f"    {z} = {_gate(em, node, ra, f'{z} + {rec}[1]')}",
-            f"    {n} = {_gate(em, node, act, f'{n} + F.linear({r} * {h}, {w_hh}[{2 * u}:])')}",
+            f"    {n} = {_gate(em, node, act, f'{n} + F.linear({r} * {h_n}, {w_hh}[{2 * u}:])')}",
         ]
     lines += [f"    {h} = {z} * {h} + (1 - {z}) * {n}",
               *carry[1],
@@ -1081,23 +1182,36 @@ def simple_rnn(em: Emitter, node: Node, xs: list[Value]) -> Value:
     u = a.units
     # Keras's form, one bias: the kernel's recurrent bias is zeros (see lstm below)
     p = _rnn_weights(em, node, 1, (u,), (transpose, transpose), (same, same))
-    x = _read_order(em, node, xs[0])
     real = _reading_mask(em, node)
-    if a.activation in ("tanh", "relu"):
-        return (_fused_masked if real else _fused)(
-            em, node, f"rnn_{a.activation}", p, x, xs[0], "the fused RNN kernel, h_t = "
-            f"{a.activation}(x_t @ kernel + bias + h_(t-1) @ recurrent_kernel)",
-            *[real] if real else [])
-    # activations torch's kernels lack: a step loop
+    x = _input_dropout(em, node, _read_order(em, node, xs[0]))
+
+    def run(drop: Drop | None) -> Value:
+        if drop is None and a.activation in ("tanh", "relu"):
+            return (_fused_masked if real else _fused)(
+                em, node, f"rnn_{a.activation}", p, x, xs[0], "the fused RNN kernel, h_t = "
+                f"{a.activation}(x_t @ kernel + bias + h_(t-1) @ recurrent_kernel)",
+                *[real] if real else [])
+        return _rnn_loop(em, node, p, x, real, drop)
+    return _recurrent_dropout(em, node, x, 1, run)
+
+
+def _rnn_loop(em: Emitter, node: Node, p: str, x: str, real: str | None,
+              drop: Drop | None) -> Value:
+    """Activations torch's kernels lack, or recurrent dropout: a step loop."""
+    a = node.attrs
     inputs, h, t = em.fresh("inputs"), em.fresh("h"), em.fresh("t")
     steps = em.fresh("steps") if a.return_sequences else None
-    bias = f", {p}.{RNN_BIAS}" if a.use_bias else ""
-    step = _activate(em, node, Value(f"{inputs}[:, {t}] + F.linear({h}, {p}.{RNN_W_HH})")).expr
+    bias = f"{p}.{RNN_BIAS}" if a.use_bias else None
+    in_masks, state_masks = drop if drop else (None, None)
+    state = f"{h} * {state_masks}[0]" if state_masks else h
+    step = _activate(em, node, Value(f"{inputs}[:, {t}] + F.linear({state}, {p}.{RNN_W_HH})")).expr
+    dropped = f"{atom(x)} * {in_masks}[0, :, None]" if in_masks else x
     em.forward += [
         f"# {comment(node.name)}: h_t = {a.activation}(x_t @ kernel + bias + h_(t-1) @ "
-        "recurrent_kernel); a step loop: torch's kernels apply tanh and relu only",
-        f"{inputs} = F.linear({x}, {p}.{RNN_W_IH}{bias})",
-        f"{h} = {inputs}.new_zeros({inputs}.shape[0], {u})",
+        "recurrent_kernel); a step loop: "
+        + ("Keras's recurrent dropout" if drop else "torch's kernels apply tanh and relu only"),
+        f"{inputs} = F.linear({dropped}, {p}.{RNN_W_IH}{f', {bias}' if bias else ''})",
+        f"{h} = {inputs}.new_zeros({inputs}.shape[0], {a.units})",
     ]
     if steps:
         em.forward.append(f"{steps} = []")
