@@ -868,8 +868,11 @@ def test_onnx_is_valid_and_infers_the_checked_shapes(c):
         dims = [d.dim_value if d.HasField("dim_value") else d.dim_param
                 for d in infos[node.name].type.tensor_type.shape.dim]
         assert len(dims) == len(want), node.name
-        # a dimension ONNX cannot know statically (a `?` axis) may be symbolic there
-        assert all(w is None or d == w for d, w in zip(dims, want, strict=True)), \
+        # a dimension dslc leaves open (`?`) may be anything there; one ONNX's inference
+        # cannot follow (`unk__N`: Resize computes the batch as batch * 1.0) is unknown, not
+        # a different number
+        assert all(w is None or d == w or str(d).startswith("unk__")
+                   for d, w in zip(dims, want, strict=True)), \
             f"{node.name}: ONNX infers {dims}, dslc check says {want}"
     assert checked >= 1 and all(o in infos for o in graph.outputs)
 

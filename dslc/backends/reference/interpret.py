@@ -18,7 +18,6 @@ from dslc.backends.base import Feed
 from dslc.backends.lowering import LoweringTable, activation_node
 from dslc.diagnostics import DslError
 from dslc.ir.graph import Graph, Input, Node
-from dslc.ops.recurrent import direction_node
 from dslc.passes.masks import padding_masks
 
 Array = np.ndarray
@@ -467,6 +466,16 @@ def minimum(ctx: Context, node: Node, xs: list[Array]) -> Array:
 Rule = Callable[[Context, Node, list[Array]], Array]
 
 
+def _one_direction(node: Node, direction: str) -> Node:
+    """The layer one direction of a bidirectional one runs (written here, not taken from the
+    op's code: the reference shares nothing with what it checks)."""
+    attrs = node.attrs.model_copy(update={"bidirectional": "none",
+                                          "go_backwards": direction == "backward"})
+    params = {k.removeprefix(f"{direction}_"): v for k, v in node.params.items()
+              if k.startswith(f"{direction}_")}
+    return node.model_copy(update={"attrs": attrs, "params": params})
+
+
 def _both_directions(rule: Rule) -> Rule:
     """`bidirectional` (Keras's Bidirectional): the layer once forward and once backward, each
     with its own weights; a returned sequence of the backward one is flipped back to time
@@ -479,8 +488,8 @@ def _both_directions(rule: Rule) -> Rule:
         for d in ("forward", "backward"):
             view = copy.copy(ctx)
             view.weights = {f"{node.name}.{k}": ctx.weights[f"{node.name}.{d}_{k}"]
-                            for k in direction_node(node, d).params}
-            ys.append(rule(view, direction_node(node, d), xs))
+                            for k in _one_direction(node, d).params}
+            ys.append(rule(view, _one_direction(node, d), xs))
         y, y_rev = ys
         if node.attrs.return_sequences:
             y_rev = y_rev[:, ::-1]
