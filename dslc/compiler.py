@@ -14,7 +14,7 @@ from dslc.diagnostics import Collector, DslError, Span, did_you_mean, one_of
 from dslc.ir import ast
 from dslc.ir.graph import Graph
 from dslc.ir.train import TrainConfig
-from dslc.ops import find_op
+from dslc.ops.registry import is_op_name
 from dslc.parse import parse
 from dslc.passes import masks, shapes
 from dslc.passes.build import GraphBuilder
@@ -165,7 +165,7 @@ def _parse_used(item: ast.Use, target: Path, text: str) -> ast.Program:
 
 
 def _check_block(block: ast.Block, errors: Collector) -> None:
-    if find_op(block.name) is not None:
+    if is_op_name(block.name):
         # A call would silently run the op, not the block.
         errors.error(f"block `{block.name}` has the name of a built-in op", block.span,
                      f"rename the block, e.g. `my_{block.name}`")

@@ -79,4 +79,7 @@ def render_readme(text: str) -> str:
 
 
 if __name__ == "__main__":
+    from dslc.ops.registry import write_index
+
+    write_index()
     README.write_text(render_readme(README.read_text(encoding="utf-8")), encoding="utf-8")

@@ -91,3 +91,28 @@ def test_no_clock_in_tests():
                 if "too_slow" not in ast.unparse(kws.get("suppress_health_check", ast.List([]))):
                     found.append(f"{where}: hypothesis settings without suppressing too_slow")
     assert found == []
+
+
+def test_the_op_index_is_current():
+    """Op families load by name through dslc/ops/_index.json (`python -m dslc.docs`)."""
+    import json
+
+    from dslc.ops.registry import INDEX, all_ops
+
+    index = json.loads(INDEX.read_text(encoding="utf-8"))
+    ops = all_ops()
+    assert index["ops"] == {n: type(op).__module__.rsplit(".", 1)[1] for n, op in sorted(ops.items())}, \
+        "run `python -m dslc.docs`"
+    assert set(index["activations"]) == {n for n, op in ops.items() if op.category == "activation"}
+
+
+def test_checking_a_cnn_loads_only_the_families_it_names():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom dslc.compiler import compile_file\n"
+            f"compile_file({str(ROOT / 'specs' / 'cnn_mnist.dl')!r})\n"
+            "print(sorted(m for m in sys.modules if m.startswith('dslc.ops.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    assert "dslc.ops.attention" not in out and "dslc.ops.recurrent" not in out, out

@@ -1,18 +1,6 @@
-"""Ops: one registry, one file per op family. Importing this package registers them all."""
+"""Ops: one registry, one file per op family. A family's module loads when an op of it is
+first asked for (`find_op`, `get_op`); `all_ops()` loads them all."""
 
-from dslc.ops import (  # noqa: F401
-    activation,
-    attention,
-    conv,
-    core,
-    embedding,
-    merge,
-    norm,
-    pool,
-    recurrent,
-    shape,
-    spatial,
-)
 from dslc.ops.registry import (
     OPS,
     Op,
@@ -25,8 +13,9 @@ from dslc.ops.registry import (
     find_op,
     get_op,
     node_activation,
+    op_names,
     register,
 )
 
-__all__ = ["OPS", "Op", "OpAttrs", "Part", "ShapeError", "activation_names", "all_ops",
+__all__ = ["OPS", "Op", "OpAttrs", "Part", "ShapeError", "activation_names", "all_ops", "op_names",
            "ending_activation", "find_op", "get_op", "node_activation", "register"]

@@ -9,6 +9,9 @@ registry when `dslc.ops` is imported; this module imports none of them.
 
 from __future__ import annotations
 
+import importlib
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -148,26 +151,86 @@ def register(cls: type[Op]) -> type[Op]:
     return cls
 
 
+# Op families load when a spec first names one of their ops: `dslc check` of a CNN need not
+# build the attention or recurrent ops' classes (about 15 ms). The index (op → family module,
+# and which ops are activations) is written by `python -m dslc.docs`; a test keeps it current,
+# and a name the index lacks loads every family before it is called unknown.
+INDEX = Path(__file__).with_name("_index.json")
+_index_cache: dict[str, Any] = {}
+
+
+def _index() -> dict[str, Any]:
+    if not _index_cache:
+        try:
+            _index_cache.update(json.loads(INDEX.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            _index_cache.update({"ops": {}, "activations": []})
+    return _index_cache
+
+
+def _load(family: str) -> None:
+    importlib.import_module(f"dslc.ops.{family}")
+
+
 def find_op(name: str) -> Op | None:
     """The op called `name`, or None (for the checker, which says what it expected)."""
-    return OPS.get(name)
+    op = OPS.get(name)
+    if op is None:
+        family = _index()["ops"].get(name)
+        if family is not None:
+            _load(family)
+        elif not _index_cache.get("all_loaded"):  # unknown, or an op newer than the index
+            all_ops()
+        op = OPS.get(name)
+    return op
 
 
 def get_op(name: str) -> Op:
     """The op called `name`; a KeyError for a name the registry lacks (a bug by then)."""
-    try:
-        return OPS[name]
-    except KeyError:
-        raise KeyError(f"no op {name!r} is registered") from None
+    op = find_op(name)
+    if op is None:
+        raise KeyError(f"no op {name!r} is registered")
+    return op
+
+
+def is_op_name(name: str) -> bool:
+    """Whether `name` is an op's, loading nothing."""
+    return name in OPS or name in _index()["ops"]
+
+
+def op_names() -> list[str]:
+    """Every op's name, loading none (for "did you mean" hints)."""
+    return sorted({*_index()["ops"], *OPS})
 
 
 def all_ops() -> dict[str, Op]:
-    return OPS
+    """Every op, each family loaded; in a fixed order (family by family, alphabetically, each
+    in the order it declares its ops), whatever order they loaded in."""
+    import pkgutil
+
+    families = sorted(m.name for m in pkgutil.iter_modules([str(INDEX.parent)])
+                      if not m.name.startswith("_"))
+    for family in families:
+        _load(family)
+    _index()["all_loaded"] = True  # a block's name, asked again and again, loads nothing more
+    rank = {f"dslc.ops.{f}": i for i, f in enumerate(families)}
+    order = sorted(OPS, key=lambda n: rank.get(type(OPS[n]).__module__, len(rank)))
+    return {name: OPS[name] for name in order}
 
 
 def activation_names() -> tuple[str, ...]:
     """Every registered activation op: the values `activation=` takes."""
+    for family in {_index()["ops"].get(n, "activation") for n in _index()["activations"]}:
+        _load(family)
     return tuple(name for name, op in OPS.items() if op.category == "activation")
+
+
+def write_index(path: Path = INDEX) -> None:
+    ops = all_ops()
+    index = {"generated_by": "python -m dslc.docs",
+             "ops": {name: type(op).__module__.rsplit(".", 1)[1] for name, op in sorted(ops.items())},
+             "activations": [name for name, op in ops.items() if op.category == "activation"]}
+    path.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
 
 
 def node_activation(node: Node) -> str:

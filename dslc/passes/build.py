@@ -14,8 +14,8 @@ from pydantic import ValidationError
 from dslc.diagnostics import Collector, DslError, Span, did_you_mean, one_of
 from dslc.ir import ast
 from dslc.ir.graph import BlockCall, Graph, Input, Node, TensorType
-from dslc.ops import Op, all_ops, find_op
-from dslc.ops.names import known_as, op_hint
+from dslc.ops import Op, find_op, op_names
+from dslc.ops.registry import is_op_name
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
 from dslc.stdlib import at_user_call
 
@@ -296,7 +296,7 @@ class GraphBuilder:
                            f"(line {scope.loops[name].line})", span, hint)
         what = ("a constant (a `let` or a block parameter)" if name in scope.lets
                 else "a tensor" if name in scope.tensors
-                else "a built-in op" if find_op(name) is not None
+                else "a built-in op" if is_op_name(name)
                 else "a block" if name in self.blocks
                 else "a boolean" if name in ("true", "false") else None)
         if what is not None:
@@ -364,15 +364,19 @@ class GraphBuilder:
         if isinstance(expr, ast.Name):
             return expr.id in scope.tensors
         if isinstance(expr, ast.Call):
-            return find_op(expr.func) is not None or expr.func in self.blocks
+            return is_op_name(expr.func) or expr.func in self.blocks
         return False
 
     def call(self, call: ast.Call, scope: Scope, binding: str | None) -> list[Tensor]:
         binding_span = self.binding_span  # inputs' block expansions may change it
-        op = find_op(call.func)
+        # a block's name is not looked for among the ops (that would load every op family)
+        known_block = call.func in self.blocks and not is_op_name(call.func)
+        op = None if known_block else find_op(call.func)
         target: Op | ast.Block | None = op if op is not None else self.blocks.get(call.func)
         if target is None:
-            names = list(all_ops()) + list(self.blocks)
+            names = op_names() + list(self.blocks)
+            from dslc.ops.names import op_hint  # errors only
+
             hint = op_hint(call.func, names) or did_you_mean(call.func, scope.tensors)
             what = "op or block"
             if call.func in scope.tensors:
@@ -582,6 +586,8 @@ def _attr_diag(op, call, errs, values, spans):
         choices = [c.strip().strip("'") for c in re.split(r",| or ", e["ctx"]["expected"])]
         choices = [c for c in choices if c]
         hint = did_you_mean(str(value), choices) if isinstance(value, str) else None
+        from dslc.ops.names import known_as  # errors only
+
         other = known_as(value) if isinstance(value, str) else None
         if other in choices:  # `activation=swish`: Keras's name for `silu`
             hint = f"did you mean `{other}`?"
