@@ -111,17 +111,23 @@ class KerasTrainer(Trainer):
         self.tf = tensorflow()
         # Before anything starts TensorFlow: splitting the CPU into devices is only possible then.
         mirrored = (mirrored_devices(options.devices, device if device != "auto" else "auto")
-                    if options.devices > 1 else None)
+                    if options.devices > 1 and not options.distributed else None)
+        self.strategy: Any = None
+        if options.distributed:  # one worker of a TF_CONFIG cluster (multiworker.py)
+            choose_threads(self.tf, graph, config.batch, device)  # before TensorFlow starts
+            from dslc.backends.keras.multiworker import strategy
+
+            self.strategy = strategy(self.tf)
         keras.utils.set_random_seed(seed)
         self.graph, self.config, self.seed = graph, config, seed
         self.device, self._tf_device = resolve_device(device)
         choose_threads(self.tf, graph, config.batch, self.device)
         out_shape = graph.type_of(graph.outputs[0]).shape
         self._out_shape = tuple(out_shape)
-        self.strategy = None
         place: Any = self.tf.device(self._tf_device)
-        if options.devices > 1:  # variables mirrored on each device; batches split among them
+        if mirrored is not None:  # variables mirrored on each device; batches split among them
             self.strategy = self.tf.distribute.MirroredStrategy(mirrored)
+        if self.strategy is not None:
             place = self.strategy.scope()
         with place:
             self.model = build_model(graph, self._tf_device, self.precision)
