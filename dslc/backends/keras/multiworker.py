@@ -10,9 +10,10 @@ global batch by its replica id (dslc/train/distributed.py `shard`, as the torch 
 MirroredStrategy do); the gradients are all-reduced by TensorFlow's collective ops (gRPC on
 CPU, NCCL on GPUs). Only worker 0 writes files and prints progress (dslc/train/run.py).
 
-No hang on a failed worker: the start waits at most `DSLC_DIST_TIMEOUT` seconds (default 300)
-for the cluster, and once it runs, TensorFlow's health check aborts the collectives when a
-peer stops answering (within about a minute: a check every 30 s, three tries of 10 s).
+No hang on a failed worker: a worker waits at most `DSLC_DIST_TIMEOUT` seconds (default 300)
+for the cluster to form (a watchdog process ends it with an error), the launcher stops every
+worker when one exits with an error, and in a running cluster TensorFlow's coordination
+service notices a peer that stops sending heartbeats and fails the collectives.
 Nothing here imports TensorFlow before the worker builds its strategy."""
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dslc.diagnostics import DslError
-from dslc.train.distributed import FAIL_RANK, Group, timeout, without_nproc
+from dslc.train.distributed import ENV_TIMEOUT, FAIL_RANK, Group, timeout, without_nproc
 
 ENV = "TF_CONFIG"
 LOCAL_RANK = "DSLC_LOCAL_RANK"  # set by the launcher: this worker's GPU on a shared machine
@@ -75,33 +77,65 @@ def setup(device: str) -> Group:
     return Group(rank, world, device, framework="keras")
 
 
-def strategy(tf: Any) -> Any:
+def strategy(tf: Any, device: str) -> Any:
     """The MultiWorkerMirroredStrategy of this worker; waits for the whole cluster (at most
-    DSLC_DIST_TIMEOUT seconds). On a machine shared by the launcher's workers, each takes one
-    GPU (by local rank) when there are enough; a worker started by hand uses all it sees."""
+    DSLC_DIST_TIMEOUT seconds). `--device cpu` hides the GPUs (the strategy would take them).
+    On a machine shared by the launcher's workers each takes one GPU, by local rank (workers
+    outnumbering the GPUs share them); a worker started by hand uses every GPU it sees."""
     gpus = tf.config.list_physical_devices("GPU")
     local, local_world = os.environ.get(LOCAL_RANK), os.environ.get(LOCAL_WORLD)
-    if gpus and local is not None and local_world is not None:
-        mine = gpus[int(local) % len(gpus)] if int(local_world) <= len(gpus) else None
-        tf.config.set_visible_devices([mine] if mine is not None else [], "GPU")
-    from tensorflow.python.distribute import collective_all_reduce_strategy as car
-
-    seconds = timeout().total_seconds()
-    # The cluster start-up barrier waits forever by default; the health check after it
-    # notices a dead peer by itself.
-    extended: Any = getattr(car, "CollectiveAllReduceExtended", None)
-    if extended is not None and hasattr(extended, "_check_health_initial_timeout"):
-        extended._check_health_initial_timeout = max(1, int(seconds))
+    if gpus and device == "cpu":
+        tf.config.set_visible_devices([], "GPU")
+    elif gpus and local is not None and local_world is not None:
+        mine = gpus[int(local) % len(gpus)]
+        tf.config.set_visible_devices([mine], "GPU")
+        if int(local_world) > len(gpus):
+            tf.config.experimental.set_memory_growth(mine, True)
+    cancel = _watchdog(timeout().total_seconds())
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
-    except RuntimeError as err:
-        if "Timeout waiting for the cluster" not in str(err):
+    except tf.errors.UnknownError as err:
+        if "Could not start gRPC server" not in str(err):
             raise
         rank, world = cluster()
-        raise DslError(f"keras worker {rank} of {world}: the other workers did not join within "
-                       f"{seconds:g} s ({os.environ.get(ENV)})",
-                       hint="start every worker of TF_CONFIG's cluster, with reachable "
-                            "addresses; DSLC_DIST_TIMEOUT sets the wait") from None
+        raise DslError(f"keras worker {rank} of {world} could not listen on its TF_CONFIG "
+                       "address (taken by another process?)", hint=os.environ.get(ENV)) from None
+    finally:
+        cancel()
+
+
+# The watchdog: a small process that waits on a pipe; closing it (the cluster formed) ends
+# it, and if the wait runs out it prints the error and kills the worker.
+_WATCHDOG = """
+import os, select, signal, sys
+fd, seconds, pid = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+ready, _, _ = select.select([fd], [], [], seconds)
+if not ready:
+    sys.stderr.write(sys.argv[4])
+    sys.stderr.flush()
+    os.kill(pid, signal.SIGKILL)
+"""
+
+
+def _watchdog(seconds: float) -> Callable[[], None]:
+    """Kill this worker with a clear error when the cluster has not formed after `seconds`;
+    the returned function calls it off. TensorFlow waits for every TF_CONFIG task without a
+    time limit, in C++ that holds the GIL and ignores SIGTERM: no thread or signal handler of
+    this process could end the wait, so another process does."""
+    rank, world = cluster()
+    message = (f"error: keras worker {rank} of {world}: the other workers did not join within "
+               f"{seconds:g} s (TF_CONFIG {os.environ.get(ENV)})\nhint: start every worker of "
+               f"TF_CONFIG's cluster, with reachable addresses; {ENV_TIMEOUT} sets the wait\n")
+    read, write = os.pipe()
+    watcher = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(read), str(seconds),
+                                str(os.getpid()), message], pass_fds=(read,))
+    os.close(read)
+
+    def cancel() -> None:
+        os.close(write)  # the watchdog sees end-of-file and exits
+        watcher.wait()
+
+    return cancel
 
 
 def free_ports(count: int) -> list[int]:
@@ -158,7 +192,7 @@ def _stop(workers: list[subprocess.Popen]) -> None:
     running = [w for w in workers if w.poll() is None]
     for w in running:
         w.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 3  # TensorFlow waiting on its peers ignores SIGTERM
     for w in running:
         try:
             w.wait(max(0.1, deadline - time.monotonic()))

@@ -117,7 +117,7 @@ class KerasTrainer(Trainer):
             choose_threads(self.tf, graph, config.batch, device)  # before TensorFlow starts
             from dslc.backends.keras.multiworker import strategy
 
-            self.strategy = strategy(self.tf)
+            self.strategy = strategy(self.tf, device)
         keras.utils.set_random_seed(seed)
         self.graph, self.config, self.seed = graph, config, seed
         self.device, self._tf_device = resolve_device(device)
