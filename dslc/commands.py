@@ -113,15 +113,17 @@ def register(sub, commands: dict) -> None:
                    help="torch.compile the training step (torch; compiles once, so it pays "
                         "off on long runs; the short last batch runs eagerly)")
     p.add_argument("--nproc", type=int, metavar="N",
-                   help="train on N local processes with torch DistributedDataParallel "
-                        "(torchrun; gloo on CPU, nccl on CUDA); the spec's batch is the "
-                        "global batch")
+                   help="train on N local processes: torch DistributedDataParallel "
+                        "(torchrun; gloo on CPU, nccl on CUDA), keras "
+                        "MultiWorkerMirroredStrategy (a TF_CONFIG each); the spec's batch is "
+                        "the global batch")
     p.add_argument("--devices", type=int, default=1, metavar="N",
                    help="keras: a tf.distribute MirroredStrategy over N local devices (GPUs, "
                         "or N logical CPU devices without them); the batch is split among them")
     p.add_argument("--distributed", action="store_true",
                    help="this process is one of a torchrun group (`torchrun ... -m dslc "
-                        "train SPEC --distributed`, several nodes: docs/scale.md)")
+                        "train SPEC --distributed`), or with keras one worker of the TF_CONFIG "
+                        "cluster; several nodes: docs/scale.md")
     commands["train"] = cmd_train
 
     p = sub.add_parser("eval", help="loss and metrics on the test split")

@@ -34,6 +34,7 @@ class Group:
     rank: int
     world: int
     device: str  # this process's device: cpu, or cuda:<local rank>
+    framework: str = "torch"  # or "keras": a MultiWorkerMirroredStrategy worker
 
     @property
     def writes(self) -> bool:

@@ -120,13 +120,29 @@ def train_command(args) -> int:
         get_backend(args.backend).check_options(TrainOptions(
             precision=getattr(args, "precision", None) or "fp32", distributed=True,
             compile=bool(getattr(args, "compile", False))))
-        return distributed.launch(getattr(args, "argv", None) or _argv(args), args.nproc)
-    group = distributed.setup(args.device) if distributed.wanted(args) else None
+        argv = getattr(args, "argv", None) or _argv(args)
+        if args.backend == "keras":  # MultiWorkerMirroredStrategy, one TF_CONFIG a worker
+            from dslc.backends.keras import multiworker
+
+            return multiworker.launch(argv, args.nproc)
+        return distributed.launch(argv, args.nproc)
+    group = _join(args) if distributed.wanted(args) else None
     try:
         return _train(args, group)
     finally:
-        if group is not None:
+        if group is not None and group.framework == "torch":
             distributed.shutdown()
+
+
+def _join(args):
+    """This process's place in a torchrun group, or in a keras TF_CONFIG cluster."""
+    if args.backend == "keras":
+        from dslc.backends.keras import multiworker
+
+        return multiworker.setup(args.device)
+    from dslc.train import distributed
+
+    return distributed.setup(args.device)
 
 
 def _argv(args) -> list[str]:
@@ -194,7 +210,8 @@ def _train(args, group) -> int:
     backend.require()  # a missing framework is found without importing it
     # The data first: its errors come in a moment, importing a framework takes seconds.
     data = _dataset(spec, graph, cfg, seed)
-    if group is not None:
+    # (keras: the MultiWorkerMirroredStrategy waits for every worker as the trainer starts)
+    if group is not None and group.framework == "torch":
         from dslc.train.distributed import barrier
 
         barrier()  # every process has checked --out before rank 0 writes to it
@@ -209,8 +226,9 @@ def _train(args, group) -> int:
         f"test samples; {epochs} epochs, batch {batch or 'full'}"
         + (f", {options.precision}" if options.precision != "fp32" else "")
         + (", torch.compile" if options.compile else "")
-        + (f"; {group.world} processes (DDP, {batch or 'full'} samples a step in all)"
-           if group is not None else "")
+        + (f"; {group.world} processes ("
+           f"{'DDP' if group.framework == 'torch' else 'MultiWorkerMirroredStrategy'}, "
+           f"{batch or 'full'} samples a step in all)" if group is not None else "")
         + (f"; {options.devices} devices (MirroredStrategy)" if options.devices > 1 else ""))
     for line in regularisation_notes(graph, cfg, data):
         progress.message(line)

@@ -29,6 +29,7 @@ class KerasBackend(Backend):
     trains = True
     precisions = ("fp32", "bf16", "fp16")
     mirrors = True
+    distributes = True  # MultiWorkerMirroredStrategy workers (multiworker.py)
 
     @property
     def lowerings(self) -> LoweringTable:

@@ -111,17 +111,24 @@ class KerasTrainer(Trainer):
         self.tf = tensorflow()
         # Before anything starts TensorFlow: splitting the CPU into devices is only possible then.
         mirrored = (mirrored_devices(options.devices, device if device != "auto" else "auto")
-                    if options.devices > 1 else None)
+                    if options.devices > 1 and not options.distributed else None)
+        self.strategy: Any = None
+        self.distributed = options.distributed
+        if options.distributed:  # one worker of a TF_CONFIG cluster (multiworker.py)
+            choose_threads(self.tf, graph, config.batch, device)  # before TensorFlow starts
+            from dslc.backends.keras.multiworker import strategy
+
+            self.strategy = strategy(self.tf, device)
         keras.utils.set_random_seed(seed)
         self.graph, self.config, self.seed = graph, config, seed
         self.device, self._tf_device = resolve_device(device)
         choose_threads(self.tf, graph, config.batch, self.device)
         out_shape = graph.type_of(graph.outputs[0]).shape
         self._out_shape = tuple(out_shape)
-        self.strategy = None
         place: Any = self.tf.device(self._tf_device)
-        if options.devices > 1:  # variables mirrored on each device; batches split among them
+        if mirrored is not None:  # variables mirrored on each device; batches split among them
             self.strategy = self.tf.distribute.MirroredStrategy(mirrored)
+        if self.strategy is not None:
             place = self.strategy.scope()
         with place:
             self.model = build_model(graph, self._tf_device, self.precision)
@@ -291,7 +298,18 @@ class KerasTrainer(Trainer):
         with place:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
-                loss = float(step(y[start:stop], *(a[start:stop] for a in xs)))
+                try:
+                    loss = float(step(y[start:stop], *(a[start:stop] for a in xs)))
+                except (self.tf.errors.UnavailableError, self.tf.errors.AbortedError,
+                        self.tf.errors.CancelledError) as err:
+                    if not self.distributed:
+                        raise
+                    # A worker died or became unreachable mid-step: the collective failed.
+                    raise DslError("a keras worker of the MultiWorkerMirroredStrategy stopped "
+                                   f"answering during training ({type(err).__name__})",
+                                   hint="the other worker's error, if any, says why; "
+                                   "--resume continues from the last epoch's checkpoint") \
+                        from None
                 total += loss * (stop - start)
                 on_batch(stop - start, loss)
         return total / n if n else float("nan")
