@@ -86,8 +86,15 @@ def generated_vs_hand(name: str, device: str, precision: str, samples: int, batc
     graph, cfg = spec.model(), spec.train_config()
     shape = graph.inputs[0].type.shape
     rng = np.random.default_rng(0)
-    x = rng.random((samples, *shape), dtype=np.float32)
-    y = rng.integers(0, 10, samples)
+    inp = graph.inputs[0]
+    if inp.type.is_float:
+        x = rng.random((samples, *shape), dtype=np.float32)
+    else:  # token ids, within the vocab of the embedding that reads them
+        from dslc.verify import id_limit
+
+        x = rng.integers(0, id_limit(graph, inp.name), (samples, *shape)).astype(
+            inp.type.numpy_dtype)
+    y = rng.integers(0, graph.type_of(graph.outputs[0]).shape[-1], samples)
     trainer = get_backend("torch").make_trainer(graph, cfg, device, 0,
                                                 TrainOptions(precision=precision))
     gen = lambda: trainer.train_epoch(x, y, batch, lambda n, loss: None)  # noqa: E731
