@@ -141,33 +141,27 @@ GateActivation = Literal["tanh", "sigmoid", "relu", "linear"]
 # the outputs come in that reading order (Keras does not flip them back).
 
 
-@register
-@bidirectional
-class LSTM(Op):
-    """LSTM over `[time, features]` (Keras's): `c_t = f*c_(t-1) + i*act(.)`, `h_t = o*act(c_t)`.
+class _GatedAttrs(OpAttrs):
+    """What lstm and gru share (Keras's arguments and defaults)."""
 
-    Gates i, f, o apply `recurrent_activation`; c's candidate and the output apply
-    `activation`."""
+    units: int = Field(gt=0)
+    activation: GateActivation = "tanh"
+    recurrent_activation: GateActivation = "sigmoid"
+    return_sequences: bool = False
+    go_backwards: bool = False
+    bidirectional: Bidirectional = "none"
+    use_bias: bool = True
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    recurrent_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    kernel_init: Init = "glorot_uniform"
+    recurrent_init: Init = "orthogonal"
+    bias_init: Init = "zeros"
 
-    name = "lstm"
-    layout = ("kernel `[in, 4*units]`, recurrent_kernel `[units, 4*units]`, bias `[4*units]`; "
-              "gate order i, f, c, o (Keras)")
+
+class _Gated(Op):
+    """The shape, masking and cost rules lstm and gru share; `params` is each one's own."""
+
     positional = ("units",)
-
-    class Attrs(OpAttrs):
-        units: int = Field(gt=0)
-        activation: GateActivation = "tanh"
-        recurrent_activation: GateActivation = "sigmoid"
-        return_sequences: bool = False
-        go_backwards: bool = False
-        bidirectional: Bidirectional = "none"
-        use_bias: bool = True
-        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-        recurrent_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-        unit_forget_bias: bool = True
-        kernel_init: Init = "glorot_uniform"
-        recurrent_init: Init = "orthogonal"
-        bias_init: Init = "zeros"
 
     def infer(self, a, inputs):
         return _infer_recurrent(self.name, a, inputs)
@@ -178,6 +172,22 @@ class LSTM(Op):
     def macs(self, node, inputs):
         steps = inputs[0].shape[0] or 1
         return steps * (node.params["kernel"].size + node.params["recurrent_kernel"].size)
+
+
+@register
+@bidirectional
+class LSTM(_Gated):
+    """LSTM over `[time, features]` (Keras's): `c_t = f*c_(t-1) + i*act(.)`, `h_t = o*act(c_t)`.
+
+    Gates i, f, o apply `recurrent_activation`; c's candidate and the output apply
+    `activation`."""
+
+    name = "lstm"
+    layout = ("kernel `[in, 4*units]`, recurrent_kernel `[units, 4*units]`, bias `[4*units]`; "
+              "gate order i, f, c, o (Keras)")
+
+    class Attrs(_GatedAttrs):
+        unit_forget_bias: bool = True
 
     def params(self, a, inputs):
         f, u = inputs[0].shape[1], a.units
@@ -193,7 +203,7 @@ class LSTM(Op):
 
 @register
 @bidirectional
-class GRU(Op):
+class GRU(_Gated):
     """GRU over `[time, features]` (Keras's): `h_t = z*h_(t-1) + (1-z)*act(.)`, two gates z, r.
 
     `reset_after=true` (Keras's and cuDNN's default) applies the reset gate after the
@@ -202,32 +212,9 @@ class GRU(Op):
     name = "gru"
     layout = ("kernel `[in, 3*units]`, recurrent_kernel `[units, 3*units]`, bias `[2, 3*units]` "
               "(input, recurrent) with reset_after, else `[3*units]`; gate order z, r, h (Keras)")
-    positional = ("units",)
 
-    class Attrs(OpAttrs):
-        units: int = Field(gt=0)
-        activation: GateActivation = "tanh"
-        recurrent_activation: GateActivation = "sigmoid"
-        return_sequences: bool = False
-        go_backwards: bool = False
-        bidirectional: Bidirectional = "none"
-        use_bias: bool = True
-        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-        recurrent_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    class Attrs(_GatedAttrs):
         reset_after: bool = True
-        kernel_init: Init = "glorot_uniform"
-        recurrent_init: Init = "orthogonal"
-        bias_init: Init = "zeros"
-
-    def infer(self, a, inputs):
-        return _infer_recurrent(self.name, a, inputs)
-
-    def masking(self, a):
-        return _recurrent_masking(a)
-
-    def macs(self, node, inputs):
-        steps = inputs[0].shape[0] or 1
-        return steps * (node.params["kernel"].size + node.params["recurrent_kernel"].size)
 
     def params(self, a, inputs):
         f, u = inputs[0].shape[1], a.units
