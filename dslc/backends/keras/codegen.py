@@ -488,60 +488,34 @@ def gru(ctx: Context, node: Node, xs: list[Call]) -> Call:
         uses=uses, call_kwargs=_rnn_mask(ctx, node))
 
 
-def _pooling(cls: str) -> Callable[[Context, Node, list[Call]], Call]:
+def _pooling(cls: str, size: Callable[[Any], str] = _tuple) -> Callable[[Context, Node, list[Call]], Call]:
     def rule(ctx: Context, node: Node, xs: list[Call]) -> Call:
         a = node.attrs
         return Call(cls, [], [
-            ("pool_size", _tuple(a.kernel)),
-            ("strides", _tuple(a.strides)),
+            ("pool_size", size(a.kernel)),
+            ("strides", size(a.strides)),
             ("padding", quote(a.padding)),
             ("data_format", quote("channels_last")),
         ])
+
+    return rule
+
+
+def _global_pooling(cls: str) -> Callable[[Context, Node, list[Call]], Call]:
+    def rule(ctx: Context, node: Node, xs: list[Call]) -> Call:
+        return Call(cls, [], [("data_format", quote("channels_last"))])
 
     return rule
 
 
 LOWERINGS.add("maxpool2d", _pooling("keras.layers.MaxPooling2D"))
 LOWERINGS.add("avgpool2d", _pooling("keras.layers.AveragePooling2D"))
-
-
-@LOWERINGS("global_avgpool2d")
-def global_avgpool2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
-    return Call("keras.layers.GlobalAveragePooling2D", [],
-                [("data_format", quote("channels_last"))])
-
-
-@LOWERINGS("global_maxpool2d")
-def global_maxpool2d(ctx: Context, node: Node, xs: list[Call]) -> Call:
-    return Call("keras.layers.GlobalMaxPooling2D", [], [("data_format", quote("channels_last"))])
-
-
-def _pooling_1d(cls: str) -> Callable[[Context, Node, list[Call]], Call]:
-    def rule(ctx: Context, node: Node, xs: list[Call]) -> Call:
-        a = node.attrs
-        return Call(cls, [], [
-            ("pool_size", repr(a.kernel)),
-            ("strides", repr(a.strides)),
-            ("padding", quote(a.padding)),
-            ("data_format", quote("channels_last")),
-        ])
-
-    return rule
-
-
-LOWERINGS.add("maxpool1d", _pooling_1d("keras.layers.MaxPooling1D"))
-LOWERINGS.add("avgpool1d", _pooling_1d("keras.layers.AveragePooling1D"))
-
-
-@LOWERINGS("global_avgpool1d")
-def global_avgpool1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
-    return Call("keras.layers.GlobalAveragePooling1D", [],
-                [("data_format", quote("channels_last"))])
-
-
-@LOWERINGS("global_maxpool1d")
-def global_maxpool1d(ctx: Context, node: Node, xs: list[Call]) -> Call:
-    return Call("keras.layers.GlobalMaxPooling1D", [], [("data_format", quote("channels_last"))])
+LOWERINGS.add("maxpool1d", _pooling("keras.layers.MaxPooling1D", repr))
+LOWERINGS.add("avgpool1d", _pooling("keras.layers.AveragePooling1D", repr))
+LOWERINGS.add("global_avgpool2d", _global_pooling("keras.layers.GlobalAveragePooling2D"))
+LOWERINGS.add("global_maxpool2d", _global_pooling("keras.layers.GlobalMaxPooling2D"))
+LOWERINGS.add("global_avgpool1d", _global_pooling("keras.layers.GlobalAveragePooling1D"))
+LOWERINGS.add("global_maxpool1d", _global_pooling("keras.layers.GlobalMaxPooling1D"))
 
 
 @LOWERINGS("upsampling2d")
