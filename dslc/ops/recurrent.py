@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -173,6 +173,21 @@ class _Gated(Op):
         steps = inputs[0].shape[0] or 1
         return steps * (node.params["kernel"].size + node.params["recurrent_kernel"].size)
 
+    gates: ClassVar[int]
+
+    def bias(self, a) -> ParamSpec:
+        return ParamSpec(shape=(self.gates * a.units,), init=a.bias_init)
+
+    def params(self, a, inputs):
+        rows = self.gates * a.units  # the gate blocks side by side, Keras's order
+        p = {
+            "kernel": ParamSpec(shape=(inputs[0].shape[1], rows), init=a.kernel_init),
+            "recurrent_kernel": ParamSpec(shape=(a.units, rows), init=a.recurrent_init),
+        }
+        if a.use_bias:
+            p["bias"] = self.bias(a)
+        return p
+
 
 @register
 @bidirectional
@@ -186,19 +201,14 @@ class LSTM(_Gated):
     layout = ("kernel `[in, 4*units]`, recurrent_kernel `[units, 4*units]`, bias `[4*units]`; "
               "gate order i, f, c, o (Keras)")
 
+    gates = 4
+
     class Attrs(_GatedAttrs):
         unit_forget_bias: bool = True
 
-    def params(self, a, inputs):
-        f, u = inputs[0].shape[1], a.units
-        p = {
-            "kernel": ParamSpec(shape=(f, 4 * u), init=a.kernel_init),
-            "recurrent_kernel": ParamSpec(shape=(u, 4 * u), init=a.recurrent_init),
-        }
-        if a.use_bias:
-            init = f"{UNIT_FORGET}{a.bias_init}" if a.unit_forget_bias else a.bias_init
-            p["bias"] = ParamSpec(shape=(4 * u,), init=init)
-        return p
+    def bias(self, a) -> ParamSpec:
+        init = f"{UNIT_FORGET}{a.bias_init}" if a.unit_forget_bias else a.bias_init
+        return ParamSpec(shape=(4 * a.units,), init=init)
 
 
 @register
@@ -213,16 +223,11 @@ class GRU(_Gated):
     layout = ("kernel `[in, 3*units]`, recurrent_kernel `[units, 3*units]`, bias `[2, 3*units]` "
               "(input, recurrent) with reset_after, else `[3*units]`; gate order z, r, h (Keras)")
 
+    gates = 3
+
     class Attrs(_GatedAttrs):
         reset_after: bool = True
 
-    def params(self, a, inputs):
-        f, u = inputs[0].shape[1], a.units
-        p = {
-            "kernel": ParamSpec(shape=(f, 3 * u), init=a.kernel_init),
-            "recurrent_kernel": ParamSpec(shape=(u, 3 * u), init=a.recurrent_init),
-        }
-        if a.use_bias:
-            shape = (2, 3 * u) if a.reset_after else (3 * u,)
-            p["bias"] = ParamSpec(shape=shape, init=a.bias_init)
-        return p
+    def bias(self, a) -> ParamSpec:  # reset_after: the input and the recurrent bias
+        shape = (2, 3 * a.units) if a.reset_after else (3 * a.units,)
+        return ParamSpec(shape=shape, init=a.bias_init)
