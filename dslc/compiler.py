@@ -265,7 +265,8 @@ def compile_text(text: str, path: str | Path = "<input>") -> Spec:
         except (RecursionError, OverflowError):  # a safety net: always located
             errors.error(f"model `{model.name}` is too large or nested too deeply to check",
                          model.span)
-            graph = Graph(name=model.name, inputs=[], nodes=[], outputs=[], span=model.span)
+            graph = Graph.model_construct(name=model.name, inputs=[], nodes=[], outputs=[],
+                                          span=model.span)
         if len(errors.diagnostics) > before:
             broken.add(model.name)
         spec.models[model.name] = graph

@@ -37,7 +37,7 @@ TOKEN_WORDS = {
 
 # Precomputed LALR tables (building them costs ~45 ms a run); regenerate with
 # `python -m dslc.parse` after changing the grammar. A stale file is ignored.
-TABLES = Path(__file__).with_name("_tables.json")  # {lexer: tables}
+TABLES = Path(__file__).with_name("_tables.json")  # a header line, then a line per lexer
 
 LARK_OPTIONS = dict(parser="lalr", propagate_positions=True, maybe_placeholders=False)
 # Two lexers for one grammar. Lark's contextual lexer (the language's definition) lets a
@@ -129,25 +129,37 @@ _BUDGET = _Budget()
 @lru_cache(maxsize=2)
 def _parser(lexer: str = "basic") -> Lark:
     text = grammar_text()
-    tables = load_tables()
+    tables = load_tables(lexer)
     hooks = dict(transformer=_BUDGET, postlex=_BUDGET)
-    if tables is not None and tables.get("digest") == grammar_digest(text):
-        saved = tables[lexer]
-        return Lark._load_from_dict(saved["data"], saved["memo"], **hooks)
+    if tables is not None and tables["digest"] == grammar_digest(text):
+        return Lark._load_from_dict(tables["data"], tables["memo"], **hooks)
     return Lark(text, **LARK_OPTIONS, lexer=lexer, **hooks)
 
 
-def _int_keys(pairs: list) -> dict:
-    # JSON keys are strings; Lark's tables key states, tokens and memo entries by int.
-    return {int(k) if k.isdigit() else k: v for k, v in pairs}
+def _int_keys(d: dict) -> dict:
+    return {int(k): v for k, v in d.items()}
 
 
-def load_tables() -> dict | None:
-    # JSON, not a Python module: it loads in ~2 ms with or without cached bytecode.
+def load_tables(lexer: str = "basic") -> dict | None:
+    """The saved tables of one lexer: {digest, data, memo}. The file holds a header line and one
+    line per lexer, so a run decodes only the tables it uses; JSON, not a Python module, loads
+    in ~2 ms with or without cached bytecode."""
     try:
         with TABLES.open(encoding="utf-8") as f:
-            return json.load(f, object_pairs_hook=_int_keys)
-    except (OSError, ValueError):
+            header = json.loads(f.readline())
+            for line in f:
+                if line.startswith(f'{{"lexer":"{lexer}"'):
+                    saved = json.loads(line)
+                    break
+            else:
+                return None
+        # JSON keys are strings; Lark keys memo entries, tokens and parser states by int.
+        parser = saved["data"]["parser"]["parser"]
+        parser["tokens"] = _int_keys(parser["tokens"])
+        parser["states"] = {int(k): _int_keys(v) for k, v in parser["states"].items()}
+        return {"digest": header["digest"], "data": saved["data"],
+                "memo": _int_keys(saved["memo"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -156,11 +168,13 @@ def write_tables(path: Path) -> None:
     from lark.lexer import TerminalDef
 
     text = grammar_text()
-    tables: dict = {"generated_by": "python -m dslc.parse", "digest": grammar_digest(text)}
+    header = {"generated_by": "python -m dslc.parse", "digest": grammar_digest(text)}
+    lines = [json.dumps(header, separators=(",", ":"))]
     for lexer in LEXERS:
         data, memo = Lark(text, **LARK_OPTIONS, lexer=lexer).memo_serialize([TerminalDef, Rule])
-        tables[lexer] = {"data": data, "memo": memo}
-    path.write_text(json.dumps(tables, separators=(",", ":")) + "\n", encoding="utf-8")
+        lines.append(json.dumps({"lexer": lexer, "data": data, "memo": memo},
+                                separators=(",", ":")))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _token_word(tok_type: str) -> str:

@@ -52,8 +52,10 @@ class TensorType(BaseModel):
         return self.dtype in FLOAT_DTYPES
 
 
+# The builder constructs inputs, nodes and graphs from checked parts without validating them
+# (dslc/passes/build.py), so their validators are built only where something validates one.
 class Input(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, defer_build=True)
     name: str
     type: TensorType
     span: Span
@@ -62,7 +64,7 @@ class Input(BaseModel):
 class BlockCall(BaseModel):
     """One expansion of a block: its layers are named `<instance>_<layer>`."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
     instance: str
     block: str
     span: Span  # of the call
@@ -71,7 +73,7 @@ class BlockCall(BaseModel):
 class Node(BaseModel):
     """One layer. `attrs` is the op's validated attribute model with every default pinned."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, defer_build=True)
     name: str
     op: str
     inputs: list[str]
@@ -89,7 +91,7 @@ class Node(BaseModel):
 
 
 class Graph(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, defer_build=True)
     name: str
     inputs: list[Input]
     nodes: list[Node]

@@ -147,8 +147,9 @@ class GraphBuilder:
             self.run_body(self.model.body, self.root, is_block=False)
         except Abort as abort:
             self.errors.extend(abort.err)
-            return Graph(name=self.model.name, inputs=self.inputs, nodes=self.nodes,
-                         outputs=self.outputs, span=self.model.span)
+            return Graph.model_construct(name=self.model.name, inputs=self.inputs,
+                                         nodes=self.nodes, outputs=self.outputs,
+                                         span=self.model.span)
         if not self.inputs and not self.failed_input:
             self.errors.error(f"model `{self.model.name}` declares no input", self.model.span,
                               "add `input x: f32[...]` as the first statement")
@@ -159,8 +160,10 @@ class GraphBuilder:
                               "add a layer after the input, e.g. `dense(1)`")
         if len(self.errors.diagnostics) == before and self.outputs:
             self.check_dead()
-        return Graph(name=self.model.name, inputs=self.inputs, nodes=self.nodes,
-                     outputs=self.outputs, span=self.model.span)
+        # Built from checked parts (validated attrs, types and parameters): constructing,
+        # not validating, spares `dslc check` the graph models' validators (docs/benchmarks.md).
+        return Graph.model_construct(name=self.model.name, inputs=self.inputs, nodes=self.nodes,
+                                     outputs=self.outputs, span=self.model.span)
 
     def check_dead(self) -> None:
         """Every layer must feed an output: backends disagree on what to do with the others."""
@@ -338,8 +341,9 @@ class GraphBuilder:
         self.too_long(stmt.name, stmt.span)
         self.used.add(stmt.name)
         self.owner[stmt.name], self.owner_span[stmt.name] = (scope.uid, stmt.name), stmt.span
-        self.inputs.append(Input(name=stmt.name, type=TensorType(dtype=DTYPES[stmt.dtype],
-                                                                  shape=tuple(dims)), span=stmt.span))
+        self.inputs.append(Input.model_construct(
+            name=stmt.name, type=TensorType(dtype=DTYPES[stmt.dtype], shape=tuple(dims)),
+            span=stmt.span))
         t = Tensor(stmt.name)
         scope.tensors[stmt.name] = t
         scope.prev = t
@@ -426,8 +430,9 @@ class GraphBuilder:
             name = self.auto_name(op.name, scope)
             self.too_long(name, call.func_span, "layer name")
             self.owner_span[name] = call.func_span
-        self.nodes.append(Node(name=name, op=op.name, inputs=[t.name for t in inputs], attrs=attrs,
-                               span=call.func_span, blocks=scope.blocks))
+        self.nodes.append(Node.model_construct(name=name, op=op.name,
+                                               inputs=[t.name for t in inputs], attrs=attrs,
+                                               span=call.func_span, blocks=scope.blocks))
         return Tensor(name)
 
     def attrs(self, call: ast.Call, op, attr_args, scope: Scope):
@@ -525,7 +530,8 @@ class GraphBuilder:
         else:
             instance = self.auto_name(block.name, scope)
             self.too_long(instance, call.func_span, "layer name")
-        call_site = BlockCall(instance=instance, block=block.name, span=call.func_span)
+        call_site = BlockCall.model_construct(instance=instance, block=block.name,
+                                              span=call.func_span)
         inner = Scope(lets=lets, prefix=f"{instance}_", blocks=(*scope.blocks, call_site))
         for name, t in zip(block_inputs, inputs):
             inner.tensors[name] = t
