@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +20,13 @@ from dslc.passes import masks, shapes
 from dslc.passes.build import GraphBuilder
 from dslc.passes.train_check import build_train
 from dslc.passes.values import evaluate
+from dslc.records import record
 
 if TYPE_CHECKING:
     from dslc.tune.space import Param
 
 
-@dataclass
+@record
 class Spec:
     path: Path
     sources: dict[str, str]
@@ -62,7 +63,7 @@ class Spec:
         return self.trains[graph.name]
 
 
-@dataclass
+@record
 class _Items:
     models: dict[str, ast.Model] = field(default_factory=dict)
     blocks: dict[str, ast.Block] = field(default_factory=dict)

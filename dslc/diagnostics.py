@@ -5,11 +5,14 @@ Library code raises `DslError` carrying one or more diagnostics; only the CLI re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import Any
+
+from dslc.records import frozen, record
 
 
-@dataclass(frozen=True)
+@frozen
 class Span:
     file: str
     line: int
@@ -20,8 +23,18 @@ class Span:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        # In the IR's models: taken as is, dumped as the dataclass it once was (a dict).
+        from pydantic_core import core_schema
 
-@dataclass
+        return core_schema.is_instance_schema(
+            cls, serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda s: {"file": s.file, "line": s.line, "col": s.col,
+                           "end_line": s.end_line, "end_col": s.end_col}))
+
+
+@record
 class Diagnostic:
     message: str
     span: Span | None = None
@@ -42,7 +55,7 @@ class DslError(Exception):
         super().__init__("\n".join(d.message for d in diagnostics))
 
 
-@dataclass
+@record
 class Collector:
     """Gathers independent errors so that one run reports all of them."""
 

@@ -52,4 +52,4 @@ def test_a_built_wheel_holds_the_data_files(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"dslc/std/{p.name}" for p in (ROOT / "dslc" / "std").glob("*.dl")}
     assert expected and expected <= names
-    assert {"dslc/grammars/dslc.lark", "dslc/_tables.json", "dslc/ops/_index.json"} <= names
+    assert {"dslc/grammars/dslc.lark", "dslc/_tables.marshal", "dslc/ops/_index.py"} <= names

@@ -3,10 +3,12 @@ check pass reads it without importing numpy; dslc/data/loaders.py does the loadi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from dslc.records import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class SourceInfo:
     doc: str
     args: dict[str, object]              # accepted arguments and their defaults
@@ -64,7 +66,7 @@ SOURCES: dict[str, SourceInfo] = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class StepInfo:
     doc: str
     args: dict[str, object] = field(default_factory=dict)

@@ -5,7 +5,8 @@ only at run time. Parameters are described in the canonical layout that checkpoi
 (see docs/weights.md): backends convert at their boundary, never here.
 """
 
-from __future__ import annotations
+# Annotations stay evaluated (no `from __future__ import annotations`): pydantic would compile
+# each field's annotation string when the module loads, ~0.1 ms a model (docs/benchmarks.md).
 
 import math
 from typing import Any

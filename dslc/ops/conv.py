@@ -1,6 +1,7 @@
 """Convolutions, channels-last: 1-D over `[time, channels]`, 2-D over `[H, W, C]`."""
 
-from __future__ import annotations
+# Annotations stay evaluated (no `from __future__ import annotations`): pydantic would compile
+# each field's annotation string when the module loads, ~0.1 ms a model (docs/benchmarks.md).
 
 import math
 from typing import Literal

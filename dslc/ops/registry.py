@@ -10,7 +10,6 @@ registry when `dslc.ops` is imported; this module imports none of them.
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -153,18 +152,20 @@ def register(cls: type[Op]) -> type[Op]:
 
 # Op families load when a spec first names one of their ops: `dslc check` of a CNN need not
 # build the attention or recurrent ops' classes (about 15 ms). The index (op → family module,
-# and which ops are activations) is written by `python -m dslc.docs`; a test keeps it current,
-# and a name the index lacks loads every family before it is called unknown.
-INDEX = Path(__file__).with_name("_index.json")
+# and which ops are activations) is a module written by `python -m dslc.docs`; a test keeps it
+# current, and a name the index lacks loads every family before it is called unknown.
+INDEX = Path(__file__).with_name("_index.py")
 _index_cache: dict[str, Any] = {}
 
 
 def _index() -> dict[str, Any]:
     if not _index_cache:
         try:
-            _index_cache.update(json.loads(INDEX.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            _index_cache.update({"ops": {}, "activations": []})
+            from dslc.ops import _index as saved
+
+            _index_cache.update(ops=dict(saved.OPS), activations=list(saved.ACTIVATIONS))
+        except (ImportError, AttributeError):
+            _index_cache.update(ops={}, activations=[])
     return _index_cache
 
 
@@ -226,11 +227,17 @@ def activation_names() -> tuple[str, ...]:
 
 
 def write_index(path: Path = INDEX) -> None:
+    import json  # strings as JSON writes them are Python literals too
+
     ops = all_ops()
-    index = {"generated_by": "python -m dslc.docs",
-             "ops": {name: type(op).__module__.rsplit(".", 1)[1] for name, op in sorted(ops.items())},
-             "activations": [name for name, op in ops.items() if op.category == "activation"]}
-    path.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+    lines = ['"""Op name → family module, and the activations. Written by `python -m dslc.docs`."""',
+             "", "OPS = {"]
+    lines += [f"    {json.dumps(name)}: {json.dumps(type(op).__module__.rsplit('.', 1)[1])},"
+              for name, op in sorted(ops.items())]
+    lines += ["}", "", "ACTIVATIONS = ("]
+    lines += [f"    {json.dumps(name)}," for name, op in ops.items() if op.category == "activation"]
+    lines += [")"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def node_activation(node: Node) -> str:

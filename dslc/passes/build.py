@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,6 +17,7 @@ from dslc.ir.graph import BlockCall, Graph, Input, Node, TensorType
 from dslc.ops import Op, find_op, op_names
 from dslc.ops.registry import is_op_name
 from dslc.passes.values import CallValue, Symbol, describe, evaluate
+from dslc.records import record
 from dslc.stdlib import at_user_call
 
 # Spec dtype names (aliases included) → the IR's. Integer and boolean inputs hold ids and
@@ -48,7 +49,7 @@ class Abort(Exception):
         self.err = err
 
 
-@dataclass
+@record
 class Tensor:
     name: str  # a graph input or node name
 
@@ -56,7 +57,7 @@ class Tensor:
 _SCOPE_IDS = itertools.count()
 
 
-@dataclass
+@record
 class Scope:
     """Names visible while building one model or one block instance."""
 

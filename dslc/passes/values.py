@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from dslc.diagnostics import DslError, Span
 from dslc.ir import ast
+from dslc.records import record
 
 
 class Symbol(str):
@@ -18,7 +19,7 @@ class Symbol(str):
     span: Span | None = None
 
 
-@dataclass
+@record
 class CallValue:
     name: str
     args: list[Any]
