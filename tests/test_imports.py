@@ -201,3 +201,33 @@ def test_check_imports_no_framework():
                    and not t.startswith("_sysconfigdata")}
     assert third_party <= CHECK_PACKAGES, sorted(third_party - CHECK_PACKAGES)
     assert len(new) <= CHECK_MODULE_BUDGET, len(new)
+
+
+_STARTUP = """
+import sys
+from dslc.cli import main
+rc = main(["check", sys.argv[1]])
+loaded = set(sys.modules)
+import dataclasses, json
+from dslc.ir import graph
+dslc_dataclasses = sorted(
+    f"{name}.{k}" for name, mod in list(sys.modules.items()) if name.startswith("dslc")
+    for k, v in vars(mod).items()
+    if isinstance(v, type) and v.__module__ == name and dataclasses.is_dataclass(v))
+built = [m.__name__ for m in (graph.Input, graph.BlockCall, graph.Node, graph.Graph)
+         if m.__pydantic_complete__]
+print(json.dumps({"rc": rc, "json": "json" in loaded, "dataclasses": dslc_dataclasses,
+                  "built": built}))
+"""
+
+
+def test_check_start_up_work_is_counted():
+    """What `dslc check` no longer does at start-up (docs/benchmarks.md, issue 12), counted
+    rather than timed: it imports no `json`, defines no dataclass of dslc's (each compiles its
+    methods with `exec`; dslc/records.py instead), and builds no validator for the graph's
+    input, node, block-call and graph models (the builder constructs them from checked parts)."""
+    proc = subprocess.run([sys.executable, "-c", _STARTUP, str(ROOT / "specs" / "cnn_mnist.dl")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"rc": 0, "json": False, "dataclasses": [], "built": []}, result
