@@ -145,8 +145,10 @@ def load_tables(lexer: str = "basic") -> dict | None:
     try:
         saved = marshal.loads(TABLES.read_bytes())
         tables = marshal.loads(saved[lexer])
+        if not isinstance(tables, dict) or not {"data", "memo"} <= tables.keys():
+            return None
         tables["digest"] = saved["digest"]
-        return tables if isinstance(tables, dict) else None
+        return tables
     except (OSError, ValueError, EOFError, TypeError, KeyError):
         return None
 

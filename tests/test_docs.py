@@ -38,6 +38,24 @@ def test_parser_tables_are_current():
         "run `python -m dslc.parse`"
 
 
+def test_unreadable_parser_tables_are_rebuilt_from_the_grammar(tmp_path, monkeypatch):
+    import marshal
+
+    from dslc import parse
+
+    good = parse.parse("model m { input x: f32[4]\n dense(2) }\n", "m.dl")
+    for name, data in (("garbage", b"\x00not marshal"), ("empty", b""),
+                       ("no tables", marshal.dumps({"digest": "x", "basic": marshal.dumps(1)})),
+                       ("a list", marshal.dumps([1, 2]))):
+        path = tmp_path / name
+        path.write_bytes(data)
+        monkeypatch.setattr(parse, "TABLES", path)
+        parse._parser.cache_clear()
+        assert parse.load_tables() is None, name
+        assert parse.parse("model m { input x: f32[4]\n dense(2) }\n", "m.dl") == good, name
+    parse._parser.cache_clear()
+
+
 def test_every_op_documents_itself():
     for name, op in all_ops().items():
         assert op.summary(), name
