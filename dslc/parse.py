@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import marshal
 import math
 import re
@@ -54,7 +53,13 @@ LEXERS = ("basic", "contextual")
 
 def grammar_text() -> str:
     # The file itself where the package is a folder (a wheel, an editable install): importing
-    # importlib.resources (and zipfile with it) would cost `dslc check` 3 ms.
+    # importlib.resources (and zipfile with it) would cost `dslc check` 3 ms. A wheel has it
+    # beside this module; an editable install maps `dslc.grammars` to the repository's folder.
+    beside = Path(__file__).with_name("grammars") / "dslc.lark"
+    if beside.is_file():
+        return beside.read_text(encoding="utf-8")
+    import importlib.util
+
     spec = importlib.util.find_spec("dslc.grammars")
     for folder in (spec.submodule_search_locations or []) if spec is not None else []:
         path = Path(folder) / "dslc.lark"
