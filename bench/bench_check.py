@@ -3,6 +3,7 @@
 and how soon runaway specs (exponential blocks, nested `repeat`) are rejected.
 
     python bench/bench_check.py [--runs 7]
+    python bench/bench_check.py --python /tmp/wheel/bin/python   # a wheel install's start-up
 """
 
 from __future__ import annotations
@@ -23,27 +24,34 @@ from dslc.compiler import compile_text  # noqa: E402
 from dslc.diagnostics import DslError  # noqa: E402
 
 
-def wall(cmd: list[str], env: dict[str, str]) -> float:
+def wall(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=cwd)
     return time.perf_counter() - t
 
 
-def startup(runs: int) -> tuple[float, float]:
-    """Median wall time of `dslc check specs/cnn_mnist.dl` and of `import lark, pydantic`, in
-    fresh interpreters with cached bytecode (as after a wheel install), taking turns."""
+def startup(runs: int, python: str | None = None) -> tuple[float, float, float]:
+    """Median wall times of `dslc check specs/cnn_mnist.dl` and of `import lark, pydantic`, and
+    the median of their paired ratios, in fresh interpreters with cached bytecode (as after a
+    wheel install), taking turns. `python`: another interpreter whose installed dslc is timed
+    (a venv with the wheel: no editable-install finder in its start-up), from an empty folder."""
     with tempfile.TemporaryDirectory() as cache:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        env["PYTHONPYCACHEPREFIX"] = cache
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        base = [sys.executable, "-c", "import lark, pydantic"]
-        check = [sys.executable, "-m", "dslc", "check", str(ROOT / "specs" / "cnn_mnist.dl")]
-        wall(base, env), wall(check, env)  # write the bytecode caches
+        if python is None:
+            env["PYTHONPYCACHEPREFIX"] = cache
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        else:
+            env.pop("PYTHONPATH", None)
+        exe = python or sys.executable
+        base = [exe, "-c", "import lark, pydantic"]
+        check = [exe, "-m", "dslc", "check", str(ROOT / "specs" / "cnn_mnist.dl")]
+        wall(base, env, cache), wall(check, env, cache)  # write the bytecode caches
         bases, checks = [], []
         for _ in range(runs):
-            bases.append(wall(base, env))
-            checks.append(wall(check, env))
-    return statistics.median(checks), statistics.median(bases)
+            bases.append(wall(base, env, cache))
+            checks.append(wall(check, env, cache))
+    paired = statistics.median(c / b for c, b in zip(checks, bases))
+    return statistics.median(checks), statistics.median(bases), paired
 
 
 def in_process(fn, runs: int) -> tuple[float, float]:
@@ -86,11 +94,18 @@ def rejected(src: str):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--python", help="time this interpreter's installed dslc instead (e.g. "
+                                     "a venv with the wheel), start-up only")
     args = ap.parse_args()
 
-    ours, base = startup(args.runs)
-    rows = [("`dslc check specs/cnn_mnist.dl` / `import lark, pydantic` (median, fresh process)",
-             f"{ours:.3f} s / {base:.3f} s = {ours / base:.2f}x")]
+    ours, base, paired = startup(args.runs, args.python)
+    rows = [("`dslc check specs/cnn_mnist.dl` / `import lark, pydantic` (median, fresh process; "
+             "median of the paired ratios)",
+             f"{ours:.3f} s / {base:.3f} s = {ours / base:.2f}x; paired {paired:.2f}x")]
+    if args.python:
+        print(f"{args.python}, load average {os.getloadavg()[0]:.2f}")
+        print(f"| figure | value |\n|---|---|\n| {rows[0][0]} | {rows[0][1]} |")
+        return
     compile_text(layers_spec(2), "warm.dl")  # imports, parser tables, validators
     best, med = in_process(lambda: compile_text(layers_spec(5000), "big.dl"), args.runs)
     half, _ = in_process(lambda: compile_text(layers_spec(2500), "half.dl"), args.runs)

@@ -1,3 +1,3 @@
-from dslc.cli import main
+from dslc.cli import entry
 
-raise SystemExit(main())
+entry()
