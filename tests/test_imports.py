@@ -231,3 +231,25 @@ def test_check_start_up_work_is_counted():
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"rc": 0, "json": False, "dataclasses": [], "built": []}, result
+
+
+def test_check_leaves_the_cycle_collector_as_it_found_it(tmp_path, capsys):
+    """`check` turns the collector off while it runs (docs/benchmarks.md); a program calling
+    `main` keeps its own setting, after a good spec and after a bad one."""
+    import gc
+
+    from dslc.cli import main
+
+    bad = tmp_path / "bad.dl"
+    bad.write_text("model m { input x: f32[4]\n dense(0) }\n")
+    assert gc.isenabled()
+    assert main(["check", str(ROOT / "specs" / "cnn_mnist.dl")]) == 0
+    assert gc.isenabled()
+    assert main(["check", str(bad)]) == 2
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert main(["check", str(ROOT / "specs" / "cnn_mnist.dl")]) == 0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
