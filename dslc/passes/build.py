@@ -446,8 +446,9 @@ class GraphBuilder:
                            "name the others, e.g. `kernel=3`" if fields else None)
         values: dict[str, Any] = {}
         spans: dict[str, Span] = {}
+        exprs: dict[str, Any] = {}  # the expressions written, for hints
         for key, arg in zip(op.positional, attr_args):
-            values[key], spans[key] = evaluate(arg, scope.lets), arg.span
+            values[key], spans[key], exprs[key] = evaluate(arg, scope.lets), arg.span, arg
         errors = Collector()
         for kw in call.kwargs:
             if kw.name not in fields and kw.name in op.unsupported:
@@ -466,6 +467,7 @@ class GraphBuilder:
                 errors.error(f"`{kw.name}` is given twice", kw.span)
                 continue
             values[kw.name], spans[kw.name] = evaluate(kw.value, scope.lets), kw.span
+            exprs[kw.name] = kw.value
         errors.raise_if_any()
         for key, v in values.items():
             if isinstance(v, CallValue):
@@ -476,7 +478,7 @@ class GraphBuilder:
             by_key: dict[Any, list] = {}
             for e in exc.errors():
                 by_key.setdefault(e["loc"][0] if e["loc"] else None, []).append(e)
-            raise DslError([_attr_diag(op, call, es, values, spans)
+            raise DslError([_attr_diag(op, call, es, values, spans, exprs, scope.lets)
                             for es in by_key.values()]) from None
 
     def expand_block(self, call, block: ast.Block, inputs, attr_args, scope: Scope, binding):
@@ -573,7 +575,26 @@ _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "`true` or `fal
                "tuple[int, ...]": "a list of integers"}
 
 
-def _attr_diag(op, call, errs, values, spans):
+def _fraction_hint(value, expr, lets) -> str | None:
+    """For an integer attribute given the fraction a division made: which division."""
+    if not (isinstance(value, float) and not value.is_integer()
+            and isinstance(expr, ast.BinOp) and expr.op == "/"):
+        return None
+    try:
+        left, right = evaluate(expr.left, lets), evaluate(expr.right, lets)
+    except DslError:
+        return None
+    if not (isinstance(left, int | float) and isinstance(right, int | float)):
+        return None
+    names = [e.id if isinstance(e, ast.Name) else None for e in (expr.left, expr.right)]
+    if names == [None, None]:
+        return f"{left:g}/{right:g} is not a whole number"
+    lt, rt = (n or f"{v:g}" for n, v in zip(names, (left, right)))
+    hint = f"`{lt}/{rt}` is {left:g}/{right:g}, not a whole number"
+    return hint + (f": `{rt}` must divide `{lt}`" if None not in names else "")
+
+
+def _attr_diag(op, call, errs, values, spans, exprs=None, lets=None):
     """One diagnostic for the errors pydantic gives about one attribute."""
     from dslc.diagnostics import Diagnostic
 
@@ -601,4 +622,7 @@ def _attr_diag(op, call, errs, values, spans):
         return Diagnostic(f"`{value}` is not a valid `{key}` for `{op.name}`", span,
                           hint or f"use one of {one_of(choices)}")
     msg = e["msg"].replace("Value error, ", "")
-    return Diagnostic(f"`{key}` of `{op.name}`: {msg[0].lower() + msg[1:]} (got {describe(value)})", span)
+    hint = _fraction_hint(value, (exprs or {}).get(key), lets or {}) \
+        if e["type"] == "int_type" else None
+    return Diagnostic(f"`{key}` of `{op.name}`: {msg[0].lower() + msg[1:]} (got {describe(value)})",
+                      span, hint)
