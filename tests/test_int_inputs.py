@@ -153,6 +153,55 @@ def test_run_refuses_negative_ids(tmp_path):
         read_input(tmp_path / "neg.npy", SIG)
 
 
+def test_run_names_the_vocabulary_an_id_is_outside(tmp_path, capsys):
+    """onnxruntime's Gather says only "indices element out of data bounds"; `dslc run` reads
+    each integer input's bound from the metadata (`dslc.id_limits`) and names the layer."""
+    pytest.importorskip("onnxruntime")
+    from dslc.backends.onnx.export import export
+    from dslc.backends.onnx.metadata import META_ID_LIMITS, model_metadata
+    from dslc.cli import main
+
+    text = ("model pe {\n input tokens: i64[?]\n a = embedding(tokens, 20, 8)\n"
+            " b = embedding(tokens, 12, 8)\n output dense(global_avgpool1d(add(a, b)), 3)\n}\n")
+    spec = compile_text(text, str(tmp_path / "pe.dl"))
+    graph = spec.model()
+    assert json.loads(model_metadata(spec, graph)[META_ID_LIMITS]) == \
+        {"tokens": {"limit": 12, "layer": "b"}}  # the smaller vocabulary bounds the input
+    model = tmp_path / "pe.onnx"
+    export(spec, graph, init_weights(graph, 0), model)
+    np.save(tmp_path / "ok.npy", np.array([[1, 11, 0]], np.int64))
+    np.save(tmp_path / "bad.npy", np.array([[1, 2, 3], [4, 12, 0]], np.int64))
+    assert main(["run", str(model), "--input", str(tmp_path / "ok.npy")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(model), "--input", str(tmp_path / "bad.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "input `tokens` takes ids below 12 (the vocabulary of layer `b`), got 12 at index " \
+           "[1, 1]" in err and "Traceback" not in err and "onnxruntime" not in err
+
+
+def test_run_refuses_malformed_id_limits(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from dslc.backends.onnx.export import export
+    from dslc.cli import main
+
+    spec = compile_text("model pe {\n input tokens: i64[3]\n embedding(20, 2)\n}\n",
+                        str(tmp_path / "pe.dl"))
+    graph = spec.model()
+    model = tmp_path / "pe.onnx"
+    export(spec, graph, init_weights(graph, 0), model)
+    np.save(tmp_path / "ids.npy", np.array([[1, 2, 3]], np.int64))
+    proto = onnx.load(str(model))
+    for value in ('{"tokens": 20}', '{"tokens": {"limit": true, "layer": "e"}}', "[1]"):
+        for prop in proto.metadata_props:
+            if prop.key == "dslc.id_limits":
+                prop.value = value
+        onnx.save(proto, str(model))
+        assert main(["run", str(model), "--input", str(tmp_path / "ids.npy")]) == 2, value
+        assert "metadata `dslc.id_limits` is not a map" in capsys.readouterr().err
+
+
 # -- the data pipeline -------------------------------------------------------------------------
 
 TRAIN = EMBED + """

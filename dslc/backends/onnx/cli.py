@@ -17,6 +17,7 @@ from dslc.diagnostics import DslError
 from .inputs import IMAGE_SUFFIXES, Signature, read_input
 from .metadata import (
     META_CLASSES,
+    META_ID_LIMITS,
     META_PIXEL_MAX,
     META_PREPROCESSING,
     META_TASKS,
@@ -337,6 +338,7 @@ def run_command(args) -> int:
         raise DslError(f"{args.input}: no samples (input `{empty[0]}` has shape "
                        f"{list(feed[empty[0]].shape)})", hint="give at least one sample")
     _check_range(Path(args.input), feed, input_range)
+    _check_ids(Path(args.input), feed, _json_meta(meta, META_ID_LIMITS, path), path)
     embedded = in_graph(meta, str(path))
     if preprocessing and preprocessing.get("steps") and embedded:
         print(f"note: the model applies its preprocessing itself: {_describe(preprocessing)}",
@@ -388,6 +390,28 @@ def _check_range(input_path: Path, feed: dict[str, np.ndarray],
         warning = input_range.values_warning(name, next(iter(feed.values())))
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+
+
+def _check_ids(input_path: Path, feed: dict[str, np.ndarray], limits: Any, path: Path) -> None:
+    """Ids at or above a layer's vocabulary (metadata `dslc.id_limits`) are refused by name."""
+    if limits is None:
+        return
+    if not isinstance(limits, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("limit"), int) and not
+            isinstance(v.get("limit"), bool) and isinstance(v.get("layer"), str)
+            for v in limits.values()):
+        raise DslError(f"{path}: metadata `{META_ID_LIMITS}` is not a map of input names to "
+                       "{\"limit\": ids below, \"layer\": name}")
+    for name, x in feed.items():
+        bound = limits.get(name)
+        if bound is None or x.dtype.kind not in "iu" or not x.size:
+            continue
+        limit, layer = bound["limit"], bound["layer"]
+        if int(x.max()) >= limit:
+            at = [int(i) for i in np.argwhere(x >= limit)[0]]
+            raise DslError(f"{input_path}: input `{name}` takes ids below {limit} (the vocabulary "
+                           f"of layer `{layer}`), got {int(x[tuple(at)])} at index {at}",
+                           hint=f"map tokens the model has no id for to an id below {limit}")
 
 
 def _json_meta(meta: dict, key: str, path: Path):

@@ -28,6 +28,10 @@ META_CLASSES = "dslc.classes"  # JSON: output name → class names, by index (as
 # JSON: input name → the spec's dtype (f32, i32, i64, bool); the graph inputs' element types
 # say the same to onnxruntime, this says it in the spec's words (`dslc run`'s messages).
 META_INPUT_DTYPES = "dslc.input_dtypes"
+# JSON: integer input name → {"limit": n, "layer": name}: its ids must be below `limit`, the
+# least vocabulary of the layers that read it (`Op.id_limit`). `dslc run` refuses others with
+# the layer named, where onnxruntime's Gather would only say "indices out of data bounds".
+META_ID_LIMITS = "dslc.id_limits"
 
 # Raw value range of image-like data sources, so an 8-bit image file (0..255) can be mapped
 # to what the model was trained on before its preprocessing (digits pixels are 0..16).
@@ -49,6 +53,22 @@ def task_of(graph: Graph, output: str) -> str:
     return "regression"
 
 
+def id_limits(graph: Graph) -> dict[str, dict[str, Any]]:
+    """Integer input name → the bound on its ids and the layer that sets it (see
+    META_ID_LIMITS); inputs no layer bounds are left out."""
+    from dslc.ops import get_op
+
+    out: dict[str, dict[str, Any]] = {}
+    for i in graph.inputs:
+        if i.type.is_float:
+            continue
+        for n in graph.nodes:
+            limit = get_op(n.op).id_limit(n.attrs) if i.name in n.inputs else None
+            if limit is not None and limit < out.get(i.name, {}).get("limit", limit + 1):
+                out[i.name] = {"limit": int(limit), "layer": n.name}
+    return out
+
+
 def model_metadata(spec: Any, graph: Graph, preprocessing: dict | None = None,
                    input_range: InputRange | None = None,
                    classes: list[str] | None = None) -> dict[str, str]:
@@ -59,6 +79,9 @@ def model_metadata(spec: Any, graph: Graph, preprocessing: dict | None = None,
             META_TASKS: json.dumps(tasks, sort_keys=True)}
     if any(not i.type.is_float for i in graph.inputs):
         meta[META_INPUT_DTYPES] = json.dumps({i.name: i.type.dtype for i in graph.inputs})
+        limits = id_limits(graph)
+        if limits:
+            meta[META_ID_LIMITS] = json.dumps(limits, sort_keys=True)
     if spec is not None:
         meta[META_SPEC] = Path(spec.path).name
         meta[META_HASH] = spec.digest
