@@ -127,11 +127,20 @@ def train_command(args) -> int:
             return multiworker.launch(argv, args.nproc)
         return distributed.launch(argv, args.nproc)
     group = _join(args) if distributed.wanted(args) else None
+    torch_group = group is not None and group.framework == "torch"
     try:
-        return _train(args, group)
-    finally:
-        if group is not None and group.framework == "torch":
+        status = _train(args, group)
+    except BaseException:
+        if torch_group:
             distributed.shutdown()
+        raise
+    if torch_group:
+        # Leave together: rank 0 may still be writing files while the others would tear their
+        # side down, and a gloo peer torn down mid-way can abort ("terminate called without an
+        # active exception", seen once in CI on --resume).
+        distributed.barrier()
+        distributed.shutdown()
+    return status
 
 
 def _join(args):
