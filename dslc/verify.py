@@ -53,11 +53,10 @@ def seeded_batch(graph: Graph, batch: int = 8, seed: int = 0) -> list[np.ndarray
 
 def id_limit(graph: Graph, name: str) -> int:
     """The bound on the ids the tensor `name` may hold: the least its readers take."""
-    from dslc.ops import get_op
+    from dslc.ops.registry import id_bound
 
-    limits = [get_op(n.op).id_limit(n.attrs) for n in graph.nodes if name in n.inputs]
-    known = [lim for lim in limits if lim is not None]
-    return min(known) if known else IDS
+    bound = id_bound(graph, name)
+    return bound[0] if bound else IDS
 
 
 @dataclass(frozen=True)

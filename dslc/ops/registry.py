@@ -240,6 +240,14 @@ def write_index(path: Path = INDEX) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def id_bound(graph: Graph, name: str) -> tuple[int, str] | None:
+    """The least `Op.id_limit` of the layers that read the tensor `name`, and the layer; None
+    where no reader bounds its ids."""
+    known = [(limit, n.name) for n in graph.nodes
+             if name in n.inputs and (limit := get_op(n.op).id_limit(n.attrs)) is not None]
+    return min(known) if known else None
+
+
 def node_activation(node: Node) -> str:
     """The activation `node` applies last (see `Op.activation`)."""
     return get_op(node.op).activation(node.attrs)

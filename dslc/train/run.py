@@ -86,21 +86,16 @@ def _check_label_range(data, graph, cfg) -> None:
 def _check_id_range(data, graph, cfg) -> None:
     """Ids outside an embedding's table: torch fails deep inside, and Keras and ONNX's Gather
     count a negative id from the end of the table, a wrong number with no error."""
-    from dslc.ops import get_op
+    from dslc.ops.registry import id_bound
 
     port = graph.inputs[0]
     if port.type.is_float or port.type.dtype == "bool":
         return
-    known: list[tuple[int, str]] = []
-    for n in graph.nodes:
-        limit = get_op(n.op).id_limit(n.attrs) if port.name in n.inputs else None
-        if limit is not None:
-            known.append((limit, n.name))
     splits = [x for x in (data.x_train, data.x_val, data.x_test) if x is not None and x.size]
     if not splits:
         return
     low, high = min(int(x.min()) for x in splits), max(int(x.max()) for x in splits)
-    top = min(known) if known else None
+    top = id_bound(graph, port.name)
     if low < 0 or (top is not None and high >= top[0]):
         bound = f"0..{top[0] - 1} (`{top[1]}` has vocab {top[0]})" if top else "0 or more"
         raise DslError(f"the input `{port.name}` holds ids {low}..{high}, but ids must be "

@@ -56,17 +56,10 @@ def task_of(graph: Graph, output: str) -> str:
 def id_limits(graph: Graph) -> dict[str, dict[str, Any]]:
     """Integer input name → the bound on its ids and the layer that sets it (see
     META_ID_LIMITS); inputs no layer bounds are left out."""
-    from dslc.ops import get_op
+    from dslc.ops.registry import id_bound
 
-    out: dict[str, dict[str, Any]] = {}
-    for i in graph.inputs:
-        if i.type.is_float:
-            continue
-        for n in graph.nodes:
-            limit = get_op(n.op).id_limit(n.attrs) if i.name in n.inputs else None
-            if limit is not None and limit < out.get(i.name, {}).get("limit", limit + 1):
-                out[i.name] = {"limit": int(limit), "layer": n.name}
-    return out
+    bounds = {i.name: id_bound(graph, i.name) for i in graph.inputs if not i.type.is_float}
+    return {name: {"limit": int(b[0]), "layer": b[1]} for name, b in bounds.items() if b}
 
 
 def model_metadata(spec: Any, graph: Graph, preprocessing: dict | None = None,
